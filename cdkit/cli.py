@@ -1,0 +1,160 @@
+"""The click command line: each command parses its options and calls one function in `commands/`.
+
+Command modules are imported inside each command so that `cdkit --version` and
+`cdkit validate` load neither PyGithub nor gitpython.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cdkit import __version__
+from cdkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CdkitError, ConfigError
+
+CONFIG_OPTION = click.option(
+    "--config", "config", metavar="PATH", default=None,
+    help="Pipeline file (default: .cdkit.yml at the repository root).",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+TRIGGER_CHOICE = click.Choice(["pre-push", "ci"])
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, "--version", prog_name="cdkit", message="%(prog)s %(version)s")
+def cli() -> None:
+    """cdkit: one pipeline (.cdkit.yml) for the pre-push hook, CI checks and releases.
+
+    Continuous deployment releases every commit that passes all stages;
+    continuous delivery also waits for an explicit approval of that exact commit.
+    """
+
+
+@cli.command()
+@CONFIG_OPTION
+def validate(config: str | None) -> int:
+    """Check .cdkit.yml against the schema; report every problem as FILE:LINE:COL."""
+    from cdkit.commands.validate import validate as command
+
+    return command(config=config)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--base", metavar="REV", help="Compare with this commit (default: no base, every file counts).")
+@click.option("--head", metavar="REV", help="The commit to plan for (default: HEAD).")
+@click.option("--trigger", type=TRIGGER_CHOICE, default="ci", show_default=True, help="Which `on:` stages apply.")
+@JSON_OPTION
+def plan(config: str | None, base: str | None, head: str | None, trigger: str, as_json: bool) -> int:
+    """Show which stages would run, and why each other stage would not."""
+    from cdkit.commands.plan import plan as command
+
+    return command(config=config, base=base, head=head, trigger=trigger, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--base", metavar="REV", help="Compare with this commit for `paths` (default: every file counts).")
+@click.option("--head", metavar="REV",
+              help="Run on this commit, in a temporary worktree unless it is a clean HEAD (default: the work tree).")
+@click.option("--stage", "stages", metavar="NAME", multiple=True, help="Run only this stage (repeatable).")
+@click.option("--trigger", type=TRIGGER_CHOICE, default="ci", show_default=True, help="Which `on:` stages apply.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel stages (default: CPU count).")
+@JSON_OPTION
+def run(config: str | None, base: str | None, head: str | None, stages: tuple[str, ...], trigger: str,
+        jobs: int | None, as_json: bool) -> int:
+    """Run the pipeline's stages in dependency order and record the results.
+
+    Set CDKIT_SKIP=a,b to skip stages (each skip is recorded).
+    """
+    from cdkit.commands.run import run as command
+
+    return command(config=config, base=base, head=head, stages=stages, trigger=trigger, jobs=jobs, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.argument("rev", default="HEAD")
+@JSON_OPTION
+def status(config: str | None, rev: str, as_json: bool) -> int:
+    """Show the stage results recorded for a commit (default: HEAD)."""
+    from cdkit.commands.status import status as command
+
+    return command(rev=rev, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@JSON_OPTION
+def log(config: str | None, limit: int, as_json: bool) -> int:
+    """List recent runs recorded in the ledger."""
+    from cdkit.commands.status import log as command
+
+    return command(limit=limit, config=config, as_json=as_json)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the throwaway repository and print where it is.")
+def demo(keep: bool) -> int:
+    """Show cdkit end to end in a throwaway repository (no GitHub, no token, nothing here touched)."""
+    from cdkit.commands.demo import demo as command
+
+    return command(keep=keep)
+
+
+def _crash_report(exc: BaseException) -> str:
+    import platform
+    import traceback
+
+    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+    return (
+        "cdkit hit an internal error (a bug, not your fault). Please report it with this text:\n"
+        f"  cdkit {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"  command: cdkit {' '.join(sys.argv[1:])}\n\n{tail}"
+    )
+
+
+def _redact(text: str) -> str:
+    from cdkit.secrets import redact
+
+    return redact(text, os.environ)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command and turn its outcome into the documented exit code."""
+    code = invoke(cli, argv)
+    sys.exit(code)
+
+
+def invoke(command: Callable[..., Any], argv: list[str] | None) -> int:
+    try:
+        result = command.main(args=argv, prog_name="cdkit", standalone_mode=False)  # type: ignore[attr-defined]
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("cdkit: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        for message in exc.messages:
+            click.echo(_redact(message), err=True)
+        return exc.exit_code
+    except CdkitError as exc:
+        click.echo(f"cdkit: {_redact(str(exc))}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("cdkit: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a crash report
+        click.echo(_redact(_crash_report(exc)), err=True)
+        return EXIT_INTERNAL
+    return int(result or 0)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from cdkit import git, output
+from cdkit.report.console import display_path, format_duration, mark
+from cdkit.session import find_workspace, open_ledger
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    sha = git.resolve_commit(rev, cwd=ws.root)
+    with open_ledger(ws.repo) as ledger:
+        latest = ledger.latest_stage_results(sha, include_dirty=True)
+        runs = ledger.runs_for_sha(sha)
+        outbox = ledger.outbox_counts()
+    if as_json:
+        output.write_line(json.dumps({
+            "sha": sha,
+            "runs": [{"id": r.id, "trigger": r.trigger, "status": r.status, "dirty": r.dirty} for r in runs],
+            "stages": {name: {"status": s.status, "reason": s.reason, "run_id": s.run_id, "duration": s.duration,
+                              "log": s.log_path} for name, s in latest.items()},
+            "outbox": outbox,
+        }, indent=2))
+        return 0
+    if not runs:
+        output.write_line(f"{sha[:12]}: no runs recorded (run `cdkit run` or push through the hook)")
+        return 0
+    output.write_line(f"{sha}: {len(runs)} run(s), latest #{runs[-1].id} {runs[-1].status}")
+    width = max(len(n) for n in latest) if latest else 4
+    color = output.use_color(sys.stdout)
+    for name, s in latest.items():
+        dirty = " (uncommitted changes)" if any(r.dirty for r in runs if r.id == s.run_id) else ""
+        reason = f"  {s.reason}" if s.reason and s.status != "passed" else ""
+        output.write_line(f"  {mark(s.status, sys.stdout, color)} {name.ljust(width)}  {s.status:<9} "
+                          f"{format_duration(s.duration):>8}  run #{s.run_id}{dirty}{reason}".rstrip())
+        if s.status in ("failed", "timed_out") and s.log_path:
+            output.write_line(f"      log: {display_path(s.log_path)}")
+    if outbox.get("pending"):
+        output.write_line(f"{outbox['pending']} report(s) waiting in the outbox for GitHub (deliver with `cdkit sync`)")
+    return 0
+
+
+def log(*, limit: int, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    with open_ledger(ws.repo) as ledger:
+        runs = ledger.recent_runs(limit)
+        rows = [(r, ledger.stage_results(r.id)) for r in runs]
+    if as_json:
+        output.write_line(json.dumps([
+            {"id": r.id, "trigger": r.trigger, "event": r.event, "sha": r.sha, "base": r.base_sha, "ref": r.ref,
+             "status": r.status, "dirty": r.dirty, "started_at": r.started_at, "finished_at": r.finished_at,
+             "stages": {s.stage: s.status for s in stages}}
+            for r, stages in rows
+        ], indent=2))
+        return 0
+    if not runs:
+        output.write_line("no runs recorded yet (run `cdkit run`)")
+        return 0
+    for r, stages in rows:
+        counts: dict[str, int] = {}
+        for s in stages:
+            counts[s.status] = counts.get(s.status, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        ref = (r.ref or "").removeprefix("refs/heads/")
+        dirty = " dirty" if r.dirty else ""
+        output.write_line(f"#{r.id:<4} {_when(r.started_at)}  {r.trigger:<8} {r.sha[:12]} {ref:<16} "
+                          f"{r.status:<11}{dirty} {summary}".rstrip())
+    return 0

@@ -1,0 +1,575 @@
+"""Load and validate `.cdkit.yml` into a `Pipeline`.
+
+The YAML is composed into nodes (so every value keeps its line and column),
+converted with YAML 1.2 core rules (so `on`, `no` and `yes` stay strings rather
+than YAML 1.1 booleans), validated against `schema.json`, then checked for what
+a schema cannot say (duplicate stage names, unknown `needs`, cycles).
+Every problem is reported as `FILE:LINE:COL: key.path: message`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cdkit import __version__
+from cdkit.errors import ConfigError
+
+DEFAULT_CONFIG = ".cdkit.yml"
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+DEFAULT_TIMEOUT = 30 * 60.0
+
+JsonPath = tuple["str | int", ...]
+
+# Tokens GitHub issues carry a recognisable prefix; one inline in a committed file is a leak.
+TOKEN_RE = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")
+DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: str
+    on: tuple[str, ...] = ("ci",)
+    paths: tuple[str, ...] | None = None
+    needs: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    env: dict[str, str] = field(default_factory=dict)
+    working_directory: str | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    via: str = "local"
+    required: int = 1
+    reviewers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    mode: str
+    deploy: str
+    url: str | None = None
+    approval: ApprovalPolicy = ApprovalPolicy()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    stages: tuple[Stage, ...]
+    environments: tuple[Environment, ...] = ()
+    release_branch: str = "main"
+    mode: str = "delivery"
+    report: str = "auto"
+    path: str = DEFAULT_CONFIG
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def environment(self, name: str) -> Environment | None:
+        return next((e for e in self.environments if e.name == name), None)
+
+
+# --- YAML with positions ------------------------------------------------------------------
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader that resolves plain scalars by YAML 1.2 core rules only."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {}
+for _tag, _regexp, _first in (
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
+):
+    _StrictLoader.add_implicit_resolver(_tag, re.compile(_regexp), _first)
+
+
+@dataclass(frozen=True)
+class _Where:
+    line: int
+    column: int
+    text: str | None  # the scalar as written, for messages
+
+
+@dataclass
+class _Document:
+    data: Any
+    where: dict[JsonPath, _Where]
+    errors: list[str]
+
+
+def _scalar_value(node: yaml.ScalarNode) -> Any:
+    tag = node.tag
+    value = node.value
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        return value.lower() == "true"
+    if tag == "tag:yaml.org,2002:int":
+        if value.startswith("0o"):
+            return int(value[2:], 8)
+        return int(value, 0) if value.startswith("0x") else int(value)
+    if tag == "tag:yaml.org,2002:float":
+        lowered = value.lower()
+        if lowered.endswith("nan"):
+            return float("nan")
+        if lowered.endswith("inf"):
+            return float("-inf") if value.startswith("-") else float("inf")
+        return float(value)
+    if tag == "tag:yaml.org,2002:str":
+        return value
+    raise _UnsupportedTag(tag)
+
+
+class _UnsupportedTag(Exception):
+    pass
+
+
+def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> Any:
+    start = node.start_mark
+    text = node.value if isinstance(node, yaml.ScalarNode) else None
+    doc.where[path] = _Where(start.line + 1, start.column + 1, text)
+    if isinstance(node, yaml.ScalarNode):
+        try:
+            return _scalar_value(node)
+        except _UnsupportedTag:
+            doc.errors.append(
+                f"{filename}:{start.line + 1}:{start.column + 1}: {_dotted(path)}: "
+                f"tag {node.tag} is not allowed (cdkit reads plain YAML data only)"
+            )
+            return None
+    if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
+        doc.errors.append(
+            f"{filename}:{start.line + 1}:{start.column + 1}: {_dotted(path)}: "
+            f"tag {node.tag} is not allowed (cdkit reads plain YAML data only)"
+        )
+        return None
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, path + (i,), doc, filename) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.MappingNode)
+    result: dict[Any, Any] = {}
+    first_seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = _convert(key_node, path + ("<key>",), doc, filename)
+        if not isinstance(key, str):
+            key = str(key)
+        line = key_node.start_mark.line + 1
+        if key in first_seen:
+            doc.errors.append(
+                f"{filename}:{line}:{key_node.start_mark.column + 1}: {_dotted(path + (key,))}: "
+                f"duplicate key {key!r} (first defined on line {first_seen[key]}); remove one of them"
+            )
+            continue
+        first_seen[key] = line
+        result[key] = _convert(value_node, path + (key,), doc, filename)
+    doc.where.pop(path + ("<key>",), None)
+    return result
+
+
+def _compose(text: str, filename: str) -> _Document:
+    doc = _Document(data=None, where={}, errors=[])
+    try:
+        node = yaml.compose(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([f"{filename}:{where}: invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{filename}:1:1: invalid YAML: {exc}"]) from None
+    if node is None:
+        raise ConfigError([f"{filename}:1:1: the file is empty (start with `version: 1` and a `stages:` list)"])
+    doc.data = _convert(node, (), doc, filename)
+    return doc
+
+
+# --- Schema validation ----------------------------------------------------------------------
+
+
+def _dotted(path: JsonPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _load_schema() -> dict[str, Any]:
+    with SCHEMA_PATH.open(encoding="utf-8") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
+
+
+_TYPE_CHECKS = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer", "boolean": "true or false"}
+_HINTS = {
+    "#/$defs/duration": "is not a duration (use e.g. 10m, 90s, 1h30m)",
+    "#/$defs/name": "is not a valid name (letters, digits, _ . - ; at most 64 characters)",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, int):
+        return f"number {value}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "nothing (null)"
+
+
+class _Validator:
+    """Validates data against the subset of JSON Schema that schema.json uses.
+
+    A hand-written walker rather than the jsonschema package: it keeps the hook's
+    start-up small and lets every message carry the key path and a suggestion.
+    """
+
+    def __init__(self, schema: dict[str, Any], where: dict[JsonPath, _Where]) -> None:
+        self.schema = schema
+        self.where = where
+        self.problems: list[tuple[JsonPath, str]] = []
+
+    def shown(self, value: Any, path: JsonPath) -> str:
+        """The value as the user wrote it (1e3, not 1000.0), else as data."""
+        where = self.where.get(path)
+        if where and where.text is not None and not isinstance(value, str):
+            return where.text
+        return _describe(value)
+
+    def resolve(self, schema: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        ref = schema.get("$ref")
+        if ref is None:
+            return schema, None
+        target: Any = self.schema
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return merged, ref
+
+    def validate(self, value: Any, schema: dict[str, Any], path: JsonPath) -> None:
+        schema, ref = self.resolve(schema)
+        expected = schema.get("type")
+        if expected and not _TYPE_CHECKS[expected](value):
+            if ref in _HINTS:
+                self.problems.append((path, f"{self.shown(value, path)} {_HINTS[ref]}"))
+            else:
+                self.problems.append((path, f"expected {_TYPE_NAMES[expected]}, got {self.shown(value, path)}"))
+            return
+        if "enum" in schema and value not in schema["enum"]:
+            choices = ", ".join(json.dumps(e) for e in schema["enum"])
+            self.problems.append((path, f"{self.shown(value, path)} is not one of {choices}"))
+            return
+        if isinstance(value, str):
+            self._check_string(value, schema, ref, path)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            self._check_number(value, schema, path)
+        elif isinstance(value, list):
+            self._check_array(value, schema, path)
+        elif isinstance(value, dict):
+            self._check_object(value, schema, path)
+
+    def _check_string(self, value: str, schema: dict[str, Any], ref: str | None, path: JsonPath) -> None:
+        if len(value) < schema.get("minLength", 0):
+            self.problems.append((path, "must not be empty" if value == "" else f"{_describe(value)} is too short"))
+        elif "maxLength" in schema and len(value) > schema["maxLength"]:
+            self.problems.append((path, f"is longer than {schema['maxLength']} characters"))
+        elif "pattern" in schema and not re.search(schema["pattern"], value):
+            hint = _HINTS.get(ref or "", f"does not match {schema['pattern']}")
+            self.problems.append((path, f"{_describe(value)} {hint}"))
+
+    def _check_number(self, value: int, schema: dict[str, Any], path: JsonPath) -> None:
+        if "minimum" in schema and value < schema["minimum"]:
+            hint = ""
+            if path[-2:] == ("approval", "required"):
+                hint = " (delivery mode needs at least one approval; use mode: deployment to release without one)"
+            self.problems.append((path, f"{value} is less than the minimum of {schema['minimum']}{hint}"))
+        if "maximum" in schema and value > schema["maximum"]:
+            self.problems.append((path, f"{value} is more than the maximum of {schema['maximum']}"))
+
+    def _check_array(self, value: list[Any], schema: dict[str, Any], path: JsonPath) -> None:
+        if len(value) < schema.get("minItems", 0):
+            self.problems.append((path, f"needs at least {schema['minItems']} item(s)"))
+        if schema.get("uniqueItems"):
+            seen: list[Any] = []
+            for i, item in enumerate(value):
+                if item in seen:
+                    self.problems.append((path + (i,), f"{_describe(item)} is listed twice"))
+                seen.append(item)
+        if "items" in schema:
+            for i, item in enumerate(value):
+                self.validate(item, schema["items"], path + (i,))
+
+    def _check_object(self, value: dict[str, Any], schema: dict[str, Any], path: JsonPath) -> None:
+        properties: dict[str, Any] = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                self.problems.append((path, f"missing required key {key!r}"))
+        names = schema.get("propertyNames")
+        for key, item in value.items():
+            if names and "pattern" in names and not re.search(names["pattern"], key):
+                self.problems.append((path + (key,), f"{key!r} is not a valid name"))
+            if key in properties:
+                self.validate(item, properties[key], path + (key,))
+                continue
+            extra = schema.get("additionalProperties", True)
+            if extra is False:
+                self.problems.append((path + (key,), _unknown_key_message(key, list(properties))))
+            elif isinstance(extra, dict):
+                self.validate(item, extra, path + (key,))
+
+
+def _unknown_key_message(key: str, allowed: list[str]) -> str:
+    import difflib  # only on this error path
+
+    guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {guess[0]!r}?" if guess else f" (allowed: {', '.join(allowed)})"
+    return f"unknown key {key!r}{hint}"
+
+
+# --- Checks a schema cannot express ------------------------------------------------------------
+
+
+def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> Iterator[tuple[JsonPath, str]]:
+    def line_of(path: JsonPath) -> int:
+        return where[path].line if path in where else 0
+
+    stages = data.get("stages") or []
+    first_index: dict[str, int] = {}
+    for i, stage in enumerate(stages):
+        name = stage.get("name")
+        if name in first_index:
+            yield ("stages", i, "name"), (
+                f"duplicate stage name {name!r} (first defined on line {line_of(('stages', first_index[name], 'name'))}); "
+                "stage names must be unique"
+            )
+        else:
+            first_index[name] = i
+    for i, stage in enumerate(stages):
+        for j, need in enumerate(stage.get("needs") or []):
+            if need not in first_index:
+                yield ("stages", i, "needs", j), _unknown_stage_message(need, list(first_index))
+            elif need == stage.get("name"):
+                yield ("stages", i, "needs", j), f"stage {need!r} cannot need itself"
+    cycle = _find_cycle(_needs_graph(stages))
+    if cycle:
+        index = first_index[cycle[0]]
+        yield ("stages", index, "needs"), "needs form a cycle: " + " -> ".join(cycle + [cycle[0]])
+    env_names: dict[str, int] = {}
+    for i, env in enumerate(data.get("environments") or []):
+        if env.get("name") in env_names:
+            first = line_of(("environments", env_names[env["name"]], "name"))
+            yield ("environments", i, "name"), f"duplicate environment name {env['name']!r} (first defined on line {first})"
+        env_names.setdefault(env.get("name"), i)
+
+
+def _unknown_stage_message(name: str, known: list[str]) -> str:
+    import difflib
+
+    guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {guess[0]!r}?" if guess else f" (stages: {', '.join(known)})"
+    return f"unknown stage {name!r}{hint}"
+
+
+def _needs_graph(stages: list[dict[str, Any]]) -> dict[str, list[str]]:
+    graph: dict[str, list[str]] = {}
+    previous: str | None = None
+    for stage in stages:
+        name = stage["name"]
+        needs = stage.get("needs")
+        graph[name] = list(needs) if needs is not None else ([previous] if previous else [])
+        previous = name
+    return graph
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if nxt not in graph or nxt == node:
+                continue
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _token_problems(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    if isinstance(value, str):
+        match = TOKEN_RE.search(value)
+        if match:
+            masked = match.group(0)[:4] + "****"
+            yield path, (
+                f"contains what looks like a GitHub token ({masked}); never commit tokens: "
+                "revoke it, and pass tokens through the environment (GITHUB_TOKEN) instead"
+            )
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _token_problems(item, path + (i,))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _token_problems(item, path + (key,))
+
+
+def _version_problems(data: dict[str, Any]) -> Iterator[tuple[JsonPath, str]]:
+    wanted = data.get("minimum_version")
+    if isinstance(wanted, str) and re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", wanted):
+        def parts(v: str) -> tuple[int, ...]:
+            return tuple(int(p) for p in (v.split(".") + ["0", "0"])[:3])
+
+        if parts(wanted) > parts(__version__.split("+")[0]):
+            yield ("minimum_version",), (
+                f"this file needs cdkit {wanted} or newer, but this is cdkit {__version__} "
+                "(upgrade with: pip install -U cdkit)"
+            )
+
+
+# --- Public API ------------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    match = DURATION_RE.match(text)
+    if not match or not text:
+        raise ValueError(f"{text!r} is not a duration")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def decode_config(raw: bytes, filename: str) -> str:
+    """Bytes to text: UTF-8 with or without a BOM; CRLF and CR become LF so no command holds a '\\r'."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [f"{filename}:{line}:1: the file is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"]
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_text(text: str, filename: str = DEFAULT_CONFIG) -> Pipeline:
+    """Parse and validate pipeline text; raise ConfigError listing every problem."""
+    doc = _compose(text, filename)
+    problems: list[tuple[JsonPath, str]] = []
+    if not doc.errors:
+        validator = _Validator(_load_schema(), doc.where)
+        validator.validate(doc.data, validator.schema, ())
+        problems = validator.problems
+        if isinstance(doc.data, dict):
+            problems += list(_token_problems(doc.data, ()))
+            problems += list(_version_problems(doc.data))
+            if not problems:
+                problems += list(_semantic_problems(doc.data, doc.where))
+    messages = doc.errors + [_locate(filename, doc, path, message) for path, message in problems]
+    if messages:
+        raise ConfigError(messages)
+    return _build(doc.data, filename)
+
+
+def _locate(filename: str, doc: _Document, path: JsonPath, message: str) -> str:
+    probe = path
+    while probe not in doc.where and probe:
+        probe = probe[:-1]
+    where = doc.where.get(probe, _Where(1, 1, None))
+    return f"{filename}:{where.line}:{where.column}: {_dotted(path)}: {message}"
+
+
+def load(path: str | Path) -> Pipeline:
+    """Read, parse and validate the pipeline file at `path`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: no pipeline file here; create one with `cdkit init`, or pass --config PATH"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the pipeline file: {exc.strerror}"]) from None
+    return load_text(decode_config(raw, str(path)), str(path))
+
+
+def _build(data: dict[str, Any], filename: str) -> Pipeline:
+    mode = data.get("mode", "delivery")
+    stages: list[Stage] = []
+    for raw in data["stages"]:
+        needs = raw.get("needs")
+        if needs is None:
+            needs = [stages[-1].name] if stages else []
+        stages.append(
+            Stage(
+                name=raw["name"],
+                run=raw["run"],
+                on=tuple(raw.get("on", ["ci"])),
+                paths=tuple(raw["paths"]) if "paths" in raw else None,
+                needs=tuple(needs),
+                timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
+                env=dict(raw.get("env") or {}),
+                working_directory=raw.get("working_directory"),
+            )
+        )
+    environments = []
+    for raw in data.get("environments") or []:
+        approval = raw.get("approval") or {}
+        environments.append(
+            Environment(
+                name=raw["name"],
+                mode=raw.get("mode", mode),
+                deploy=raw["deploy"],
+                url=raw.get("url"),
+                approval=ApprovalPolicy(
+                    via=approval.get("via", "local"),
+                    required=approval.get("required", 1),
+                    reviewers=tuple(approval.get("reviewers") or ()),
+                ),
+            )
+        )
+    return Pipeline(
+        stages=tuple(stages),
+        environments=tuple(environments),
+        release_branch=data.get("release_branch", "main"),
+        mode=mode,
+        report=data.get("report", "auto"),
+        path=filename,
+    )

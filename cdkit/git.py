@@ -1,0 +1,200 @@
+"""Every git call cdkit makes, as small named functions over `git` subprocesses.
+
+Plain subprocesses with `-z` output rather than gitpython: these sit on the hook's
+hot path, and gitpython's import alone costs more than lefthook's whole run.
+Paths are decoded with surrogateescape so non-UTF-8 file names survive round trips.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdkit.errors import GitError
+from cdkit.util import CalledProcessError, cmd_output_b
+
+# What `git rev-parse --local-env-vars` prints: variables git exports to hooks that
+# would point a stage's own git commands at the wrong repository or index.
+LOCAL_ENV_VARS = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_QUARANTINE_PATH",
+)
+
+ZERO_OID_RE = re.compile(r"^0+$")
+OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def git_b(*args: str, cwd: str | os.PathLike[str] | None = None, stdin: bytes | None = None) -> bytes:
+    """Run git; on failure raise GitError with git's own message."""
+    try:
+        return cmd_output_b("git", *args, cwd=cwd, stdin=stdin)[1]
+    except CalledProcessError as exc:
+        message = _decode(exc.stderr).strip() or _decode(exc.stdout).strip()
+        raise GitError(f"git {' '.join(args)} failed: {message}") from None
+    except FileNotFoundError:
+        raise GitError("git is not installed or not on PATH; install git and try again") from None
+
+
+def git(*args: str, cwd: str | os.PathLike[str] | None = None) -> str:
+    return _decode(git_b(*args, cwd=cwd)).rstrip("\n")
+
+
+def _succeeds(*args: str, cwd: str | os.PathLike[str] | None = None) -> bool:
+    return cmd_output_b("git", *args, cwd=cwd, check=False)[0] == 0
+
+
+def is_zero_oid(oid: str) -> bool:
+    return bool(ZERO_OID_RE.match(oid))
+
+
+@dataclass(frozen=True)
+class Repo:
+    """Where a repository lives: its work tree (None when bare) and its common git dir."""
+
+    root: Path | None
+    git_dir: Path
+    common_dir: Path
+
+    @property
+    def cdkit_dir(self) -> Path:
+        return self.common_dir / "cdkit"
+
+
+def find_repo(cwd: str | os.PathLike[str] | None = None) -> Repo:
+    """The repository containing `cwd` (works from linked worktrees and submodules)."""
+    try:
+        out = cmd_output_b(
+            "git", "rev-parse", "--path-format=absolute", "--is-bare-repository",
+            "--git-dir", "--git-common-dir", "--show-toplevel", cwd=cwd, check=False,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed or not on PATH; install git and try again") from None
+    code, stdout, stderr = out
+    lines = _decode(stdout).splitlines()
+    if code != 0 and len(lines) < 3:
+        where = os.path.abspath(cwd or os.curdir)
+        raise GitError(f"{where}: not inside a git repository (run `git init`, or cd into your repository)")
+    bare = lines[0] == "true"
+    root = None if bare or len(lines) < 4 else Path(lines[3])
+    return Repo(root=root, git_dir=Path(lines[1]), common_dir=Path(lines[2]))
+
+
+def resolve_commit(rev: str, cwd: str | os.PathLike[str] | None = None) -> str:
+    """The full SHA of the commit `rev` names (tags peeled); GitError if there is none."""
+    code, out, _ = cmd_output_b(
+        "git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", cwd=cwd, check=False
+    )
+    if code != 0:
+        raise GitError(f"{rev!r} does not name a commit in this repository (check the spelling, or `git fetch` it)")
+    return _decode(out).strip()
+
+
+def commit_exists(oid: str, cwd: str | os.PathLike[str] | None = None) -> bool:
+    """Whether `oid` is a commit we have locally (a force push's old remote tip may not be)."""
+    return _succeeds("cat-file", "-e", f"{oid}^{{commit}}", cwd=cwd)
+
+
+def changed_files(base: str, head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """Files that differ between two commits; renames count as both paths."""
+    out = git_b("diff", "--name-only", "--no-renames", "-z", base, head, "--", cwd=cwd)
+    return [_decode(p) for p in out.split(b"\0") if p]
+
+
+def all_files(head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """Every file in a commit: the changed files of a range with no base (orphan branch, first run)."""
+    out = git_b("ls-tree", "-r", "-z", "--name-only", "--full-tree", head, cwd=cwd)
+    return [_decode(p) for p in out.split(b"\0") if p]
+
+
+def merge_base(a: str, b: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    code, out, _ = cmd_output_b("git", "merge-base", a, b, cwd=cwd, check=False)
+    return _decode(out).strip() if code == 0 else None
+
+
+def is_ancestor(ancestor: str, descendant: str, cwd: str | os.PathLike[str] | None = None) -> bool:
+    return _succeeds("merge-base", "--is-ancestor", ancestor, descendant, cwd=cwd)
+
+
+def head_sha(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    code, out, _ = cmd_output_b("git", "rev-parse", "--verify", "--quiet", "HEAD", cwd=cwd, check=False)
+    return _decode(out).strip() if code == 0 else None
+
+
+def current_branch(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The checked-out branch's full ref name, or None on a detached HEAD."""
+    code, out, _ = cmd_output_b("git", "symbolic-ref", "--quiet", "HEAD", cwd=cwd, check=False)
+    return _decode(out).strip() if code == 0 else None
+
+
+def is_clean(cwd: str | os.PathLike[str] | None = None) -> bool:
+    """No staged, unstaged or untracked (non-ignored) changes: the work tree is exactly HEAD."""
+    return git_b("status", "--porcelain", "-z", cwd=cwd) == b""
+
+
+def first_parent_base(head: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    code, out, _ = cmd_output_b("git", "rev-parse", "--verify", "--quiet", f"{head}^", cwd=cwd, check=False)
+    return _decode(out).strip() if code == 0 else None
+
+
+def is_shallow(cwd: str | os.PathLike[str] | None = None) -> bool:
+    return git("rev-parse", "--is-shallow-repository", cwd=cwd) == "true"
+
+
+def identity(cwd: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """The committer identity git would use here: (name, email)."""
+    ident = git("var", "GIT_COMMITTER_IDENT", cwd=cwd)
+    match = re.match(r"^(.*?) <(.*?)>", ident)
+    if not match:
+        raise GitError("no git identity: set one with `git config user.name` and `git config user.email`")
+    return match.group(1), match.group(2)
+
+
+def remote_url(remote: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    code, out, _ = cmd_output_b("git", "remote", "get-url", "--", remote, cwd=cwd, check=False)
+    return _decode(out).strip() if code == 0 else None
+
+
+def stage_environment(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` without the variables git exports to hooks (see LOCAL_ENV_VARS)."""
+    return {k: v for k, v in environ.items() if k not in LOCAL_ENV_VARS}
+
+
+@contextlib.contextmanager
+def temporary_worktree(sha: str, cwd: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """A detached worktree checked out at `sha`, removed afterwards whatever happens.
+
+    Stages must judge the commit being pushed or run, not whatever the work tree holds.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="cdkit-worktree-"))
+    path = parent / "tree"
+    git("worktree", "add", "--detach", "--quiet", str(path), sha, cwd=cwd)
+    try:
+        yield path
+    finally:
+        cmd_output_b("git", "worktree", "remove", "--force", str(path), cwd=cwd, check=False)
+        shutil.rmtree(parent, ignore_errors=True)
+        cmd_output_b("git", "worktree", "prune", cwd=cwd, check=False)

@@ -1,0 +1,427 @@
+"""The embedded SQLite ledger: runs, stage results, approvals, deployments, the outbox.
+
+It lives in `<git common dir>/cdkit/ledger.sqlite3`, so every worktree of a
+repository shares it and nothing is committed. WAL mode and a busy timeout let
+two runs at once both record everything; each write is one short transaction, so
+a crash leaves the ledger consistent (a run that never finished stays `running`
+and is shown as interrupted once its process is gone).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+LEDGER_NAME = "ledger.sqlite3"
+
+# Each entry migrates from version i to i+1; a newer schema than this code knows is refused.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        trigger TEXT NOT NULL,
+        event TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        base_sha TEXT,
+        ref TEXT,
+        dirty INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'running',
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        pid INTEGER,
+        host TEXT,
+        config_path TEXT
+    );
+    CREATE INDEX runs_sha ON runs(sha);
+    CREATE TABLE stage_results (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        stage TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        exit_code INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        log_path TEXT,
+        command TEXT,
+        PRIMARY KEY (run_id, stage)
+    );
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        via TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX approvals_sha ON approvals(sha, environment);
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        status TEXT NOT NULL,
+        rollback INTEGER NOT NULL DEFAULT 0,
+        approval TEXT,
+        github_id INTEGER,
+        log_path TEXT,
+        started_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX deployments_env ON deployments(environment, id);
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        remote_id TEXT,
+        created_at REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_state ON outbox(state, id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        what TEXT NOT NULL
+    );
+    """,
+)
+
+
+class LedgerError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    trigger: str
+    event: str
+    sha: str
+    base_sha: str | None
+    ref: str | None
+    dirty: bool
+    status: str
+    started_at: float
+    finished_at: float | None
+    pid: int | None
+    host: str | None
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    run_id: int
+    stage: str
+    status: str
+    reason: str
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    log_path: str | None
+    command: str | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    last_error: str | None
+    remote_id: str | None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """Owns one SQLite connection to the ledger file."""
+
+    def __init__(self, path: Path, *, clock: Any = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so writers queue on the lock
+        # (busy timeout) instead of failing on an upgrade from a read transaction.
+        self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    @classmethod
+    def for_dir(cls, cdkit_dir: Path) -> Ledger:
+        return cls(cdkit_dir / LEDGER_NAME)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path}: ledger schema {version} is newer than this cdkit understands ({SCHEMA_VERSION}); "
+                    "upgrade cdkit"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- runs and stage results -------------------------------------------------------------
+
+    def start_run(
+        self, *, trigger: str, event: str, sha: str, base_sha: str | None, ref: str | None,
+        dirty: bool = False, config_path: str | None = None,
+    ) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (trigger, event, sha, base_sha, ref, dirty, started_at, pid, host, config_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), socket.gethostname(),
+                 config_path),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def record_stage(
+        self, run_id: int, stage: str, *, status: str, reason: str = "", exit_code: int | None = None,
+        started_at: float | None = None, finished_at: float | None = None, log_path: str | None = None,
+        command: str | None = None,
+    ) -> None:
+        """Insert or replace one stage's result (first as `running`, then its outcome)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO stage_results"
+                " (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command),
+            )
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", (status, self.clock(), run_id))
+
+    def _run(self, row: sqlite3.Row) -> RunRecord:
+        status = row["status"]
+        if status == "running" and row["host"] == socket.gethostname() and row["pid"] and not _pid_alive(row["pid"]):
+            status = "interrupted"  # its process died without finishing it
+        return RunRecord(
+            id=row["id"], trigger=row["trigger"], event=row["event"], sha=row["sha"], base_sha=row["base_sha"],
+            ref=row["ref"], dirty=bool(row["dirty"]), status=status, started_at=row["started_at"],
+            finished_at=row["finished_at"], pid=row["pid"], host=row["host"],
+        )
+
+    def recent_runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [self._run(r) for r in rows]
+
+    def runs_for_sha(self, sha: str) -> list[RunRecord]:
+        rows = self.db.execute("SELECT * FROM runs WHERE sha = ? ORDER BY id", (sha,)).fetchall()
+        return [self._run(r) for r in rows]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._run(row) if row else None
+
+    def stage_results(self, run_id: int) -> list[StageRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM stage_results WHERE run_id = ? ORDER BY COALESCE(started_at, 1e18), rowid", (run_id,)
+        ).fetchall()
+        return [StageRecord(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    def latest_stage_results(self, sha: str, *, include_dirty: bool = False) -> dict[str, StageRecord]:
+        """For each stage, its most recent recorded result on `sha` (runs of a dirty tree excluded)."""
+        latest: dict[str, StageRecord] = {}
+        for run in self.runs_for_sha(sha):
+            if run.dirty and not include_dirty:
+                continue
+            for result in self.stage_results(run.id):
+                latest[result.stage] = result
+        return latest
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, key: str, kind: str, payload: dict[str, Any]) -> int:
+        """Add a report to the outbox; a key already present is left as it is (exactly once)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                (key, kind, json.dumps(payload, sort_keys=True), self.clock()),
+            )
+            row = db.execute("SELECT id FROM outbox WHERE key = ?", (key,)).fetchone()
+            return int(row["id"])
+
+    def _outbox(self, row: sqlite3.Row) -> OutboxItem:
+        return OutboxItem(
+            id=row["id"], key=row["key"], kind=row["kind"], payload=json.loads(row["payload"]), state=row["state"],
+            attempts=row["attempts"], last_error=row["last_error"], remote_id=row["remote_id"],
+        )
+
+    def pending(self, limit: int | None = None) -> list[OutboxItem]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit if limit else -1,)
+        ).fetchall()
+        return [self._outbox(r) for r in rows]
+
+    def outbox_item(self, key: str) -> OutboxItem | None:
+        row = self.db.execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
+        return self._outbox(row) if row else None
+
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    def mark_delivered(self, item_id: int, remote_id: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?, remote_id = COALESCE(?, remote_id),"
+                " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                (self.clock(), remote_id, item_id),
+            )
+
+    def mark_failed(self, item_id: int, error: str, *, final: bool = False) -> None:
+        """Record a failed attempt; `final` (401, a 422 that will never pass) stops retrying it."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE id = ?",
+                (error, "failed" if final else "pending", item_id),
+            )
+
+    def set_remote_id(self, item_id: int, remote_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET remote_id = ? WHERE id = ?", (remote_id, item_id))
+
+    # --- approvals, deployments, locks ---------------------------------------------------------
+
+    def add_approval(self, *, sha: str, environment: str, approver: str, via: str, comment: str = "") -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO approvals (sha, environment, approver, via, comment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (sha, environment, approver, via, comment, self.clock()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def approvals(self, *, sha: str | None = None, environment: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT * FROM approvals WHERE 1=1", []
+        if sha:
+            query, args = query + " AND sha = ?", [*args, sha]
+        if environment:
+            query, args = query + " AND environment = ?", [*args, environment]
+        return [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+
+    def start_deployment(
+        self, *, environment: str, sha: str, rollback: bool, approval: dict[str, Any] | None,
+    ) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at)"
+                " VALUES (?, ?, 'in_progress', ?, ?, ?)",
+                (environment, sha, int(rollback), json.dumps(approval) if approval else None, self.clock()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def finish_deployment(self, deployment_id: int, status: str, *, github_id: int | None = None,
+                          log_path: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deployments SET status = ?, finished_at = ?, github_id = COALESCE(?, github_id),"
+                " log_path = COALESCE(?, log_path) WHERE id = ?",
+                (status, self.clock(), github_id, log_path, deployment_id),
+            )
+
+    def deployments(self, *, environment: str | None = None, sha: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT * FROM deployments WHERE 1=1", []
+        if environment:
+            query, args = query + " AND environment = ?", [*args, environment]
+        if sha:
+            query, args = query + " AND sha = ?", [*args, sha]
+        rows = [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+        for row in rows:
+            row["approval"] = json.loads(row["approval"]) if row["approval"] else None
+        return rows
+
+    def current_deployment(self, environment: str) -> dict[str, Any] | None:
+        """The last successful deployment of `environment`: what runs there now."""
+        done = [d for d in self.deployments(environment=environment) if d["status"] == "success"]
+        return done[-1] if done else None
+
+    def acquire_lock(self, name: str, holder: str, *, ttl: float) -> str | None:
+        """Take `name` for `ttl` seconds; return None, or the holder that has it.
+
+        An expired lock (its holder crashed) is taken over, with an audit line.
+        """
+        now = self.clock()
+        with self.transaction() as db:
+            row = db.execute("SELECT holder, expires_at FROM locks WHERE name = ?", (name,)).fetchone()
+            if row and row["expires_at"] > now and row["holder"] != holder:
+                return str(row["holder"])
+            if row and row["expires_at"] <= now:
+                db.execute("INSERT INTO audit (at, what) VALUES (?, ?)",
+                           (now, f"lock {name} held by {row['holder']} expired; taken over by {holder}"))
+            db.execute("INSERT OR REPLACE INTO locks (name, holder, expires_at) VALUES (?, ?, ?)",
+                       (name, holder, now + ttl))
+        return None
+
+    def release_lock(self, name: str, holder: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
+
+    def audit(self, what: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO audit (at, what) VALUES (?, ?)", (self.clock(), what))
+
+    def audit_lines(self) -> Sequence[tuple[float, str]]:
+        return [(r["at"], r["what"]) for r in self.db.execute("SELECT at, what FROM audit ORDER BY id")]

@@ -1,0 +1,317 @@
+"""Run a Plan: stages in dependency order, independent ones in parallel.
+
+Each stage is `/bin/sh -c RUN` in its own process group (its own session), so a
+timeout or a cancel can kill everything it started, grandchildren included.
+Worker threads only read pipes and write log files; every event (output, exit)
+comes back to the calling thread through one queue, so reporters (console,
+ledger, GitHub) are always called from one thread, in order.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from cdkit.config import Stage
+from cdkit.plan import Plan
+
+PASSED, FAILED, TIMED_OUT, SKIPPED, CANCELLED = "passed", "failed", "timed_out", "skipped", "cancelled"
+BAD_STATUSES = frozenset({FAILED, TIMED_OUT, CANCELLED})
+DEFAULT_KILL_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    status: str
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str | None = None
+    command: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a stage's process is given."""
+
+    run_id: int
+    workdir: Path
+    log_dir: Path
+    environ: Mapping[str, str]  # already cleaned of git's local variables
+    jobs: int
+    kill_grace: float = DEFAULT_KILL_GRACE
+
+
+class Reporter(Protocol):
+    def stage_started(self, stage: Stage, started_at: float) -> None: ...
+    def stage_output(self, stage: Stage, line: bytes) -> None: ...
+    def stage_finished(self, stage: Stage, result: StageResult) -> None: ...
+
+
+def overall_status(results: Sequence[StageResult]) -> str:
+    statuses = {r.status for r in results}
+    if CANCELLED in statuses:
+        return CANCELLED
+    if statuses & BAD_STATUSES:
+        return FAILED
+    return PASSED
+
+
+@dataclass
+class _Running:
+    stage: Stage
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    deadline: float
+    log_path: Path
+    timed_out: bool = False
+    cancelled: bool = False
+    kill_at: float | None = None
+
+
+@dataclass
+class _State:
+    pending: list[Stage]
+    results: dict[str, StageResult] = field(default_factory=dict)
+    running: dict[str, _Running] = field(default_factory=dict)
+    cancel_reason: str | None = None
+
+
+def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queue.Queue[tuple[str, str, object]]) -> None:
+    """Copy the stage's output to its log and to the event queue, line by line."""
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, b""):
+        log.write(line)
+        log.flush()
+        events.put(("output", name, line))
+
+
+def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str, events: queue.Queue[tuple[str, str, object]]) -> None:
+    with log_path.open("wb") as log:
+        reader = threading.Thread(target=_pump, args=(proc, log, name, events), daemon=True)
+        reader.start()
+        code = proc.wait()
+        # The shell is gone; anything it left behind in its group would hold the pipe open
+        # (and outlive the run), so end it before waiting for the reader.
+        _signal_group(proc.pid, signal.SIGKILL)
+        reader.join()
+    events.put(("exit", name, code))
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stage_env(stage: Stage, ctx: RunContext, extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(ctx.environ)
+    env.update(stage.env)
+    env.update(extra)
+    env["CDKIT_STAGE"] = stage.name
+    return env
+
+
+def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], events: queue.Queue[tuple[str, str, object]],
+           clock: Callable[[], float]) -> _Running:
+    log_path = ctx.log_dir / f"{stage.name}.log"
+    cwd = ctx.workdir / stage.working_directory if stage.working_directory else ctx.workdir
+    started = clock()
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", stage.run],
+        cwd=cwd,
+        env=_stage_env(stage, ctx, extra_env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    threading.Thread(target=_watch, args=(proc, log_path, stage.name, events), daemon=True).start()
+    return _Running(stage, proc, started, started + stage.timeout, log_path)
+
+
+class Runner:
+    """Owns the processes of one run."""
+
+    def __init__(self, plan: Plan, ctx: RunContext, reporters: Sequence[Reporter], *,
+                 extra_env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.reporters = reporters
+        self.extra_env = dict(extra_env or {})
+        self.clock = clock
+        self.events: queue.Queue[tuple[str, str, object]] = queue.Queue()
+        self.to_run = {s.name for s in plan.to_run}
+        self.state = _State(pending=list(plan.to_run))
+
+    # --- public -------------------------------------------------------------------------------
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Ask the run to stop (safe from a signal handler): every stage is killed and recorded `cancelled`."""
+        self.state.cancel_reason = reason
+        self.events.put(("wake", "", None))
+
+    def run(self) -> list[StageResult]:
+        self.ctx.log_dir.mkdir(parents=True, exist_ok=True)
+        for planned in self.plan.stages:
+            if not planned.runs:
+                self._finish(planned.stage, StageResult(planned.stage.name, SKIPPED, planned.reason,
+                                                        command=planned.stage.run))
+        while self.state.pending or self.state.running:
+            if self.state.cancel_reason is not None:
+                self._cancel_all()
+            self._skip_blocked()
+            self._start_ready()
+            self._skip_blocked()  # a stage that could not even start blocks its dependents now
+            if not self.state.running:
+                self._skip_unreachable()
+                break
+            self._wait_for_event()
+        return [self.state.results[p.stage.name] for p in self.plan.stages]
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _needs(self, stage: Stage) -> list[str]:
+        # A need that was planned not to run (paths, trigger, CDKIT_SKIP) counts as met.
+        return [n for n in stage.needs if n in self.to_run]
+
+    def _skip_blocked(self) -> None:
+        for stage in list(self.state.pending):
+            for need in self._needs(stage):
+                result = self.state.results.get(need)
+                if result and result.status != PASSED:
+                    verb = {SKIPPED: "was skipped", TIMED_OUT: "timed out"}.get(result.status, result.status)
+                    self.state.pending.remove(stage)
+                    self._finish(stage, StageResult(stage.name, SKIPPED, f"needs {need!r}, which {verb}",
+                                                    command=stage.run))
+                    break
+
+    def _skip_unreachable(self) -> None:
+        # Nothing runs and nothing can start: whatever is left waits on stages that never ran.
+        for stage in self.state.pending:
+            self._finish(stage, StageResult(stage.name, SKIPPED, "its needs never ran", command=stage.run))
+        self.state.pending.clear()
+
+    def _start_ready(self) -> None:
+        for stage in list(self.state.pending):
+            if len(self.state.running) >= max(1, self.ctx.jobs) or self.state.cancel_reason is not None:
+                return
+            if all(self.state.results.get(n, None) is not None and self.state.results[n].status == PASSED
+                   for n in self._needs(stage)):
+                self.state.pending.remove(stage)
+                try:
+                    running = _start(stage, self.ctx, self.extra_env, self.events, self.clock)
+                except OSError as exc:
+                    now = self.clock()
+                    self._finish(stage, StageResult(stage.name, FAILED, f"could not start: {exc}",
+                                                    started_at=now, finished_at=now, command=stage.run))
+                    continue
+                self.state.running[stage.name] = running
+                for reporter in self.reporters:
+                    reporter.stage_started(stage, running.started_at)
+
+    def _wait_for_event(self) -> None:
+        timeout = self._next_deadline() - self.clock()
+        try:
+            kind, name, payload = self.events.get(timeout=max(0.0, min(timeout, 1.0)))
+        except queue.Empty:
+            self._enforce_deadlines()
+            return
+        if kind == "output" and name in self.state.running:
+            for reporter in self.reporters:
+                reporter.stage_output(self.state.running[name].stage, payload)  # type: ignore[arg-type]
+        elif kind == "exit":
+            self._on_exit(name, int(payload))  # type: ignore[call-overload]
+        self._enforce_deadlines()
+
+    def _next_deadline(self) -> float:
+        times = [r.kill_at if r.kill_at is not None else r.deadline for r in self.state.running.values()]
+        return min(times) if times else self.clock() + 1.0
+
+    def _enforce_deadlines(self) -> None:
+        now = self.clock()
+        for running in self.state.running.values():
+            if running.kill_at is not None and now >= running.kill_at:
+                _signal_group(running.proc.pid, signal.SIGKILL)
+                running.kill_at = now + 3600  # sent; don't repeat
+            elif running.kill_at is None and now >= running.deadline:
+                running.timed_out = True
+                self._terminate(running, now)
+
+    def _terminate(self, running: _Running, now: float) -> None:
+        """TERM the whole group, then KILL it after the grace period."""
+        _signal_group(running.proc.pid, signal.SIGTERM)
+        running.kill_at = now + self.ctx.kill_grace
+
+    def _cancel_all(self) -> None:
+        now = self.clock()
+        for running in self.state.running.values():
+            if not running.cancelled:
+                running.cancelled = True
+                self._terminate(running, now)
+        for stage in self.state.pending:
+            self._finish(stage, StageResult(stage.name, CANCELLED, f"not started: {self.state.cancel_reason}",
+                                            command=stage.run))
+        self.state.pending.clear()
+
+    def _on_exit(self, name: str, code: int) -> None:
+        running = self.state.running.pop(name)
+        now = self.clock()
+        if running.cancelled:
+            status, reason = CANCELLED, self.state.cancel_reason or "cancelled"
+        elif running.timed_out:
+            status, reason = TIMED_OUT, f"timed out after {_seconds(running.stage.timeout)}"
+        elif code == 0:
+            status, reason = PASSED, ""
+        else:
+            status = FAILED
+            reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        self._finish(running.stage, StageResult(
+            name, status, reason, exit_code=code, started_at=running.started_at, finished_at=now,
+            log_path=str(running.log_path), command=running.stage.run,
+        ))
+
+    def _finish(self, stage: Stage, result: StageResult) -> None:
+        self.state.results[stage.name] = result
+        for reporter in self.reporters:
+            reporter.stage_finished(stage, result)
+
+
+def _seconds(value: float) -> str:
+    if value >= 3600 and value % 3600 == 0:
+        return f"{int(value // 3600)}h"
+    if value >= 60 and value % 60 == 0:
+        return f"{int(value // 60)}m"
+    return f"{value:g}s"
+
+
+def install_cancel_handlers(runner: Runner) -> Callable[[], None]:
+    """SIGINT and SIGTERM cancel the run instead of killing cdkit; returns a function restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+    previous = {}
+    for sig, reason in names.items():
+        previous[sig] = signal.signal(sig, lambda _s, _f, reason=reason: runner.cancel(reason))
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

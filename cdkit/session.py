@@ -1,0 +1,141 @@
+"""One pipeline run from a Trigger: plan it, pick where it runs, record it, report it.
+
+`cdkit run`, the pre-push hook and the Action all come through `run_trigger`, so a
+stage behaves the same wherever it runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdkit import git
+from cdkit.config import DEFAULT_CONFIG, Pipeline, load
+from cdkit.errors import UsageError
+from cdkit.events import Trigger
+from cdkit.ledger import Ledger, LedgerError
+from cdkit.plan import Plan, make_plan, parse_skip
+from cdkit.report.ledger import LedgerReporter
+from cdkit.runner import CANCELLED, Reporter, RunContext, Runner, StageResult, install_cancel_handlers, overall_status
+
+
+@dataclass(frozen=True)
+class Workspace:
+    repo: git.Repo
+    root: Path
+    config_path: Path
+
+
+def find_workspace(config: str | None, cwd: str | os.PathLike[str] | None = None) -> Workspace:
+    """The repository around `cwd` and its pipeline file (`--config` is relative to `cwd`)."""
+    repo = git.find_repo(cwd)
+    if repo.root is None:
+        raise UsageError(f"{repo.git_dir}: a bare repository has no work tree to run stages in")
+    base = Path(cwd) if cwd else Path.cwd()
+    config_path = (base / config) if config else repo.root / DEFAULT_CONFIG
+    return Workspace(repo=repo, root=repo.root, config_path=config_path)
+
+
+def open_ledger(repo: git.Repo) -> Ledger:
+    try:
+        return Ledger.for_dir(repo.cdkit_dir)
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    plan: Plan
+    results: list[StageResult]
+    status: str
+    workdir: Path
+    in_place: bool
+
+    @property
+    def exit_code(self) -> int:
+        return {"passed": 0, CANCELLED: 130}.get(self.status, 1)
+
+
+@contextlib.contextmanager
+def _workdir(ws: Workspace, trigger: Trigger, *, in_place: bool) -> Iterator[Path]:
+    if in_place:
+        yield ws.root
+    else:
+        with git.temporary_worktree(trigger.head_sha, cwd=ws.root) as path:
+            yield path
+
+
+def choose_in_place(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> tuple[bool, bool]:
+    """(run in the work tree?, is the work tree dirty?).
+
+    Stages judge the commit: in place only when HEAD is that commit and nothing is
+    uncommitted, or when the user asked to test the work tree as it is (`cdkit run`
+    without --head), in which case the run is recorded as dirty and gates ignore it.
+    """
+    at_head = git.head_sha(ws.root) == trigger.head_sha
+    clean = git.is_clean(ws.root)
+    if at_head and clean:
+        return True, False
+    if at_head and allow_dirty:
+        return True, True
+    return False, False
+
+
+def run_trigger(
+    ws: Workspace,
+    pipeline: Pipeline,
+    trigger: Trigger,
+    *,
+    ledger: Ledger,
+    reporters: Sequence[Reporter],
+    environ: Mapping[str, str],
+    jobs: int | None = None,
+    only: Sequence[str] = (),
+    allow_dirty: bool = False,
+    kill_grace: float | None = None,
+    on_workdir: object = None,
+) -> RunOutcome:
+    skip = parse_skip(environ.get("CDKIT_SKIP"))
+    unknown = sorted((set(only) | skip) - {s.name for s in pipeline.stages})
+    if unknown:
+        names = ", ".join(s.name for s in pipeline.stages)
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)} (in --stage or CDKIT_SKIP); stages are: {names}")
+    plan = make_plan(pipeline, trigger, skip=skip, only=only)
+    in_place, dirty = choose_in_place(ws, trigger, allow_dirty=allow_dirty)
+    run_id = ledger.start_run(trigger=trigger.kind, event=trigger.event, sha=trigger.head_sha,
+                              base_sha=trigger.base_sha, ref=trigger.ref, dirty=dirty,
+                              config_path=str(ws.config_path))
+    log_dir = ws.repo.cdkit_dir / "logs" / str(run_id)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    changed = log_dir / "changed-files"
+    changed.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in trigger.changed_files))
+    extra_env = {
+        "CDKIT_SHA": trigger.head_sha,
+        "CDKIT_BASE_SHA": trigger.base_sha or "",
+        "CDKIT_REF": trigger.ref or "",
+        "CDKIT_RUN_ID": str(run_id),
+        "CDKIT_TRIGGER": trigger.kind,
+        "CDKIT_CHANGED_FILES": str(changed),
+    }
+    with _workdir(ws, trigger, in_place=in_place) as workdir:
+        if callable(on_workdir):
+            on_workdir(workdir, in_place)
+        ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
+                         environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
+                         **({"kill_grace": kill_grace} if kill_grace is not None else {}))
+        runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env)
+        restore = install_cancel_handlers(runner)
+        try:
+            results = runner.run()
+        finally:
+            restore()
+    status = overall_status(results)
+    ledger.finish_run(run_id, status)
+    return RunOutcome(run_id, plan, results, status, workdir, in_place)
+
+
+def load_pipeline(ws: Workspace) -> Pipeline:
+    return load(ws.config_path)
