@@ -1,0 +1,63 @@
+"""Real git repositories and real cdkit processes for tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def git(repo: Path, *args: str, input: bytes | None = None, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, input=input, capture_output=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.decode()}")
+    return proc.stdout.decode("utf-8", "surrogateescape").strip()
+
+
+def make_repo(path: Path, *, branch: str = "main") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    return path
+
+
+def make_bare(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "--bare", "-b", "main")
+    return path
+
+
+def write(repo: Path, files: Mapping[str, str | bytes]) -> None:
+    for name, content in files.items():
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+
+
+def commit(repo: Path, files: Mapping[str, str | bytes] | None = None, message: str = "change") -> str:
+    """Write `files`, commit everything, return the new commit's full SHA."""
+    write(repo, files or {})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def config(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
+
+
+def cdkit(*args: str, cwd: Path, env: Mapping[str, str] | None = None, input: bytes | None = None,
+          timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `cdkit` CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "cdkit", *args], cwd=cwd, env=full_env, input=input.decode() if input else None,
+        capture_output=True, text=True, timeout=timeout,
+    )
