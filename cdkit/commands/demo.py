@@ -1,0 +1,138 @@
+"""`cdkit demo`: the whole story in a throwaway repository, offline, with no token.
+
+Everything happens under a temporary directory: nothing in the current directory
+is read or written, and the git identity is the demo's own (passed by environment).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdkit import output
+from cdkit.util import cmd_output_b
+
+ALICE = {"GIT_AUTHOR_NAME": "Alice Developer", "GIT_AUTHOR_EMAIL": "alice@example.com",
+         "GIT_COMMITTER_NAME": "Alice Developer", "GIT_COMMITTER_EMAIL": "alice@example.com"}
+
+BUGGY_CALC = "def add(a, b):\n    return a - b  # bug: should add\n"
+FIXED_CALC = "def add(a, b):\n    return a + b\n"
+
+
+def pipeline_text(python: str) -> str:
+    py = shlex.quote(python)
+    return textwrap.dedent(f"""\
+        version: 1
+        release_branch: main
+        stages:
+          - name: lint
+            run: {py} -m py_compile calc.py
+            on: [pre-push, ci]
+            needs: []
+          - name: test
+            run: {py} -c "import calc; assert calc.add(2, 2) == 4, 'add(2, 2) != 4'; print('add(2, 2) == 4')"
+            on: [pre-push, ci]
+            paths: ["**.py"]
+          - name: package
+            run: mkdir -p dist && tar -cf dist/calc.tar calc.py && echo built dist/calc.tar
+            needs: [test]
+        """)
+
+
+@dataclass
+class Demo:
+    root: Path
+    repo: Path
+    env: dict[str, str]
+    step_no: int = 0
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        color = output.use_color(sys.stdout)
+        output.write_line()
+        output.write_line(output.paint(f"── {self.step_no}. {title}", "bold", enabled=color))
+
+    def say(self, text: str) -> None:
+        output.write_line(textwrap.fill(text, width=96))
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        _, out, _ = cmd_output_b("git", *args, cwd=cwd or self.repo, env=self.env)
+        return out.decode("utf-8", "replace").strip()
+
+    def commit(self, files: Mapping[str, str], message: str) -> str:
+        for name, text in files.items():
+            (self.repo / name).write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def cdkit(self, *args: str, show: str | None = None) -> int:
+        """Run the real cdkit CLI in the demo repository, echoing the command like a terminal would."""
+        output.write_line(f"$ {show or 'cdkit ' + ' '.join(args)}")
+        code, out, err = cmd_output_b(sys.executable, "-m", "cdkit", *args, cwd=self.repo, env=self.env, check=False)
+        text = (out + err).decode("utf-8", "replace").rstrip()
+        if text:
+            output.write_line(textwrap.indent(text, "  "))
+        output.write_line(f"  (exit code {code})")
+        return code
+
+
+@contextmanager
+def demo_workspace(keep: bool) -> Iterator[Demo]:
+    root = Path(tempfile.mkdtemp(prefix="cdkit-demo-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITHUB_", "GH_", "CDKIT"))}
+    env.update(ALICE)
+    env.update({"HOME": str(root), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull})
+    repo = root / "calc"
+    repo.mkdir()
+    demo = Demo(root=root, repo=repo, env=env)
+    try:
+        demo.git("init", "-q", "-b", "main")
+        yield demo
+    finally:
+        if keep:
+            output.write_line(f"\nThe demo repository is kept at {repo}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def story_stages(demo: Demo) -> None:
+    demo.step("A repository with a pipeline file and a bug")
+    demo.say("`.cdkit.yml` declares three stages once: lint and test run in the pre-push hook and in CI; "
+             "package needs test and runs in CI only.")
+    (demo.repo / ".cdkit.yml").write_text(pipeline_text(sys.executable))
+    buggy = demo.commit({"calc.py": BUGGY_CALC, ".gitignore": "__pycache__/\ndist/\n"}, "Add calc with a bug")
+    demo.cdkit("validate")
+
+    demo.step("Run the pipeline: the test stage fails, so package never runs")
+    demo.cdkit("run")
+
+    demo.step("Fix the bug and run again: every stage passes")
+    fixed = demo.commit({"calc.py": FIXED_CALC}, "Fix add()")
+    demo.cdkit("plan", "--base", buggy, show="cdkit plan --base HEAD~1")
+    demo.cdkit("run", "--base", buggy, show="cdkit run --base HEAD~1")
+
+    demo.step("Everything is recorded in the ledger inside .git (no server, no token)")
+    demo.cdkit("status", fixed[:12])
+    demo.cdkit("log")
+
+
+STORIES: tuple[Callable[[Demo], None], ...] = (story_stages,)
+
+
+def demo(*, keep: bool = False) -> int:
+    color = output.use_color(sys.stdout)
+    output.write_line(output.paint("cdkit demo: one pipeline, run and recorded offline", "bold", enabled=color))
+    with demo_workspace(keep) as workspace:
+        output.write_line(f"(a throwaway repository in {workspace.repo}; nothing here is touched)")
+        for story in STORIES:
+            story(workspace)
+    output.write_line("\nDone. Try it on your own repository: `cdkit init`, then `cdkit run`.")
+    return 0
