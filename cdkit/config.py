@@ -173,6 +173,7 @@ def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> 
             )
             continue
         first_seen[key] = line
+        doc.where[path + (key, "<key>")] = _Where(line, key_node.start_mark.column + 1, None)
         result[key] = _convert(value_node, path + (key,), doc, filename)
     doc.where.pop(path + ("<key>",), None)
     return result
@@ -348,7 +349,10 @@ class _Validator:
 def _unknown_key_message(key: str, allowed: list[str]) -> str:
     import difflib  # only on this error path
 
-    guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    # Also try the first word, so `requried_approvals` still finds `required`.
+    guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key.split("_")[0], allowed, n=1, cutoff=0.7
+    )
     hint = f"; did you mean {guess[0]!r}?" if guess else f" (allowed: {', '.join(allowed)})"
     return f"unknown key {key!r}{hint}"
 
@@ -509,7 +513,7 @@ def load_text(text: str, filename: str = DEFAULT_CONFIG) -> Pipeline:
 
 
 def _locate(filename: str, doc: _Document, path: JsonPath, message: str) -> str:
-    probe = path
+    probe = path + ("<key>",) if message.startswith("unknown key") else path
     while probe not in doc.where and probe:
         probe = probe[:-1]
     where = doc.where.get(probe, _Where(1, 1, None))
