@@ -175,10 +175,17 @@ class Ledger:
         # (busy timeout) instead of failing on an upgrade from a read transaction.
         self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise LedgerError(
+                f"{path}: the ledger is not a readable SQLite database ({exc}); "
+                "move it aside (cdkit starts a new one) and report how it happened"
+            ) from None
 
     @classmethod
     def for_dir(cls, cdkit_dir: Path) -> Ledger:

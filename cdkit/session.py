@@ -18,7 +18,7 @@ from cdkit.events import Trigger
 from cdkit.ledger import Ledger, LedgerError
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.report.ledger import LedgerReporter
-from cdkit.runner import CANCELLED, Reporter, RunContext, Runner, StageResult, install_cancel_handlers, overall_status
+from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, install_cancel_handlers, overall_status
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def run_trigger(
             on_workdir(workdir, in_place)
         ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
                          environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
-                         **({"kill_grace": kill_grace} if kill_grace is not None else {}))
+                         kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
         runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env)
         restore = install_cancel_handlers(runner)
         try:
@@ -135,6 +135,14 @@ def run_trigger(
     status = overall_status(results)
     ledger.finish_run(run_id, status)
     return RunOutcome(run_id, plan, results, status, workdir, in_place)
+
+
+def _kill_grace(environ: Mapping[str, str]) -> float:
+    """Seconds between TERM and KILL on a timeout or cancel (CDKIT_KILL_GRACE, default 5)."""
+    try:
+        return max(0.0, float(environ.get("CDKIT_KILL_GRACE", DEFAULT_KILL_GRACE)))
+    except ValueError:
+        raise UsageError(f"CDKIT_KILL_GRACE={environ['CDKIT_KILL_GRACE']!r} is not a number of seconds") from None
 
 
 def load_pipeline(ws: Workspace) -> Pipeline:

@@ -1,0 +1,298 @@
+"""The stage runner with real processes, real repositories and the real ledger."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cdkit.ledger import Ledger
+from tests.helpers import cdkit, commit, config, git
+
+
+def run_json(repo: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
+    result = cdkit("run", "--json", *args, cwd=repo, env=env)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def stages_by_name(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in doc["stages"]}  # type: ignore[index, union-attr]
+
+
+def ledger_of(repo: Path) -> Ledger:
+    return Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stages_run_in_dependency_order_and_a_failure_skips_dependents(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: build, run: "echo built"}
+          - {name: test, run: "echo testing; exit 3"}
+          - {name: package, run: "echo never"}
+          - {name: docs, run: "echo docs", needs: [build]}
+    """)})
+    code, doc = run_json(repo)
+    assert code == 1
+    stages = stages_by_name(doc)
+    assert stages["build"]["status"] == "passed"
+    assert stages["test"]["status"] == "failed" and stages["test"]["exit_code"] == 3
+    assert stages["test"]["reason"] == "exit code 3"
+    assert stages["package"]["status"] == "skipped"
+    assert stages["package"]["reason"] == "needs 'test', which failed"
+    assert stages["docs"]["status"] == "passed", "docs needs only build"
+    assert stages["test"]["started_at"] >= stages["build"]["finished_at"]  # type: ignore[operator]
+    assert Path(str(stages["test"]["log"])).read_text() == "testing\n"
+
+
+def test_independent_stages_overlap(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: a, run: "sleep 0.5", needs: []}
+          - {name: b, run: "sleep 0.5", needs: []}
+          - {name: c, run: "sleep 0.5", needs: []}
+    """)})
+    code, doc = run_json(repo, "--jobs", "3")
+    assert code == 0
+    stages = doc["stages"]
+    latest_start = max(s["started_at"] for s in stages)  # type: ignore[union-attr, index]
+    earliest_end = min(s["finished_at"] for s in stages)  # type: ignore[union-attr, index]
+    assert latest_start < earliest_end, "all three ran at the same time"
+
+
+def test_jobs_one_runs_one_at_a_time(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: a, run: "sleep 0.2", needs: []}
+          - {name: b, run: "sleep 0.2", needs: []}
+    """)})
+    code, doc = run_json(repo, "--jobs", "1")
+    a, b = doc["stages"]  # type: ignore[misc]
+    assert code == 0 and b["started_at"] >= a["finished_at"]
+
+
+def test_timeout_kills_the_whole_process_group(repo: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    # The grandchild ignores SIGTERM, so only the KILL after the grace period ends it.
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: slow
+            run: "sh -c 'trap \\"\\" TERM; sleep 60' & echo $! > {pidfile}; wait"
+            timeout: 1s
+          - name: after
+            run: "echo never"
+    """)})
+    code, doc = run_json(repo, env={"CDKIT_KILL_GRACE": "0.5"})
+    assert code == 1
+    stages = stages_by_name(doc)
+    assert stages["slow"]["status"] == "timed_out"
+    assert stages["slow"]["reason"] == "timed out after 1s"
+    assert stages["after"]["reason"] == "needs 'slow', which timed out"
+    grandchild = int(pidfile.read_text())
+    assert wait_until(lambda: not pid_alive(grandchild)), "no grandchild outlives its stage"
+
+
+def test_background_leftovers_are_ended_when_the_stage_exits(repo: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg.pid"
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: leaky
+            run: "sleep 60 & echo $! > {pidfile}"
+    """)})
+    code, _ = run_json(repo)
+    assert code == 0
+    assert wait_until(lambda: not pid_alive(int(pidfile.read_text())))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_cancels_every_stage_and_records_it(repo: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    pidfile = tmp_path / "child.pid"
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: long
+            run: "sleep 60 & echo $! > {pidfile}; wait"
+          - name: next
+            run: "echo never"
+    """)})
+    proc = subprocess.Popen([sys.executable, "-m", "cdkit", "run", "--json"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "CDKIT_KILL_GRACE": "1"})
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    stages = stages_by_name(json.loads(out))
+    assert stages["long"]["status"] == "cancelled"
+    assert stages["next"]["status"] == "cancelled"
+    assert wait_until(lambda: not pid_alive(int(pidfile.read_text())))
+    with ledger_of(repo) as ledger:
+        run = ledger.recent_runs(1)[0]
+        assert run.status == "cancelled"
+        assert {r.stage: r.status for r in ledger.stage_results(run.id)} == {"long": "cancelled", "next": "cancelled"}
+
+
+def test_paths_filter_over_a_real_range(repo: Path) -> None:
+    base = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: py, run: "echo py", paths: ["src/**/*.py"], needs: []}
+          - {name: docs, run: "echo docs", paths: ["docs/**", "!docs/drafts/**"], needs: []}
+          - {name: always, run: "echo always", needs: []}
+    """), "README": "x"})
+    commit(repo, {"src/pkg/mod.py": "x = 1\n", "docs/drafts/idea.md": "draft"})
+    code, doc = run_json(repo, "--base", base)
+    stages = stages_by_name(doc)
+    assert code == 0
+    assert stages["py"]["status"] == "passed"
+    assert stages["docs"]["status"] == "skipped"
+    assert stages["docs"]["reason"] == "paths did not match any of 2 changed file(s) (docs/**, !docs/drafts/**)"
+    plan = cdkit("plan", "--base", base, cwd=repo)
+    assert "run  py      paths matched src/pkg/mod.py" in plan.stdout
+
+
+def test_cdkit_skip_is_recorded(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: lint, run: "exit 1"}
+          - {name: test, run: "echo ok"}
+    """)})
+    code, doc = run_json(repo, env={"CDKIT_SKIP": "lint"})
+    assert code == 0
+    assert stages_by_name(doc)["lint"] == {**stages_by_name(doc)["lint"], "status": "skipped",
+                                           "reason": "skipped by CDKIT_SKIP"}
+    with ledger_of(repo) as ledger:
+        assert ledger.latest_stage_results(sha, include_dirty=True)["lint"].reason == "skipped by CDKIT_SKIP"
+
+
+def test_unknown_stage_in_cdkit_skip_is_a_usage_error(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: lint, run: 'true'}\n"})
+    result = cdkit("run", cwd=repo, env={"CDKIT_SKIP": "lnit"})
+    assert result.returncode == 2
+    assert "unknown stage(s) lnit (in --stage or CDKIT_SKIP); stages are: lint" in result.stderr
+
+
+def test_stage_environment(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - name: env
+            run: env | grep -E '^(CDKIT_|GIT_DIR|GIT_INDEX_FILE|GIT_WORK_TREE|GREETING)' | sort; cat "$CDKIT_CHANGED_FILES" | tr '\\0' '\\n'
+            env: {GREETING: hello}
+            working_directory: sub
+    """), "sub/file name.txt": "x"})
+    code, doc = run_json(repo, env={"GIT_DIR": str(repo / ".git"), "GIT_INDEX_FILE": str(repo / ".git" / "index"),
+                                      "GIT_WORK_TREE": str(repo)})
+    assert code == 0
+    log = Path(str(stages_by_name(doc)["env"]["log"])).read_text()
+    assert f"CDKIT_SHA={sha}" in log
+    assert "CDKIT_STAGE=env" in log and "GREETING=hello" in log and f"CDKIT_RUN_ID={doc['run_id']}" in log
+    assert "CDKIT_REF=refs/heads/main" in log and "CDKIT_BASE_SHA=\n" in log
+    assert "GIT_DIR" not in log and "GIT_INDEX_FILE" not in log and "GIT_WORK_TREE" not in log
+    assert "sub/file name.txt" in log
+
+
+def test_head_other_than_work_tree_runs_in_a_temporary_worktree(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: check, run: 'test \"$(cat v)\" = good'}\n", "v": "bad"})
+    good = commit(repo, {"v": "good"})
+    commit(repo, {"v": "bad"})
+    result = cdkit("run", "--head", good, cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"in a temporary worktree at {good[:12]}" in result.stdout
+    assert git(repo, "worktree", "list").count("\n") == 0, "the temporary worktree is removed"
+    assert cdkit("run", cwd=repo).returncode == 1
+
+
+def test_dirty_run_is_recorded_as_dirty(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true'}\n"})
+    (repo / "untracked").write_text("x")
+    assert cdkit("run", cwd=repo).returncode == 0
+    with ledger_of(repo) as ledger:
+        assert ledger.recent_runs(1)[0].dirty
+        assert ledger.latest_stage_results(sha) == {}, "a dirty run never counts for a gate"
+    assert "(uncommitted changes)" in cdkit("status", cwd=repo).stdout
+
+
+def test_two_runs_at_once_are_both_recorded(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: a, run: "sleep 0.3; echo a", needs: []}
+          - {name: b, run: "sleep 0.3; echo b", needs: []}
+          - {name: c, run: "echo c"}
+    """)})
+    procs = [subprocess.Popen([sys.executable, "-m", "cdkit", "run"], cwd=repo, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    with ledger_of(repo) as ledger:
+        runs = ledger.runs_for_sha(sha)
+        assert len(runs) == 2 and all(r.status == "passed" for r in runs)
+        for run in runs:
+            results = ledger.stage_results(run.id)
+            assert {r.stage: r.status for r in results} == {"a": "passed", "b": "passed", "c": "passed"}
+            assert all(Path(r.log_path or "").read_text().strip() == r.stage for r in results)
+
+
+def test_status_and_log(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'exit 4'}\n"})
+    cdkit("run", cwd=repo)
+    status = cdkit("status", "--json", cwd=repo)
+    doc = json.loads(status.stdout)
+    assert doc["sha"] == sha and doc["stages"]["a"]["status"] == "failed"
+    log = cdkit("log", "-n", "5", cwd=repo)
+    assert f"#1    " in log.stdout and sha[:12] in log.stdout and "failed" in log.stdout
+
+
+def test_unknown_revision_is_a_clear_error(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true'}\n"})
+    result = cdkit("run", "--base", "no-such-branch", cwd=repo)
+    assert result.returncode == 2
+    assert result.stderr == ("cdkit: 'no-such-branch' does not name a commit in this repository "
+                             "(check the spelling, or `git fetch` it)\n")
+
+
+def test_outside_a_repository(tmp_path: Path) -> None:
+    result = cdkit("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not inside a git repository" in result.stderr
+
+
+def test_corrupt_ledger_is_an_expected_error(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true'}\n"})
+    ledger = repo / ".git" / "cdkit" / "ledger.sqlite3"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"this is not a database" * 100)
+    result = cdkit("run", cwd=repo)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{ledger}: the ledger is not a readable SQLite database" in result.stderr
