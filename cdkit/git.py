@@ -198,3 +198,55 @@ def temporary_worktree(sha: str, cwd: str | os.PathLike[str] | None = None) -> I
         cmd_output_b("git", "worktree", "remove", "--force", str(path), cwd=cwd, check=False)
         shutil.rmtree(parent, ignore_errors=True)
         cmd_output_b("git", "worktree", "prune", cwd=cwd, check=False)
+
+
+# --- release helpers -------------------------------------------------------------------------
+
+
+def branch_tip(branch: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit a branch points at: the local branch, else `origin/<branch>` (CI checkouts), else None.
+
+    Releases are judged against the release branch; a missing one must fail closed, not pass.
+    """
+    for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        code, out, _ = cmd_output_b("git", "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                    f"{ref}^{{commit}}", cwd=cwd, check=False)
+        if code == 0:
+            return _decode(out).strip()
+    return None
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    author_name: str
+    author_email: str
+    committer_name: str
+    committer_email: str
+    subject: str
+
+
+def commits_in_range(base: str | None, head: str, cwd: str | os.PathLike[str] | None = None,
+                     *, limit: int | None = None) -> list[CommitInfo]:
+    """Commits reachable from `head` but not from `base` (all of `head`'s history without a base), newest first.
+
+    Used for who may not approve a release (its authors and committers) and for release notes.
+    """
+    args = ["log", "-z", "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%s%x00"]
+    if limit is not None:
+        args.append(f"--max-count={limit}")
+    args += ["--end-of-options", head]
+    if base:
+        args.append(f"^{base}")
+    fields = git_b(*args, "--", cwd=cwd).split(b"\0")
+    commits = []
+    # Each commit is six NUL-terminated fields; `-z` adds one more NUL between commits.
+    chunk: list[str] = []
+    for raw in fields:
+        if not chunk and raw in (b"", b"\n"):
+            continue
+        chunk.append(_decode(raw).lstrip("\n"))
+        if len(chunk) == 6:
+            commits.append(CommitInfo(*chunk))
+            chunk = []
+    return commits
