@@ -250,3 +250,24 @@ def commits_in_range(base: str | None, head: str, cwd: str | os.PathLike[str] | 
             commits.append(CommitInfo(*chunk))
             chunk = []
     return commits
+
+
+def fetch(remote: str, *refspecs: str, unshallow: bool = False, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """Fetch from `remote` without tags; None on success, else git's message.
+
+    In CI the checkout is often shallow or lacks the base of the range being judged;
+    callers fetch what they need and fail closed when this returns a message.
+    """
+    args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+    if unshallow:
+        args.append("--unshallow")
+    code, out, err = cmd_output_b("git", *args, "--", remote, *refspecs, cwd=cwd, check=False)
+    return None if code == 0 else (_decode(err).strip() or _decode(out).strip() or f"exit code {code}")
+
+
+def ensure_commit(oid: str, remote: str = "origin", cwd: str | os.PathLike[str] | None = None) -> bool:
+    """Whether commit `oid` is here, fetching it by SHA from `remote` if it is not."""
+    if commit_exists(oid, cwd=cwd):
+        return True
+    fetch(remote, oid, cwd=cwd)
+    return commit_exists(oid, cwd=cwd)
