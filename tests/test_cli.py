@@ -1,0 +1,98 @@
+"""The command line as a user meets it: help, version, exit codes, the demo, lean imports."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from cdkit.cli import cli
+from tests.helpers import ROOT, cdkit
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append(prefix + (name,))
+        if isinstance(command, click.Group):
+            found += all_commands(command, prefix + (name,))
+    return found
+
+
+@pytest.mark.parametrize("words", [()] + all_commands(cli), ids=lambda w: " ".join(w) or "cdkit")
+def test_every_command_has_help(words: tuple[str, ...], tmp_path: Path) -> None:
+    result = cdkit(*words, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: cdkit")
+
+
+def test_help_documents_exit_codes(tmp_path: Path) -> None:
+    assert "Exit codes: 0 success, 1 a stage or gate failed, 2 usage or config error" in \
+        cdkit("--help", cwd=tmp_path).stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = cdkit("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == "cdkit 0.1.0\n"
+
+
+def test_usage_error_exit_code(tmp_path: Path) -> None:
+    result = cdkit("run", "--jobs", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Invalid value for '--jobs'" in result.stderr
+
+
+def test_unknown_command(tmp_path: Path) -> None:
+    assert cdkit("frobnicate", cwd=tmp_path).returncode == 2
+
+
+def test_python_dash_m_works(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "cdkit", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout == "cdkit 0.1.0\n"
+
+
+PROBE = """
+import sys
+from cdkit.cli import invoke, cli
+code = invoke(cli, sys.argv[1:])
+heavy = sorted(m for m in ("github", "git", "jsonschema", "requests") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["validate"]])
+def test_version_and_validate_import_neither_pygithub_nor_gitpython(args: list[str], repo: Path) -> None:
+    (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: a, run: 'true'}\n")
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=repo)
+    assert "HEAVY=\n" in result.stderr, result.stderr
+
+
+def test_demo_runs_offline_and_touches_nothing_here(tmp_path: Path) -> None:
+    before = sorted(tmp_path.iterdir())
+    result = cdkit("demo", cwd=tmp_path, env={"GITHUB_TOKEN": "", "GH_TOKEN": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✗ test" in result.stdout or "XX test" in result.stdout
+    assert "run #2 passed" in result.stdout
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_internal_error_gives_a_crash_report_and_exit_3(repo: Path) -> None:
+    # A ledger directory that is a file makes sqlite fail in a way cdkit does not expect.
+    (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: a, run: 'true'}\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=repo, check=True)
+    (repo / ".git" / "cdkit").write_text("not a directory")
+    result = cdkit("run", cwd=repo)
+    assert result.returncode == 3
+    assert "cdkit hit an internal error (a bug, not your fault)" in result.stderr
+    assert "cdkit 0.1.0, Python" in result.stderr
+
+
+def test_readme_commands_are_the_ci_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install . && cdkit demo" in readme
+    assert "pip install -e '.[test]' && pytest" in readme
+    assert "pip install -e '.[test]' && pytest" in ci
