@@ -361,7 +361,7 @@ class Ledger:
             return cursor.lastrowid
 
     def approvals(self, *, sha: str | None = None, environment: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT * FROM approvals WHERE 1=1", []
+        query, args = "SELECT * FROM approvals WHERE 1=1", list[str]()
         if sha:
             query, args = query + " AND sha = ?", [*args, sha]
         if environment:
@@ -390,7 +390,7 @@ class Ledger:
             )
 
     def deployments(self, *, environment: str | None = None, sha: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT * FROM deployments WHERE 1=1", []
+        query, args = "SELECT * FROM deployments WHERE 1=1", list[str]()
         if environment:
             query, args = query + " AND environment = ?", [*args, environment]
         if sha:

@@ -301,6 +301,13 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
+def _cancel_handler(runner: Runner, reason: str) -> Callable[[int, object], None]:
+    def handle(signum: int, frame: object) -> None:
+        runner.cancel(reason)
+
+    return handle
+
+
 def install_cancel_handlers(runner: Runner) -> Callable[[], None]:
     """SIGINT and SIGTERM cancel the run instead of killing cdkit; returns a function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
@@ -308,7 +315,7 @@ def install_cancel_handlers(runner: Runner) -> Callable[[], None]:
     names = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
     previous = {}
     for sig, reason in names.items():
-        previous[sig] = signal.signal(sig, lambda _s, _f, reason=reason: runner.cancel(reason))
+        previous[sig] = signal.signal(sig, _cancel_handler(runner, reason))
 
     def restore() -> None:
         for sig, handler in previous.items():

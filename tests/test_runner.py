@@ -296,3 +296,32 @@ def test_corrupt_ledger_is_an_expected_error(repo: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{ledger}: the ledger is not a readable SQLite database" in result.stderr
+
+
+def test_stage_option_runs_only_the_named_stages(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: a, run: "exit 1"}
+          - {name: b, run: "echo b"}
+          - {name: c, run: "echo c"}
+    """)})
+    code, doc = run_json(repo, "--stage", "b")
+    stages = stages_by_name(doc)
+    assert code == 0
+    assert stages["b"]["status"] == "passed"
+    assert stages["a"]["reason"] == stages["c"]["reason"] == "not selected (--stage)"
+
+
+def test_plan_json_says_why_not(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: hook, run: "true", on: [pre-push]}
+          - {name: ci, run: "true"}
+    """)})
+    doc = json.loads(cdkit("plan", "--json", "--trigger", "pre-push", cwd=repo, env={"CDKIT_SKIP": "ci"}).stdout)
+    assert [(s["name"], s["runs"], s["reason"]) for s in doc["stages"]] == [
+        ("hook", True, "no paths filter"),
+        ("ci", False, "not on pre-push (runs on: ci)"),
+    ]
