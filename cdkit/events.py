@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdkit import git
+from cdkit.errors import UsageError
 
 TRIGGER_KINDS = ("pre-push", "ci")
 
@@ -45,6 +46,8 @@ def changed_files_between(base: str | None, head: str, cwd: Path | str | None) -
 
 def manual_trigger(cwd: Path | str | None, *, base: str | None, head: str | None, kind: str) -> Trigger:
     """The trigger for `cdkit run` / `cdkit plan`: HEAD (or --head) against --base, if any."""
+    if head is None and git.head_sha(cwd) is None:
+        raise UsageError("this repository has no commits yet: commit something, then run cdkit")
     head_sha = git.resolve_commit(head or "HEAD", cwd=cwd)
     base_sha = git.resolve_commit(base, cwd=cwd) if base else None
     ref = git.current_branch(cwd=cwd) if head is None else None
