@@ -83,7 +83,7 @@ def run(config: str | None, base: str | None, head: str | None, stages: tuple[st
 @click.argument("rev", default="HEAD")
 @JSON_OPTION
 def status(config: str | None, rev: str, as_json: bool) -> int:
-    """Show the stage results recorded for a commit (default: HEAD)."""
+    """Show a commit's whole chain: stage results, approvals and deployments per environment (default: HEAD)."""
     from cdkit.commands.status import status as command
 
     return command(rev=rev, config=config, as_json=as_json)
@@ -108,6 +108,68 @@ def demo(keep: bool) -> int:
 
     return command(keep=keep)
 
+
+
+# --- releases (delivery and deployment) -------------------------------------------------------
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.argument("sha")
+@click.option("--env", "environment", metavar="NAME", required=True, help="The environment to approve it for.")
+@click.option("--comment", default="", metavar="TEXT", help="Why, recorded with the approval.")
+@JSON_OPTION
+def approve(config: str | None, sha: str, environment: str, comment: str, as_json: bool) -> int:
+    """Approve SHA for a delivery environment (approval.via: local), as your git identity.
+
+    An author or committer of the commits being released cannot approve them.
+    """
+    from cdkit.commands.approve import approve as command
+
+    return command(sha=sha, environment=environment, comment=comment, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--env", "environment", metavar="NAME", default=None, help="Only this environment.")
+@JSON_OPTION
+def approvals(config: str | None, environment: str | None, as_json: bool) -> int:
+    """List the approvals recorded in the ledger: who approved which SHA, for where, when."""
+    from cdkit.commands.approve import approvals as command
+
+    return command(environment=environment, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--env", "environment", metavar="NAME", required=True, help="The environment to deploy to.")
+@click.option("--sha", metavar="SHA", default=None, help="The commit to deploy (default: the release branch tip).")
+@click.option("--rollback", is_flag=True,
+              help="Allow deploying a commit older than what the environment runs (recorded as a rollback).")
+@JSON_OPTION
+def deploy(config: str | None, environment: str, sha: str | None, rollback: bool, as_json: bool) -> int:
+    """Deploy a commit to an environment once every gate holds.
+
+    Right before deploying, cdkit checks that every stage passed for that exact
+    commit, that it is approved (delivery mode), that it is on the release branch,
+    that it is not older than what the environment runs (unless --rollback), that
+    the environment before this one already runs it, and that no other deploy is
+    in progress. The deploy command gets CDKIT_ENVIRONMENT, CDKIT_SHA and
+    CDKIT_DEPLOYMENT_ID; the outcome is recorded whatever it is.
+    """
+    from cdkit.commands.deploy import deploy as command
+
+    return command(environment=environment, sha=sha, rollback=rollback, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def environments(config: str | None, as_json: bool) -> int:
+    """Show each environment: its mode, what it runs, since when, approved by whom."""
+    from cdkit.commands.deploy import environments as command
+
+    return command(config=config, as_json=as_json)
 
 def _crash_report(exc: BaseException) -> str:
     import platform

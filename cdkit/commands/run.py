@@ -45,9 +45,15 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     with open_ledger(ws.repo) as ledger:
         outcome = run_trigger(ws, pipeline, the_trigger, ledger=ledger, reporters=[console], environ=environ,
                               jobs=jobs, only=stages, allow_dirty=head is None, on_workdir=announce)
-    if as_json:
-        output.write_line(json.dumps(outcome_as_data(outcome), indent=2))
-    else:
+    if not as_json:
         headline = f"run #{outcome.run_id} {outcome.status} on {the_trigger.head_sha[:12]}"
         print_summary(outcome.results, headline=headline, stream=stream)
-    return outcome.exit_code
+    # Continuous deployment: a passing run of a clean HEAD on the release branch deploys by itself.
+    from cdkit.commands.deploy import auto_release
+
+    deployments = auto_release(ws, pipeline, run_id=outcome.run_id, sha=the_trigger.head_sha, ref=the_trigger.ref,
+                               passed=outcome.status == "passed" and head is None, environ=environ, stream=stream)
+    if as_json:
+        output.write_line(json.dumps({**outcome_as_data(outcome), "deployments": deployments}, indent=2))
+    released = all(d["status"] in ("success", "unchanged") for d in deployments)
+    return outcome.exit_code or (0 if released else 1)

@@ -4,10 +4,14 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from cdkit import git, output
 from cdkit.report.console import display_path, format_duration, mark
-from cdkit.session import find_workspace, open_ledger
+from cdkit.commands.deploy import chain_data, print_chain
+from cdkit.errors import ConfigError
+from cdkit.ledger import Ledger
+from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
 def _when(ts: float | None) -> str:
@@ -21,6 +25,7 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
         latest = ledger.latest_stage_results(sha, include_dirty=True)
         runs = ledger.runs_for_sha(sha)
         outbox = ledger.outbox_counts()
+        chain = _chain(ws, ledger, sha)
     if as_json:
         output.write_line(json.dumps({
             "sha": sha,
@@ -28,10 +33,12 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
             "stages": {name: {"status": s.status, "reason": s.reason, "run_id": s.run_id, "duration": s.duration,
                               "log": s.log_path} for name, s in latest.items()},
             "outbox": outbox,
+            "environments": chain,
         }, indent=2))
         return 0
     if not runs:
         output.write_line(f"{sha[:12]}: no runs recorded (run `cdkit run` or push through the hook)")
+        print_chain(chain, sha)
         return 0
     output.write_line(f"{sha}: {len(runs)} run(s), latest #{runs[-1].id} {runs[-1].status}")
     width = max(len(n) for n in latest) if latest else 4
@@ -45,7 +52,17 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
             output.write_line(f"      log: {display_path(s.log_path)}")
     if outbox.get("pending"):
         output.write_line(f"{outbox['pending']} report(s) waiting in the outbox for GitHub (deliver with `cdkit sync`)")
+    print_chain(chain, sha)
     return 0
+
+
+def _chain(ws: Workspace, ledger: Ledger, sha: str) -> list[dict[str, Any]]:
+    """Approvals and deployments of `sha` per environment (none when the pipeline file cannot be read)."""
+    try:
+        pipeline = load_pipeline(ws)
+    except ConfigError:
+        return []
+    return chain_data(ws, pipeline, ledger, sha)
 
 
 def log(*, limit: int, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:

@@ -1,0 +1,85 @@
+"""`cdkit approve` and `cdkit approvals`: local approvals (`approval.via: local`) in the ledger."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from cdkit import git, output
+from cdkit.approval import Facts, Review, evaluate
+from cdkit.commands.deploy import when
+from cdkit.errors import GateFailed, UsageError
+from cdkit.release import (
+    LOCAL_VIA, ReleaseContext, find_environment, format_local_identity, local_decision, parse_local_identity,
+    release_range_people,
+)
+from cdkit.session import find_workspace, load_pipeline, open_ledger
+
+
+def approve(*, sha: str, environment: str, comment: str, config: str | None, as_json: bool,
+            cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    env = find_environment(pipeline, environment)
+    if env.mode != "delivery":
+        raise UsageError(f"{env.name} is in deployment mode: it deploys without approvals, so there is "
+                         "nothing to approve")
+    if env.approval.via != LOCAL_VIA:
+        where = "an approving pull-request review on GitHub (cdkit release open)" if env.approval.via == "review" \
+            else "the GitHub environment's required reviewers"
+        raise UsageError(f"{env.name} is approved through {where} (approval.via: {env.approval.via}); "
+                         "cdkit approve records local approvals only")
+    full = git.resolve_commit(sha, cwd=ws.root)
+    name, email = git.identity(cwd=ws.root)
+    approver = format_local_identity(name, email)
+    with open_ledger(ws.repo) as ledger:
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+        # The same rules the deploy applies, for this one approval: refuse it now rather than record a dud.
+        mine = Review(parse_local_identity(approver), "APPROVED", full, via=LOCAL_VIA)
+        verdict = evaluate(Facts(sha=full, required=1, reviews=(mine,), reviewers=env.approval.reviewers,
+                                 commit_people=release_range_people(ctx, env.name, full)))
+        if not verdict.approved:
+            raise GateFailed(f"refusing the approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
+                             "(someone else must approve it)")
+        already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer)
+                      for a in ledger.approvals(sha=full, environment=env.name))
+        approval_id = None if already else ledger.add_approval(sha=full, environment=env.name, approver=approver,
+                                                               via=LOCAL_VIA, comment=comment)
+        decision = local_decision(ctx, env, full)
+    if as_json:
+        output.write_line(json.dumps({"id": approval_id, "sha": full, "environment": env.name, "approver": approver,
+                                      "already_approved": already, "decision": decision.as_data()}, indent=2))
+        return 0
+    verb = "had already approved" if already else "approved"
+    output.write_line(f"{approver} {verb} {full[:12]} for {env.name}")
+    have = len(decision.counted)
+    state = "approved: deploy it with" if decision.approved else "still waiting for approvals before"
+    output.write_line(f"{have} of {env.approval.required} approval(s); {state} "
+                      f"`cdkit deploy --env {env.name} --sha {full[:12]}`")
+    return 0
+
+
+def approvals_data(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": r["id"], "sha": r["sha"], "environment": r["environment"], "approver": r["approver"],
+             "via": r["via"], "comment": r["comment"], "at": r["created_at"]} for r in rows]
+
+
+def approvals(*, environment: str | None, config: str | None, as_json: bool,
+              cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    if environment:
+        find_environment(pipeline, environment)
+    with open_ledger(ws.repo) as ledger:
+        rows = approvals_data(ledger.approvals(environment=environment))
+    if as_json:
+        output.write_line(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        output.write_line("no approvals recorded" + (f" for {environment}" if environment else ""))
+        return 0
+    for r in rows:
+        said = f"  {json.dumps(r['comment'])}" if r["comment"] else ""
+        output.write_line(f"{when(r['at'])}  {r['environment']:<12} {r['sha'][:12]}  {r['approver']} "
+                          f"(via {r['via']}){said}")
+    return 0

@@ -1,0 +1,178 @@
+"""`cdkit deploy` and `cdkit environments`: release a SHA through the gates, and show what runs where."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from cdkit import git, output
+from cdkit.config import Pipeline
+from cdkit.errors import UsageError
+from cdkit.ledger import Ledger
+from cdkit.release import ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment
+from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def remote_for(pipeline: Pipeline, environ: Mapping[str, str]) -> Remote | None:
+    """The GitHub side of releases when a token and repository are given (in the Action, or by hand), else None."""
+    if not (environ.get("GITHUB_TOKEN") and environ.get("GITHUB_REPOSITORY")):
+        return None
+    try:
+        from cdkit import release_github  # imports PyGithub: only when GitHub is actually configured
+    except ImportError:
+        return None
+    remote: Remote = release_github.remote_from_environ(pipeline, environ)
+    return remote
+
+
+def release_context(ws: Workspace, pipeline: Pipeline, ledger: Ledger, *, environ: Mapping[str, str],
+                    stream: IO[str], remote: Remote | None = None) -> ReleaseContext:
+    def say(text: str) -> None:
+        output.write_line(text, stream=stream)
+
+    def show(line: bytes) -> None:
+        output.write(f"  | {line.decode('utf-8', 'replace').rstrip()}\n", stream=stream)
+
+    return ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                          environ=dict(environ), remote=remote, say=say, on_output=show)
+
+
+def default_sha(ws: Workspace, pipeline: Pipeline) -> str:
+    tip = git.branch_tip(pipeline.release_branch, cwd=ws.root)
+    if tip is None:
+        raise UsageError(f"the release branch {pipeline.release_branch!r} does not exist here; pass --sha SHA")
+    return tip
+
+
+def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | None, as_json: bool,
+           environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    find_environment(pipeline, environment)
+    stream = sys.stderr if as_json else sys.stdout
+    with open_ledger(ws.repo) as ledger:
+        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
+                              remote=remote_for(pipeline, environ))
+        result = release_deploy(ctx, environment, sha or default_sha(ws, pipeline), rollback=rollback)
+    if as_json:
+        output.write_line(json.dumps(result.as_data(), indent=2))
+    return 0 if result.ok else 1
+
+
+def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list[dict[str, Any]]:
+    ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+    rows = []
+    for env in pipeline.environments:
+        record = ledger.current_deployment(env.name)
+        history = ledger.deployments(environment=env.name)
+        approval = record["approval"] if record else None
+        rows.append({
+            "name": env.name, "mode": env.mode,
+            "approval": {"via": env.approval.via, "required": env.approval.required,
+                         "reviewers": list(env.approval.reviewers)} if env.mode == "delivery" else None,
+            "url": env.url,
+            "sha": current_sha(ctx, env.name),
+            "since": record["finished_at"] if record else None,
+            "deployment_id": record["id"] if record else None,
+            "rollback": bool(record["rollback"]) if record else False,
+            "approved_by": [c["who"] for c in (approval or {}).get("counted", [])],
+            "last_attempt": {"id": history[-1]["id"], "sha": history[-1]["sha"], "status": history[-1]["status"]}
+            if history else None,
+        })
+    return rows
+
+
+def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    with open_ledger(ws.repo) as ledger:
+        rows = environments_data(ws, pipeline, ledger)
+    if as_json:
+        output.write_line(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        output.write_line(f"no environments in {pipeline.path} (add an `environments:` list)")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        how = r["mode"] if r["mode"] == "deployment" else \
+            f"delivery ({r['approval']['required']} approval(s) via {r['approval']['via']})"
+        if r["sha"]:
+            who = f", approved by {', '.join(r['approved_by'])}" if r["approved_by"] else ""
+            back = " (rollback)" if r["rollback"] else ""
+            what = f"runs {r['sha'][:12]} since {when(r['since'])}{back}{who}"
+        else:
+            what = "nothing deployed yet"
+        output.write_line(f"{r['name'].ljust(width)}  {how}: {what}")
+        last = r["last_attempt"]
+        if last and last["id"] != r["deployment_id"]:
+            output.write_line(f"{' ' * width}  last attempt: #{last['id']} {last['sha'][:12]} {last['status']}")
+    return 0
+
+
+def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, ref: str | None, passed: bool,
+                 environ: Mapping[str, str], stream: IO[str]) -> list[dict[str, Any]]:
+    """After `cdkit run`: continuous deployment of a passing, clean run on the release branch.
+
+    Returns the deploys as data (empty when nothing is in deployment mode or the run does not qualify).
+    """
+    from cdkit.release import after_pipeline
+
+    if not any(e.mode == "deployment" for e in pipeline.environments):
+        return []
+    with open_ledger(ws.repo) as ledger:
+        record = ledger.run(run_id)
+        dirty = record is None or record.dirty
+        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
+                              remote=remote_for(pipeline, environ))
+        results = after_pipeline(ctx, sha=sha, ref=ref, passed=passed, dirty=dirty)
+    return [r.as_data() for r in results]
+
+
+def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> list[dict[str, Any]]:
+    """For `cdkit status SHA`: per environment, the gate's verdict on SHA, its approvals and its deployments."""
+    from cdkit.release import check
+
+    ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+    rows = []
+    for env in pipeline.environments:
+        verdict = check(ctx, env, sha)
+        rows.append({
+            "name": env.name, "mode": env.mode,
+            "runs_now": verdict.current,
+            "deployable": verdict.ok, "problems": list(verdict.problems),
+            "approval": verdict.decision.as_data() if verdict.decision else None,
+            "approvals": [{"approver": a["approver"], "via": a["via"], "at": a["created_at"], "comment": a["comment"]}
+                          for a in ledger.approvals(sha=sha, environment=env.name)],
+            "deployments": [{"id": d["id"], "status": d["status"], "rollback": bool(d["rollback"]),
+                             "started_at": d["started_at"], "finished_at": d["finished_at"], "log": d["log_path"]}
+                            for d in ledger.deployments(environment=env.name, sha=sha)],
+        })
+    return rows
+
+
+def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
+    if not rows:
+        return
+    output.write_line("environments:")
+    for r in rows:
+        here = " (runs it now)" if r["runs_now"] == sha else ""
+        output.write_line(f"  {r['name']} ({r['mode']}){here}")
+        for a in r["approvals"]:
+            said = f" {json.dumps(a['comment'])}" if a["comment"] else ""
+            output.write_line(f"    approved by {a['approver']} via {a['via']} at {when(a['at'])}{said}")
+        if r["approval"] is not None and not r["approvals"]:
+            output.write_line("    no approvals recorded")
+        for d in r["deployments"]:
+            back = " rollback" if d["rollback"] else ""
+            output.write_line(f"    deployment #{d['id']}{back} {d['status']} at {when(d['finished_at'] or d['started_at'])}")
+        if r["runs_now"] != sha:
+            state = "deployable now" if r["deployable"] else "not deployable: " + "; ".join(r["problems"])
+            output.write_line(f"    {state}")

@@ -1,0 +1,612 @@
+"""Release gates and deploys: preconditions, the lock, ordered promotion, the deploy command, the record.
+
+Every way a commit reaches an environment (`cdkit deploy`, a passing `cdkit run`
+on the release branch in deployment mode, the Action's push, review and
+deployment events) ends in `deploy`, which takes the environment's lock and then,
+right before deploying, checks everything again:
+
+1. every required stage passed for this exact SHA (ledger runs of a clean tree, or GitHub checks);
+2. in delivery mode, the approval policy holds for this SHA (`cdkit.approval`);
+3. the SHA is on the release branch;
+4. it is not older than what the environment runs, unless this is an explicit rollback;
+5. the environment before this one in the chain has already run it;
+6. no other deploy to this environment is in progress.
+
+Any failed check refuses the deploy with every reason (fail closed). A deploy
+that starts is recorded in the ledger whatever happens: success, failure,
+timeout, cancellation, or a crash found later by the next deploy.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cdkit import git
+from cdkit.approval import Decision, Facts, Identity, Review, evaluate
+from cdkit.config import Environment, Pipeline, Stage
+from cdkit.errors import GateFailed, UsageError
+from cdkit.ledger import Ledger
+
+DEFAULT_LOCK_TTL = 600.0  # a crashed deploy blocks its environment for at most this long
+DEFAULT_DEPLOY_TIMEOUT = 3600.0
+DEFAULT_KILL_GRACE = 5.0
+LOCAL_VIA = "local"
+
+# What a deploy ends as. `unchanged`: the environment already runs the SHA; `refused`: a gate said no.
+SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
+UNCHANGED, REFUSED = "unchanged", "refused"
+
+# A stage skipped because the commits did not touch its paths is not needed for this release.
+_PATHS_SKIP_PREFIX = "paths did not match"
+# Results that say nothing about the commit: the stage was not part of that run at all.
+_NOT_APPLICABLE_PREFIXES = ("not on ", "not selected")
+
+
+@dataclass(frozen=True)
+class StageVerdict:
+    stage: str
+    status: str
+    reason: str
+    source: str  # where the verdict comes from, for messages: "run #3", "GitHub check"
+
+
+class Remote(Protocol):
+    """The GitHub side of a release (see `cdkit.release_github`); None offline."""
+
+    def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]: ...
+    def current_sha(self, environment: str) -> str | None: ...
+    def has_deployed(self, environment: str, sha: str) -> bool: ...
+    def deploy_in_progress(self, environment: str) -> str | None: ...
+    def preflight(self, environment: Environment) -> None: ...
+    def approval(self, environment: Environment, sha: str, commit_people: tuple[Identity, ...]) -> Decision: ...
+    def start_deployment(self, environment: Environment, sha: str, *, payload: dict[str, Any],
+                         rollback: bool) -> int | None: ...
+    def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
+                          log_url: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReleaseContext:
+    """Everything a release needs, passed in so tests and the Action can supply it."""
+
+    root: Path  # the work tree (git commands run here)
+    cdkit_dir: Path  # where deploy logs go
+    pipeline: Pipeline
+    ledger: Ledger
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    remote: Remote | None = None
+    say: Callable[[str], None] = lambda _text: None  # progress lines for the console
+    on_output: Callable[[bytes], None] | None = None  # the deploy command's output, line by line
+    lock_ttl: float = DEFAULT_LOCK_TTL
+    deploy_timeout: float = DEFAULT_DEPLOY_TIMEOUT
+    kill_grace: float = DEFAULT_KILL_GRACE
+    github_deployment_id: int | None = None  # a `deployment` event's own deployment, updated instead of a new one
+    log_url: str | None = None  # where the deploy's log can be read (the Actions run), for GitHub statuses
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of the preconditions for one environment and SHA, before any deploy."""
+
+    environment: str
+    sha: str
+    problems: tuple[str, ...]
+    decision: Decision | None  # None in deployment mode
+    current: str | None  # what the environment runs now
+    rollback: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    environment: str
+    sha: str
+    status: str
+    rollback: bool = False
+    deployment_id: int | None = None
+    log_path: str | None = None
+    approval: dict[str, Any] | None = None
+    reasons: tuple[str, ...] = ()
+    github_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (SUCCESS, UNCHANGED)
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment, "sha": self.sha, "status": self.status, "rollback": self.rollback,
+            "deployment_id": self.deployment_id, "log": self.log_path, "approval": self.approval,
+            "reasons": list(self.reasons), "github_deployment_id": self.github_id,
+        }
+
+
+# --- facts ------------------------------------------------------------------------------------
+
+
+def required_stages(pipeline: Pipeline) -> tuple[Stage, ...]:
+    """The stages a release needs: every stage CI runs (pre-push-only stages are the hook's business)."""
+    return tuple(s for s in pipeline.stages if "ci" in s.on)
+
+
+def ledger_stage_verdicts(ledger: Ledger, sha: str) -> dict[str, StageVerdict]:
+    """Each stage's latest meaningful result on `sha` from runs of a clean tree.
+
+    A result saying the stage was not part of that run (another trigger, --stage)
+    is ignored rather than hiding an earlier pass or failure; a stage still
+    running has no verdict yet.
+    """
+    verdicts: dict[str, StageVerdict] = {}
+    for run in ledger.runs_for_sha(sha):
+        if run.dirty:
+            continue  # a dirty work tree is not the commit: it never counts for a gate
+        for result in ledger.stage_results(run.id):
+            if result.status == "running" or result.reason.startswith(_NOT_APPLICABLE_PREFIXES):
+                continue
+            verdicts[result.stage] = StageVerdict(result.stage, result.status, result.reason, f"run #{run.id}")
+    return verdicts
+
+
+def stage_problems(pipeline: Pipeline, sha: str, verdicts: Mapping[str, StageVerdict]) -> list[str]:
+    problems = []
+    for stage in required_stages(pipeline):
+        verdict = verdicts.get(stage.name)
+        if verdict is None:
+            problems.append(f"stage {stage.name!r} has no result for {sha[:12]} "
+                            f"(run the pipeline on that commit: cdkit run --head {sha[:12]})")
+        elif verdict.status == "skipped" and verdict.reason.startswith(_PATHS_SKIP_PREFIX):
+            continue
+        elif verdict.status != "passed":
+            why = f": {verdict.reason}" if verdict.reason else ""
+            problems.append(f"stage {stage.name!r} {verdict.status} on {sha[:12]} ({verdict.source}{why}); "
+                            "fix it and run the pipeline again")
+    return problems
+
+
+def combined_verdicts(ctx: ReleaseContext, sha: str) -> dict[str, StageVerdict]:
+    """The ledger's verdicts, completed by GitHub's checks for stages the ledger has no result for."""
+    verdicts = ledger_stage_verdicts(ctx.ledger, sha)
+    if ctx.remote is not None:
+        for name, verdict in ctx.remote.stage_verdicts(sha).items():
+            verdicts.setdefault(name, verdict)
+    return verdicts
+
+
+def current_sha(ctx: ReleaseContext, environment: str) -> str | None:
+    if ctx.remote is not None:
+        remote = ctx.remote.current_sha(environment)
+        if remote is not None:
+            return remote
+    record = ctx.ledger.current_deployment(environment)
+    return str(record["sha"]) if record else None
+
+
+def has_deployed(ctx: ReleaseContext, environment: str, sha: str) -> bool:
+    if any(d["status"] == SUCCESS and d["sha"] == sha for d in ctx.ledger.deployments(environment=environment)):
+        return True
+    return ctx.remote is not None and ctx.remote.has_deployed(environment, sha)
+
+
+def parse_local_identity(text: str) -> Identity:
+    """`Name <email>` as recorded by `cdkit approve` -> an Identity."""
+    if text.endswith(">") and " <" in text:
+        name, email = text[:-1].rsplit(" <", 1)
+        return Identity(name=name, email=email)
+    return Identity(name=text)
+
+
+def format_local_identity(name: str, email: str) -> str:
+    return f"{name} <{email}>"
+
+
+def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tuple[Identity, ...]:
+    """Authors and committers of what this release adds to the environment (everything, on its first deploy)."""
+    current = current_sha(ctx, environment)
+    base = current if current and git.commit_exists(current, cwd=ctx.root) else None
+    people: dict[frozenset[str], Identity] = {}
+    for commit in git.commits_in_range(base, sha, cwd=ctx.root):
+        for name, email in ((commit.author_name, commit.author_email),
+                            (commit.committer_name, commit.committer_email)):
+            person = Identity(name=name, email=email)
+            people.setdefault(person.keys(), person)
+    return tuple(people.values())
+
+
+def local_reviews(ledger: Ledger, environment: str, sha: str) -> tuple[Review, ...]:
+    return tuple(
+        Review(reviewer=parse_local_identity(a["approver"]), state="APPROVED", commit_id=a["sha"],
+               submitted_at=float(a["created_at"]), id=int(a["id"]), comment=a["comment"], via=a["via"])
+        for a in ledger.approvals(sha=sha, environment=environment)
+        if a["via"] == LOCAL_VIA
+    )
+
+
+def local_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:
+    """The `via: local` policy from the ledger's approvals, with the same rules as a PR review."""
+    facts = Facts(sha=sha, required=env.approval.required, reviews=local_reviews(ctx.ledger, env.name, sha),
+                  reviewers=env.approval.reviewers, commit_people=release_range_people(ctx, env.name, sha))
+    return evaluate(facts)
+
+
+def approval_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:
+    if env.approval.via == LOCAL_VIA:
+        return local_decision(ctx, env, sha)
+    if ctx.remote is None:
+        how = "pull-request reviews" if env.approval.via == "review" else "the GitHub environment's reviewers"
+        return Decision(False, (
+            f"{env.name} is approved through {how} (approval.via: {env.approval.via}), which needs GitHub: "
+            "run this in the cdkit Action, or set GITHUB_TOKEN and GITHUB_REPOSITORY",), ())
+    return ctx.remote.approval(env, sha, release_range_people(ctx, env.name, sha))
+
+
+# --- preconditions ----------------------------------------------------------------------------
+
+
+def find_environment(pipeline: Pipeline, name: str) -> Environment:
+    env = pipeline.environment(name)
+    if env is None:
+        known = ", ".join(e.name for e in pipeline.environments) or "none are defined"
+        raise UsageError(f"no environment {name!r} in {pipeline.path} (environments: {known})")
+    return env
+
+
+def _previous(pipeline: Pipeline, env: Environment) -> Environment | None:
+    index = pipeline.environments.index(env)
+    return pipeline.environments[index - 1] if index else None
+
+
+def _branch_problems(ctx: ReleaseContext, sha: str) -> list[str]:
+    branch = ctx.pipeline.release_branch
+    tip = git.branch_tip(branch, cwd=ctx.root)
+    if tip is None:
+        return [f"the release branch {branch!r} is not in this repository (git fetch origin {branch})"]
+    if git.is_ancestor(sha, tip, cwd=ctx.root):
+        return []
+    shallow = " (this clone is shallow: fetch the full history, e.g. fetch-depth: 0)" \
+        if git.is_shallow(cwd=ctx.root) else ""
+    return [f"{sha[:12]} is not on the release branch {branch!r}{shallow}; merge it into {branch} first"]
+
+
+def _order_problems(ctx: ReleaseContext, env: Environment, sha: str, current: str | None,
+                    rollback: bool) -> list[str]:
+    if current is None or current == sha or rollback:
+        return []
+    if not git.commit_exists(current, cwd=ctx.root):
+        return [f"{env.name} runs {current[:12]}, which is not in this repository, so cdkit cannot tell whether "
+                f"{sha[:12]} is older (git fetch the release branch's history)"]
+    if git.is_ancestor(sha, current, cwd=ctx.root):
+        return [f"{sha[:12]} is older than what {env.name} runs ({current[:12]}); deploying it would roll "
+                f"{env.name} back: pass --rollback to do that on purpose (it is recorded as a rollback)"]
+    return []
+
+
+def _chain_problems(ctx: ReleaseContext, env: Environment, sha: str) -> list[str]:
+    previous = _previous(ctx.pipeline, env)
+    if previous is None or has_deployed(ctx, previous.name, sha):
+        return []
+    return [f"{env.name} comes after {previous.name}, which has not run {sha[:12]} yet; "
+            f"deploy it there first (cdkit deploy --env {previous.name} --sha {sha[:12]})"]
+
+
+def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = False) -> Check:
+    """Every precondition for deploying `sha` to `env`, evaluated now (no side effects)."""
+    problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha))
+    decision = None
+    if env.mode == "delivery":
+        decision = approval_decision(ctx, env, sha)
+        if not decision.approved:
+            problems.append(f"{sha[:12]} is not approved for {env.name}: " + "; ".join(decision.reasons)
+                            + _how_to_approve(env, sha))
+    problems += _branch_problems(ctx, sha)
+    current = current_sha(ctx, env.name)
+    problems += _order_problems(ctx, env, sha, current, rollback)
+    problems += _chain_problems(ctx, env, sha)
+    return Check(env.name, sha, tuple(problems), decision, current, rollback)
+
+
+def _how_to_approve(env: Environment, sha: str) -> str:
+    if env.approval.via == LOCAL_VIA:
+        return f" (someone who did not write these commits runs: cdkit approve {sha[:12]} --env {env.name})"
+    if env.approval.via == "review":
+        return f" (approve the release pull request at this commit: cdkit release open --env {env.name})"
+    return ""
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+def _lock_name(environment: str) -> str:
+    return f"deploy:{environment}"
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether a lock holder (`pid@host:token`) may still be running: only a local, gone process is known dead."""
+    try:
+        pid_text, rest = holder.split("@", 1)
+        host = rest.rsplit(":", 1)[0]
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def environment_lock(ctx: ReleaseContext, environment: str) -> Iterator[str]:
+    """Hold the environment's deploy lock (a ledger row with an expiry) for the block.
+
+    A lock whose holder process is gone, or that expired, is taken over with an
+    audit line; one held by a live deploy refuses this one.
+    """
+    name = _lock_name(environment)
+    me = f"{os.getpid()}@{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+    holder = ctx.ledger.acquire_lock(name, me, ttl=ctx.lock_ttl)
+    if holder is not None and not _holder_alive(holder):
+        ctx.ledger.audit(f"lock {name} held by {holder}, whose process is gone; released for {me}")
+        ctx.ledger.release_lock(name, holder)
+        holder = ctx.ledger.acquire_lock(name, me, ttl=ctx.lock_ttl)
+    if holder is not None:
+        raise GateFailed(f"another deploy to {environment} is in progress (lock held by {holder}); wait for it "
+                         f"to finish, or, if it crashed, its lock expires within {int(ctx.lock_ttl)}s")
+    try:
+        yield me
+    finally:
+        ctx.ledger.release_lock(name, me)
+
+
+def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
+    """Deployments left `in_progress` by a process that died are recorded as crashed (we hold the lock now)."""
+    for record in ctx.ledger.deployments(environment=environment):
+        if record["status"] == "in_progress":
+            ctx.ledger.finish_deployment(int(record["id"]), CRASHED)
+            ctx.ledger.audit(f"deployment #{record['id']} of {record['sha']} to {environment} never finished "
+                             "(its process crashed or was killed); recorded as crashed")
+
+
+# --- running the deploy command ---------------------------------------------------------------
+
+
+@contextmanager
+def _deploy_workdir(ctx: ReleaseContext, sha: str) -> Iterator[Path]:
+    """The deploy command sees exactly `sha`: the work tree when it is a clean checkout of it, else a worktree."""
+    if git.head_sha(ctx.root) == sha and git.is_clean(ctx.root):
+        yield ctx.root
+    else:
+        with git.temporary_worktree(sha, cwd=ctx.root) as path:
+            yield path
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pump(proc: subprocess.Popen[bytes], log_path: Path, on_output: Callable[[bytes], None] | None) -> None:
+    assert proc.stdout is not None
+    with log_path.open("ab") as log:
+        for line in iter(proc.stdout.readline, b""):
+            log.write(line)
+            log.flush()
+            if on_output is not None:
+                on_output(line)
+
+
+@contextmanager
+def _cancel_on_signals(cancel: Callable[[str], None]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reasons = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+    def handler(signum: int, _frame: object) -> None:
+        cancel(reasons[signal.Signals(signum)])
+
+    previous = {sig: signal.signal(sig, handler) for sig in reasons}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int, lock_holder: str,
+                       rollback: bool, log_path: Path, workdir: Path) -> tuple[str, str]:
+    """Run the environment's deploy command in its own process group; (status, reason).
+
+    The lock is refreshed while it runs, so a long deploy keeps it and a crashed one lets it expire.
+    """
+    environ = git.stage_environment(dict(ctx.environ))
+    environ.update({
+        "CDKIT_ENVIRONMENT": env.name, "CDKIT_SHA": sha, "CDKIT_DEPLOYMENT_ID": str(deployment_id),
+        "CDKIT_ROLLBACK": "1" if rollback else "0", "CDKIT_ENVIRONMENT_URL": env.url or "",
+    })
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", env.deploy], cwd=workdir, env=environ, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        return FAILURE, f"could not start the deploy command: {exc}"
+    reader = threading.Thread(target=_pump, args=(proc, log_path, ctx.on_output), daemon=True)
+    reader.start()
+    cancelled: list[str] = []
+
+    def cancel(reason: str) -> None:
+        cancelled.append(reason)
+        _signal_group(proc.pid, signal.SIGTERM)
+
+    deadline = time.monotonic() + ctx.deploy_timeout
+    kill_at: float | None = None
+    heartbeat = max(1.0, ctx.lock_ttl / 3)
+    refreshed = time.monotonic()
+    with _cancel_on_signals(cancel):
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now >= deadline and kill_at is None:
+                cancelled.append(f"timed out after {int(ctx.deploy_timeout)}s")
+                _signal_group(proc.pid, signal.SIGTERM)
+                kill_at = now + ctx.kill_grace
+            elif cancelled and kill_at is None:
+                kill_at = now + ctx.kill_grace
+            if kill_at is not None and now >= kill_at:
+                _signal_group(proc.pid, signal.SIGKILL)
+            if now - refreshed >= heartbeat:
+                ctx.ledger.acquire_lock(_lock_name(env.name), lock_holder, ttl=ctx.lock_ttl)
+                refreshed = now
+    _signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
+    reader.join()
+    if cancelled:
+        status = TIMED_OUT if cancelled[0].startswith("timed out") else CANCELLED
+        return status, cancelled[0]
+    if code != 0:
+        return FAILURE, f"killed by signal {-code}" if code < 0 else f"the deploy command exited with {code}"
+    return SUCCESS, ""
+
+
+# --- deploy -----------------------------------------------------------------------------------
+
+
+def _approval_record(env: Environment, decision: Decision | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    return {"via": env.approval.via, "required": env.approval.required, **decision.as_data()}
+
+
+def _refuse(env: Environment, sha: str, problems: Sequence[str]) -> GateFailed:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return GateFailed(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}")
+
+
+def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False) -> DeployResult:
+    """Deploy `sha` (any revision) to `environment` if every precondition holds right now.
+
+    Raises GateFailed (exit 1) with every reason when a precondition fails.
+    Returns the recorded outcome otherwise (check `DeployResult.ok`).
+    """
+    env = find_environment(ctx.pipeline, environment)
+    sha = git.resolve_commit(sha, cwd=ctx.root)
+    if ctx.remote is not None:
+        ctx.remote.preflight(env)
+    with environment_lock(ctx, env.name) as holder:
+        _close_abandoned(ctx, env.name)
+        busy = ctx.remote.deploy_in_progress(env.name) if ctx.remote is not None else None
+        if busy:
+            raise GateFailed(f"another deploy to {env.name} is in progress on GitHub ({busy}); wait for it to finish")
+        result = check(ctx, env, sha, rollback=rollback)
+        if result.current == sha and not rollback and result.ok:
+            ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
+            return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
+        if not result.ok:
+            raise _refuse(env, sha, result.problems)
+        return _deploy_now(ctx, env, sha, holder=holder, rollback=rollback, decision=result.decision,
+                           current=result.current)
+
+
+def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str, rollback: bool,
+                decision: Decision | None, current: str | None) -> DeployResult:
+    approval = _approval_record(env, decision)
+    deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval)
+    if rollback:
+        ctx.ledger.audit(f"deployment #{deployment_id}: explicit rollback of {env.name} from "
+                         f"{(current or 'nothing')[:12]} to {sha[:12]}")
+    log_dir = ctx.cdkit_dir / "deploys"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{deployment_id}-{env.name}.log"
+    github_id = ctx.github_deployment_id
+    status, reason = CRASHED, "cdkit stopped before the deploy command finished"
+    try:
+        if ctx.remote is not None:
+            payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval}
+            github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
+        what = "rolling back" if rollback else "deploying"
+        ctx.say(f"cdkit: {what} {env.name} to {sha[:12]} (deployment #{deployment_id}, log: {log_path})")
+        with _deploy_workdir(ctx, sha) as workdir:
+            status, reason = run_deploy_command(ctx, env, sha, deployment_id=deployment_id, lock_holder=holder,
+                                                rollback=rollback, log_path=log_path, workdir=workdir)
+    except KeyboardInterrupt:
+        status, reason = CANCELLED, "interrupted"
+        raise
+    finally:
+        ctx.ledger.finish_deployment(deployment_id, status, github_id=github_id, log_path=str(log_path))
+        if status != SUCCESS:
+            ctx.ledger.audit(f"deployment #{deployment_id} of {sha} to {env.name}: {status} ({reason})")
+        if ctx.remote is not None and github_id is not None:
+            ctx.remote.finish_deployment(github_id, env, SUCCESS if status == SUCCESS else FAILURE,
+                                         log_url=ctx.log_url)
+    ctx.say(f"cdkit: deployment #{deployment_id} to {env.name}: {status}" + (f" ({reason})" if reason else ""))
+    return DeployResult(env.name, sha, status, rollback=rollback, deployment_id=deployment_id,
+                        log_path=str(log_path), approval=approval, reasons=(reason,) if reason else (),
+                        github_id=github_id)
+
+
+# --- entry points for automatic releases ------------------------------------------------------
+
+
+def is_release_ref(pipeline: Pipeline, ref: str | None) -> bool:
+    return ref == f"refs/heads/{pipeline.release_branch}"
+
+
+def after_pipeline(ctx: ReleaseContext, *, sha: str, ref: str | None, passed: bool,
+                   dirty: bool = False) -> list[DeployResult]:
+    """Continuous deployment: after a passing pipeline on the release branch, deploy `sha` through the chain.
+
+    Deploys each `mode: deployment` environment in order and stops at the first
+    delivery environment (it waits for an approval, and nothing after it may
+    skip it) or at the first deploy that does not succeed. Every deploy still
+    goes through `deploy`, so its gates are checked again (stages from the ledger
+    or GitHub, not the `passed` flag alone). Nothing happens off the release
+    branch, on a failed pipeline, or for a dirty work tree.
+    """
+    if not passed or dirty or not is_release_ref(ctx.pipeline, ref):
+        return []
+    results: list[DeployResult] = []
+    for env in ctx.pipeline.environments:
+        if env.mode != "deployment":
+            ctx.say(f"cdkit: {env.name} is in delivery mode: {sha[:12]} waits for an approval there")
+            break
+        try:
+            result = deploy(ctx, env.name, sha)
+        except GateFailed as exc:
+            result = DeployResult(env.name, sha, REFUSED, reasons=(str(exc),))
+            ctx.say(f"cdkit: {exc}")
+        results.append(result)
+        if not result.ok:
+            break
+    return results
+
+
+def deploy_if_approved(ctx: ReleaseContext, environment: str, sha: str) -> DeployResult:
+    """Delivery mode: deploy `sha` to `environment` when its approval now holds (the review and `release check` path).
+
+    Returns a `refused` result (not an exception) when it does not, so an event
+    handler can report "waiting for approval" without failing the workflow.
+    """
+    try:
+        return deploy(ctx, environment, sha)
+    except GateFailed as exc:
+        return DeployResult(environment, sha, REFUSED, reasons=(str(exc),))
