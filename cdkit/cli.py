@@ -171,6 +171,32 @@ def environments(config: str | None, as_json: bool) -> int:
 
     return command(config=config, as_json=as_json)
 
+@cli.command()
+def action() -> int:
+    """Run inside a GitHub Actions job (the reusable Action calls this).
+
+    Reads the runner's GITHUB_* variables and event payload, runs the `ci` stages,
+    and writes the step outputs, job summary, log groups and annotations. Inputs come
+    from INPUT_COMMAND, INPUT_CONFIG, INPUT_ENVIRONMENT, INPUT_WORKING_DIRECTORY, INPUT_TOKEN.
+    """
+    from cdkit.commands.action import action as command
+
+    return command()
+
+
+@cli.command()
+@click.option("--mode", type=click.Choice(["delivery", "deployment"]), default="delivery", show_default=True,
+              help="deployment: every passing commit on the release branch deploys; delivery: it waits for approval.")
+@click.option("--approval", type=click.Choice(["environment", "review"]), default="environment", show_default=True,
+              help="Delivery mode: approve with a GitHub environment's reviewers, or with approving PR reviews.")
+@click.option("--force", is_flag=True, help="Overwrite existing .cdkit.yml and .github/workflows/cdkit.yml.")
+def init(mode: str, approval: str, force: bool) -> int:
+    """Write a starter .cdkit.yml and .github/workflows/cdkit.yml for the chosen mode."""
+    from cdkit.commands.init import init as command
+
+    return command(mode=mode, approval=approval, force=force)
+
+
 def _crash_report(exc: BaseException) -> str:
     import platform
     import traceback
