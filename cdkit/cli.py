@@ -109,6 +109,62 @@ def demo(keep: bool) -> int:
     return command(keep=keep)
 
 
+# --- the pre-push hook ------------------------------------------------------------------------
+
+
+@cli.group()
+def hook() -> None:
+    """Install, inspect or run the pre-push hook that runs the `on: pre-push` stages on each push."""
+
+
+@hook.command("install")
+@click.option("--force", is_flag=True,
+              help="Install even into a core.hooksPath inside the repository, and replace an existing "
+                   "pre-push.legacy with the current foreign hook.")
+def hook_install(force: bool) -> int:
+    """Write the pre-push hook (into core.hooksPath when set); keep and chain any existing hook.
+
+    Installing twice changes nothing; installing again repairs a hook that is not
+    executable or has CRLF line endings, and records the current interpreter.
+    """
+    from cdkit.commands.hook import install as command
+
+    return command(force=force)
+
+
+@hook.command("uninstall")
+def hook_uninstall() -> int:
+    """Remove cdkit's pre-push hook and restore the hook it replaced, if any."""
+    from cdkit.commands.hook import uninstall as command
+
+    return command()
+
+
+@hook.command("status")
+def hook_status() -> int:
+    """Show where the hook is, what it runs and what needs repair (exit 1 if it cannot run)."""
+    from cdkit.commands.hook import status as command
+
+    return command()
+
+
+@hook.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("hook_name", metavar="pre-push", type=click.Choice(["pre-push"]))
+@click.argument("remote", required=False)
+@click.argument("url", required=False)
+def hook_run(hook_name: str, remote: str | None, url: str | None) -> int:
+    """Judge a push as git's pre-push hook does: ref lines on stdin, REMOTE and URL as arguments.
+
+    Under pre-commit (a `pre-push` stage hook) REMOTE and URL may be left out: the
+    push is read from PRE_COMMIT_REMOTE_NAME, PRE_COMMIT_FROM_REF and PRE_COMMIT_TO_REF.
+    Exit 1 blocks the push. Skip stages with CDKIT_SKIP=a,b; skip the hook with
+    CDKIT=0 or `git push --no-verify`.
+    """
+    from cdkit.commands.hook import run_pre_push as command
+
+    return command(remote=remote, url=url)
+
+
 
 # --- releases (delivery and deployment) -------------------------------------------------------
 
@@ -187,10 +243,10 @@ def action() -> int:
 @cli.command()
 @click.option("--mode", type=click.Choice(["delivery", "deployment"]), default="delivery", show_default=True,
               help="deployment: every passing commit on the release branch deploys; delivery: it waits for approval.")
-@click.option("--approval", type=click.Choice(["environment", "review"]), default="environment", show_default=True,
-              help="Delivery mode: approve with a GitHub environment's reviewers, or with approving PR reviews.")
+@click.option("--approval", type=click.Choice(["environment", "review"]), default=None,
+              help="Delivery mode: approve with a GitHub environment's reviewers (default), or with approving PR reviews.")
 @click.option("--force", is_flag=True, help="Overwrite existing .cdkit.yml and .github/workflows/cdkit.yml.")
-def init(mode: str, approval: str, force: bool) -> int:
+def init(mode: str, approval: str | None, force: bool) -> int:
     """Write a starter .cdkit.yml and .github/workflows/cdkit.yml for the chosen mode."""
     from cdkit.commands.init import init as command
 
