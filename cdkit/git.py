@@ -271,3 +271,71 @@ def ensure_commit(oid: str, remote: str = "origin", cwd: str | os.PathLike[str] 
         return True
     fetch(remote, oid, cwd=cwd)
     return commit_exists(oid, cwd=cwd)
+
+
+# --- pre-push hook helpers -------------------------------------------------------------------
+
+
+def peel_to_commits(oids: list[str], cwd: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """{oid: the commit it peels to} for each oid we have that names (or tags) a commit.
+
+    One `cat-file --batch-check` for every ref of a push (up to 1,000) instead of one
+    process each; an annotated tag peels to its commit; a missing oid (a force push over
+    a tip never fetched) or a tag of a tree or blob is simply absent from the result.
+    """
+    if not oids:
+        return {}
+    out = git_b("cat-file", "--batch-check=%(objectname) %(objecttype)", cwd=cwd,
+                stdin=b"".join(f"{oid}^{{commit}}\n".encode() for oid in oids))
+    peeled = {}
+    for oid, line in zip(oids, out.decode("ascii", "replace").splitlines()):
+        name, _, kind = line.partition(" ")
+        if kind == "commit":
+            peeled[oid] = name
+    return peeled
+
+
+def commits_not_on_remote(head: str, remote: str | None,
+                          cwd: str | os.PathLike[str] | None = None) -> tuple[list[str], tuple[str, ...]]:
+    """(commits of `head` no remote-tracking ref of `remote` has, the remote commits they start from).
+
+    The range of a new branch, or of a force push over a tip we never fetched: what the
+    remote lacks. No boundary means no commit of `head` is on the remote (an orphan branch,
+    an empty remote, or a push to a URL with no remote name): every file counts.
+    """
+    args = ["rev-list", "--boundary", head]
+    if remote:
+        args += ["--not", f"--remotes={remote}"]
+    lines = git(*args, cwd=cwd).splitlines()
+    new = [line for line in lines if line and not line.startswith("-")]
+    boundary = tuple(line[1:] for line in lines if line.startswith("-"))
+    return new, boundary
+
+
+def remote_for_url(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The configured remote whose URL is `url` (git passes the URL as the name on `git push URL`)."""
+    code, out, _ = cmd_output_b("git", "config", "-z", "--get-regexp", r"^remote\..*\.(push)?url$", cwd=cwd,
+                                check=False)
+    if code != 0:
+        return None
+    for entry in out.split(b"\0"):
+        key, _, value = _decode(entry).partition("\n")
+        if value == url:
+            return key[len("remote."):].rsplit(".", 1)[0]
+    return None
+
+
+def hooks_path_setting(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """`core.hooksPath` as configured (husky and others set it), or None."""
+    code, out, _ = cmd_output_b("git", "config", "--get", "core.hooksPath", cwd=cwd, check=False)
+    value = _decode(out).strip()
+    return value if code == 0 and value else None
+
+
+def hooks_dir(cwd: str | os.PathLike[str] | None = None) -> Path:
+    """Where git looks for hooks: `core.hooksPath` when set, else the common dir's `hooks`.
+
+    `--git-path hooks` resolves both, for linked worktrees (hooks are shared, in the common
+    dir) and submodules (their git dir lives under the superproject's `.git/modules`).
+    """
+    return Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks", cwd=cwd))

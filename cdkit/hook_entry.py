@@ -1,0 +1,305 @@
+"""What the installed pre-push hook executes: `cdkit hook run pre-push` without click.
+
+Every push pays for this module's imports, so it imports only what a push needs
+(no click, no PyGithub, no gitpython; `python -X importtime` shows the list) and
+defers even those until it knows something must run: empty stdin, a delete or a
+`CDKIT=0` costs no more than starting Python.
+
+The hook script calls `main()` with `argv = [hook path, remote, url]`; the click
+command `cdkit hook run pre-push` calls `run_pre_push` directly.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from cdkit.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CdkitError
+
+# Not `typing.TYPE_CHECKING`: importing typing alone costs a push several milliseconds (mypy
+# treats any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+    from typing import IO
+
+    from cdkit.config import Pipeline
+    from cdkit.ledger import Ledger
+    from cdkit.prepush import PushTarget
+    from cdkit.session import RunOutcome, Workspace
+
+LEGACY_NAME = "pre-push.legacy"
+TOKEN_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
+STATUS_STATES = {"passed": "success", "skipped": "success", "failed": "failure", "timed_out": "failure",
+                 "cancelled": "error"}
+LOG_TAIL_LINES = 15
+
+
+def _say(text: str, stream: IO[str] | None = None) -> None:
+    # git shows a hook's stderr to the user; stdout is the same terminal, but stderr is
+    # what `cdkit hook run` by hand and pre-commit show too.
+    stream = stream or sys.stderr
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
+def read_stdin(stream: IO[bytes] | None) -> bytes:
+    """All of stdin, once, as bytes (a chained hook gets the same bytes). A terminal means
+    "run by hand": nothing to read, and no waiting for input that never comes."""
+    if stream is None or stream.isatty():
+        return b""
+    return stream.read()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        _say("cdkit: the pre-push hook expects `<hook path> <remote> <url>` (git passes the last two); "
+             "reinstall it with `cdkit hook install`")
+        return EXIT_USAGE
+    hook_path, remote, url = args
+    stdin = sys.stdin.buffer if sys.stdin is not None else None
+    return run_pre_push(remote, url, read_stdin(stdin), hook_path=hook_path, environ=os.environ)
+
+
+def run_pre_push(remote: str | None, url: str | None, stdin: bytes, *, hook_path: str | None,
+                 environ: MutableMapping[str, str], cwd: str | None = None) -> int:
+    """Judge a push; return the exit code git acts on (0 lets the push through)."""
+    try:
+        if hook_path is not None:
+            code = _run_legacy(hook_path, remote, url, stdin, environ)
+            if code != EXIT_OK:
+                return code
+        return _judge_push(remote, url, stdin, environ, cwd)
+    except CdkitError as exc:
+        _say(f"cdkit: {_redact(str(exc), environ)}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("cdkit: interrupted; the push is aborted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug blocks the push with a report, never a bare traceback
+        import traceback
+
+        tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+        _say(_redact("cdkit hit an internal error in the pre-push hook (a bug); the push is blocked.\n"
+                     "Push without the hook once with `git push --no-verify`, and please report this:\n\n" + tail,
+                     environ))
+        return EXIT_INTERNAL
+
+
+def _redact(text: str, environ: Mapping[str, str]) -> str:
+    from cdkit.secrets import redact
+
+    return redact(text, environ)
+
+
+def _run_legacy(hook_path: str, remote: str | None, url: str | None, stdin: bytes,
+                environ: Mapping[str, str]) -> int:
+    """Run the pre-push hook cdkit replaced, first, with git's arguments and the same stdin bytes
+    (git-lfs's hook reads them to upload objects; without it the push would be incomplete)."""
+    legacy = os.path.join(os.path.dirname(hook_path), LEGACY_NAME)
+    if not os.path.exists(legacy):
+        return EXIT_OK
+    if not os.access(legacy, os.X_OK):
+        _say(f"cdkit: {legacy} is not executable, so it was not run (as git would ignore it); "
+             f"`chmod +x` it to run it, or `cdkit hook status` for details")
+        return EXIT_OK
+    import subprocess
+
+    args = [legacy, *(a for a in (remote, url) if a is not None)]
+    code = subprocess.run(args, input=stdin, env=dict(environ)).returncode
+    if code != 0:
+        _say(f"cdkit: the previous pre-push hook ({legacy}) failed with exit code {code}; the push is blocked "
+             "(cdkit's stages did not run)")
+        return code if 0 < code < 256 else EXIT_FAILED
+    return EXIT_OK
+
+
+def _forget_git_environment(environ: MutableMapping[str, str]) -> None:
+    """Drop what git exports to hooks (GIT_DIR in a linked worktree, GIT_INDEX_FILE...).
+
+    The hook runs at the top of the work tree, so git finds the same repository without
+    them; kept, they would point `git worktree add` (and stages) at the wrong index or tree.
+    """
+    from cdkit.git import LOCAL_ENV_VARS
+
+    for name in LOCAL_ENV_VARS:
+        environ.pop(name, None)
+
+
+def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: MutableMapping[str, str],
+                cwd: str | None) -> int:
+    from cdkit import prepush
+
+    updates = prepush.parse_pre_push(stdin)
+    pre_commit = None
+    if not updates:
+        pre_commit_remote = environ.get("PRE_COMMIT_REMOTE_NAME")
+        if not pre_commit_remote:
+            _say("cdkit: no refs to push (empty stdin); nothing to check")
+            return EXIT_OK
+    if updates and all(u.is_delete for u in updates):
+        for update in updates:
+            _say(f"cdkit: {update.remote_ref}: deleted on the remote; nothing to check")
+        return EXIT_OK
+
+    from cdkit import git
+    from cdkit.session import find_workspace, load_pipeline
+
+    ws = find_workspace(None, cwd)
+    _forget_git_environment(environ)
+    if environ is not os.environ:
+        _forget_git_environment(os.environ)  # our own git calls read the process environment
+    if not ws.config_path.exists():
+        _say(f"cdkit: no {ws.config_path.name} in {ws.root}; nothing to check (create one with `cdkit init`, "
+             "or remove the hook with `cdkit hook uninstall`)")
+        return EXIT_OK
+    pipeline = load_pipeline(ws)
+    if not any("pre-push" in s.on for s in pipeline.stages):
+        _say(f"cdkit: no stage of {ws.config_path.name} runs on pre-push (`on: [pre-push]`); nothing to check")
+        return EXIT_OK
+
+    if not updates:
+        pre_commit = prepush.from_pre_commit_env(environ, ws.root)
+        assert pre_commit is not None
+        remote, url = pre_commit.remote, pre_commit.url
+        plan = prepush.PushPlan((pre_commit.target,), ())
+    else:
+        remote_name = remote
+        if remote is not None and remote == url:
+            remote_name = git.remote_for_url(remote, cwd=ws.root)  # `git push URL`: find its remote, if any
+        plan = prepush.push_targets(updates, remote_name, ws.root)
+    for note in plan.notes:
+        _say(f"cdkit: {note}")
+    if not plan.targets:
+        return EXIT_OK
+    return _run_targets(ws, pipeline, plan.targets, remote=remote, url=url, environ=environ)
+
+
+def _jobs(environ: Mapping[str, str], pipeline: Pipeline) -> int:
+    """Every ready stage at once (stages that must wait say so with `needs`), like lefthook's
+    `parallel: true`: a push waits on the slowest stage, not on the sum. CDKIT_JOBS caps it."""
+    value = environ.get("CDKIT_JOBS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            from cdkit.errors import UsageError
+
+            raise UsageError(f"CDKIT_JOBS={value!r} is not a positive number of parallel stages")
+        return int(value)
+    return max(1, len(pipeline.stages))
+
+
+def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, ...], *, remote: str | None,
+                 url: str | None, environ: MutableMapping[str, str]) -> int:
+    from cdkit.events import Trigger
+    from cdkit.report.console import ConsoleReporter, print_summary
+    from cdkit.session import open_ledger, run_trigger
+
+    repository = _repository(environ, url)
+    outcomes: list[tuple[PushTarget, RunOutcome]] = []
+    with open_ledger(ws.repo) as ledger:
+        for target in targets:
+            refs = ", ".join(target.remote_refs)
+            trigger = Trigger(kind="pre-push", event="pre-push", head_sha=target.head_sha, base_sha=target.base_sha,
+                              changed_files=target.changed_files, ref=target.remote_refs[0], repo=repository,
+                              extra={"remote": remote or "", "refs": refs})
+
+            def announce(workdir: object, in_place: bool, target: PushTarget = target, refs: str = refs) -> None:
+                where = "in the work tree" if in_place else (
+                    f"in a temporary worktree at {target.head_sha[:12]} (the work tree is not that commit, "
+                    "or has uncommitted changes)")
+                _say(f"cdkit: checking {refs}: {target.range_text} ({target.how}) {where}")
+
+            console = ConsoleReporter(pipeline.stages, stream=sys.stderr, show_output=False)
+            outcome = run_trigger(ws, pipeline, trigger, ledger=ledger, reporters=[console], environ=environ,
+                                  jobs=_jobs(environ, pipeline), on_workdir=announce)
+            outcomes.append((target, outcome))
+            if repository and _token(environ):
+                enqueue_statuses(ledger, repository, outcome)
+            print_summary(outcome.results, stream=sys.stderr,
+                          headline=f"cdkit run #{outcome.run_id} {outcome.status}: {refs} {target.range_text}")
+            if outcome.exit_code == EXIT_INTERRUPTED:
+                break  # Ctrl-C or SIGTERM: judge nothing more
+    return _verdict(outcomes)
+
+
+def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]]) -> int:
+    """The strictest result across refs wins: interrupted > failed > passed."""
+    from cdkit.report.console import display_path
+
+    code = max((o.exit_code for _, o in outcomes), default=EXIT_OK)
+    if code == EXIT_OK:
+        return EXIT_OK
+    if code == EXIT_INTERRUPTED:
+        _say("cdkit: interrupted; the push is aborted (the run is recorded as cancelled)")
+        return EXIT_INTERRUPTED
+    failed_names: list[str] = []
+    for target, outcome in outcomes:
+        for result in outcome.results:
+            if result.status not in ("failed", "timed_out"):
+                continue
+            failed_names.append(result.stage)
+            _say(f"cdkit: stage {result.stage!r} {result.status.replace('_', ' ')} ({result.reason}) on "
+                 f"{', '.join(target.remote_refs)} {target.range_text}")
+            if result.log_path:
+                _say(f"  log: {display_path(result.log_path)}")
+                for line in _tail(result.log_path):
+                    _say(f"  | {line}")
+    names = ",".join(dict.fromkeys(failed_names)) or "STAGE"
+    _say("cdkit: push blocked. Fix the commit and push again, or skip:\n"
+         f"  CDKIT_SKIP={names} git push     # skip these stages (recorded in the ledger)\n"
+         "  git push --no-verify             # skip the whole hook (CI still checks)")
+    return EXIT_FAILED
+
+
+def _tail(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as log:
+            lines = log.read()[-8192:].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    return lines[-LOG_TAIL_LINES:]
+
+
+# --- commit statuses, for `cdkit sync` to post once GitHub has the commits --------------------
+
+
+def _token(environ: Mapping[str, str]) -> str | None:
+    return next((environ[v] for v in TOKEN_VARS if environ.get(v)), None)
+
+
+def _repository(environ: Mapping[str, str], url: str | None) -> str | None:
+    if environ.get("GITHUB_REPOSITORY"):
+        return environ["GITHUB_REPOSITORY"]
+    if not url:
+        return None
+    from cdkit.remote import parse_repository
+
+    return parse_repository(url)
+
+
+def status_description(status: str, reason: str, duration: float | None) -> str:
+    """At most 140 characters, GitHub's limit for a status description."""
+    if status == "skipped":
+        text = f"skipped: {reason}"
+    elif status == "passed":
+        text = f"passed in {duration:.1f}s (pre-push)" if duration is not None else "passed (pre-push)"
+    else:
+        text = f"{status.replace('_', ' ')}: {reason} (pre-push)" if reason else f"{status} (pre-push)"
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
+def enqueue_statuses(ledger: Ledger, repository: str, outcome: RunOutcome) -> None:
+    """One outbox entry per stage result, keyed so a re-run of the hook never duplicates one."""
+    sha = outcome.plan.trigger.head_sha
+    for result in outcome.results:
+        context = f"cdkit/{result.stage}"
+        payload = {
+            "repo": repository, "sha": sha, "state": STATUS_STATES.get(result.status, "error"), "context": context,
+            "description": status_description(result.status, result.reason, result.duration), "target_url": None,
+            "stage": result.stage, "run_id": outcome.run_id,
+        }
+        ledger.enqueue(f"status:{repository}:{sha}:{context}:{outcome.run_id}", "status", payload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
