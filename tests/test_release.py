@@ -1,0 +1,457 @@
+"""Deploy gates on real repositories and a real ledger (RELIABILITY.md §F, issue 6).
+
+Every deploy goes through the real `cdkit` CLI or `cdkit.release.deploy`; the deploy
+commands are shell snippets that append what they were given to a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cdkit.config import load
+from cdkit.errors import GateFailed
+from cdkit.ledger import Ledger
+from cdkit.release import ReleaseContext, deploy
+from tests.helpers import cdkit, commit, config, git, make_repo
+
+BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+
+# Each deploy appends "ENV SHA ID ROLLBACK" to $DEPLOY_LOG; with $HOLD set it waits for that file to exist.
+DEPLOY = ('echo "deploying to $CDKIT_ENVIRONMENT"; echo "$CDKIT_ENVIRONMENT $CDKIT_SHA $CDKIT_DEPLOYMENT_ID $CDKIT_ROLLBACK" >> "$DEPLOY_LOG"; '
+          'if [ -n "$HOLD" ]; then touch "$HOLD.started"; while [ ! -e "$HOLD" ]; do sleep 0.05; done; fi; '
+          'test ! -e "$DEPLOY_FAIL"')
+
+PIPELINE = config(f"""
+    version: 1
+    stages:
+      - name: build
+        run: test ! -e fail-build
+      - name: test
+        run: "true"
+    environments:
+      - name: staging
+        mode: deployment
+        deploy: '{DEPLOY}'
+      - name: prod
+        mode: delivery
+        deploy: '{DEPLOY}'
+""")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    repo = make_repo(tmp_path / "repo")
+    monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
+    monkeypatch.setenv("DEPLOY_FAIL", str(tmp_path / "deploy-fails"))
+    monkeypatch.delenv("HOLD", raising=False)
+    commit(repo, {".cdkit.yml": PIPELINE, "app.txt": "1\n"}, "first")
+    return repo
+
+
+def deploys(repo: Path) -> list[list[str]]:
+    log = Path(os.environ["DEPLOY_LOG"])
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def ledger_of(repo: Path, **kw: object) -> Ledger:
+    return Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3", **kw)  # type: ignore[arg-type]
+
+
+def run_ok(repo: Path) -> subprocess.CompletedProcess[str]:
+    result = cdkit("run", cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+# --- deployment mode ---------------------------------------------------------------------------
+
+
+def test_passing_run_on_release_branch_deploys_deployment_environments_by_itself(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    result = run_ok(world)
+    assert [d[:2] for d in deploys(world)] == [["staging", sha]]
+    assert "prod is in delivery mode" in result.stdout
+    with ledger_of(world) as ledger:
+        record = ledger.current_deployment("staging")
+        assert record is not None and record["sha"] == sha and record["approval"] is None
+        assert Path(record["log_path"]).read_text() == "deploying to staging\n"
+
+
+def test_no_auto_deploy_off_the_release_branch_or_from_a_dirty_tree(world: Path) -> None:
+    git(world, "checkout", "-q", "-b", "feature")
+    commit(world, {"app.txt": "2\n"})
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    (world / "app.txt").write_text("dirty\n")
+    run_ok(world)
+    assert deploys(world) == []
+
+
+def test_run_json_lists_the_deployments(world: Path) -> None:
+    result = cdkit("run", "--json", cwd=world)
+    data = json.loads(result.stdout)
+    assert [(d["environment"], d["status"]) for d in data["deployments"]] == [("staging", "success")]
+
+
+def test_failed_deploy_command_is_recorded_and_fails_the_run(world: Path, tmp_path: Path) -> None:
+    (tmp_path / "deploy-fails").touch()
+    result = cdkit("run", cwd=world)
+    assert result.returncode == 1
+    assert "deployment #1 to staging: failure (the deploy command exited with 1)" in result.stdout
+    with ledger_of(world) as ledger:
+        assert [d["status"] for d in ledger.deployments()] == ["failure"]
+        assert ledger.current_deployment("staging") is None
+
+
+# --- stages must have passed: every entry point -------------------------------------------------
+
+
+def test_no_entry_point_deploys_a_sha_whose_stages_did_not_all_pass(world: Path) -> None:
+    sha = commit(world, {"fail-build": ""}, "break the build")
+    # deployment-mode `cdkit run` on the release branch: the run fails, nothing deploys.
+    assert cdkit("run", cwd=world).returncode == 1
+    # `cdkit deploy`: refused, naming the failed stage and the skipped one.
+    result = cdkit("deploy", "--env", "staging", "--sha", sha, cwd=world)
+    assert result.returncode == 1
+    assert f"refusing to deploy {sha[:12]} to staging:" in result.stderr
+    assert "stage 'build' failed on" in result.stderr
+    assert "stage 'test' skipped on" in result.stderr
+    # Approved for prod by someone else still does not let it through.
+    assert cdkit("deploy", "--env", "prod", "--sha", sha, "--rollback", cwd=world).returncode == 1
+    # The Python entry point for automatic releases, even if told the pipeline passed.
+    pipeline = load(world / ".cdkit.yml")
+    with ledger_of(world) as ledger:
+        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
+        from cdkit.release import after_pipeline
+
+        results = after_pipeline(ctx, sha=sha, ref="refs/heads/main", passed=True)
+        assert [r.status for r in results] == ["refused"]
+        assert ledger.deployments() == []
+    assert deploys(world) == []
+
+
+def test_stages_never_run_or_run_on_a_dirty_tree_do_not_count(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    result = cdkit("deploy", "--env", "staging", cwd=world)
+    assert result.returncode == 1
+    assert f"stage 'build' has no result for {sha[:12]} (run the pipeline on that commit: cdkit run --head" \
+        in result.stderr
+    (world / "untracked.txt").write_text("x")
+    git(world, "checkout", "-q", "-b", "side")  # off the release branch: no auto deploy
+    run_ok(world)  # a dirty run of HEAD
+    result = cdkit("deploy", "--env", "staging", "--sha", sha, cwd=world)
+    assert result.returncode == 1 and "has no result" in result.stderr
+
+
+def test_a_later_failure_of_the_same_sha_wins_over_an_earlier_pass(world: Path) -> None:
+    git(world, "checkout", "-q", "-b", "side")
+    sha = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    with ledger_of(world) as ledger:
+        run_id = ledger.start_run(trigger="ci", event="run", sha=sha, base_sha=None, ref=None)
+        ledger.record_stage(run_id, "test", status="failed", reason="exit code 1")
+        ledger.finish_run(run_id, "failed")
+    git(world, "checkout", "-q", "main")
+    result = cdkit("deploy", "--env", "staging", "--sha", sha, cwd=world)
+    assert result.returncode == 1 and "stage 'test' failed" in result.stderr
+
+
+# --- delivery mode (local approvals) -----------------------------------------------------------
+
+
+def test_delivery_waits_refuses_self_approval_then_deploys_with_a_second_persons_approval(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    waiting = cdkit("deploy", "--env", "prod", cwd=world)
+    assert waiting.returncode == 1
+    assert f"{sha[:12]} is not approved for prod: needs 1 approval(s) of {sha[:12]}, has 0" in waiting.stderr
+    assert f"cdkit approve {sha[:12]} --env prod" in waiting.stderr
+
+    own = cdkit("approve", sha, "--env", "prod", cwd=world)
+    assert own.returncode == 1
+    assert own.stderr == (f"cdkit: refusing the approval of {sha[:12]} for prod: Ada Author <ada@example.com>'s "
+                          "approval does not count: Ada Author <ada@example.com> authored or committed a commit "
+                          "being released, so cannot approve it (someone else must approve it)\n")
+
+    ok = cdkit("approve", sha[:10], "--env", "prod", "--comment", "ship it", cwd=world, env=BOB)
+    assert ok.returncode == 0, ok.stderr
+    assert f"Bob Reviewer <bob@example.com> approved {sha[:12]} for prod" in ok.stdout
+
+    done = cdkit("deploy", "--env", "prod", "--json", cwd=world)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "success" and data["sha"] == sha and not data["rollback"]
+    assert data["approval"]["counted"][0]["who"] == "Bob Reviewer <bob@example.com>"
+    assert data["approval"]["counted"][0]["comment"] == "ship it"
+    assert deploys(world)[-1] == ["prod", sha, str(data["deployment_id"]), "0"]
+
+    approvals = json.loads(cdkit("approvals", "--env", "prod", "--json", cwd=world).stdout)
+    assert [(a["approver"], a["via"], a["comment"]) for a in approvals] == \
+        [("Bob Reviewer <bob@example.com>", "local", "ship it")]
+
+
+def test_approval_of_an_earlier_commit_does_not_carry_over(world: Path) -> None:
+    first = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    assert cdkit("approve", first, "--env", "prod", cwd=world, env=BOB).returncode == 0
+    second = commit(world, {"app.txt": "2\n"})
+    run_ok(world)
+    result = cdkit("deploy", "--env", "prod", "--sha", second, cwd=world)
+    assert result.returncode == 1
+    assert f"{second[:12]} is not approved for prod" in result.stderr
+
+
+def test_approver_who_committed_in_the_released_range_is_refused(world: Path) -> None:
+    commit(world, {"app.txt": "bob\n"})
+    bob_commit = subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "by bob"], cwd=world,
+                                env={**os.environ, **BOB})
+    assert bob_commit.returncode == 0
+    sha = git(world, "rev-parse", "HEAD")
+    result = cdkit("approve", sha, "--env", "prod", cwd=world, env=BOB)
+    assert result.returncode == 1 and "authored or committed a commit being released" in result.stderr
+
+
+def test_approve_refuses_deployment_environments_and_unknown_ones(world: Path) -> None:
+    result = cdkit("approve", "HEAD", "--env", "staging", cwd=world, env=BOB)
+    assert result.returncode == 2 and "staging is in deployment mode" in result.stderr
+    result = cdkit("approve", "HEAD", "--env", "prdo", cwd=world, env=BOB)
+    assert result.returncode == 2
+    assert "no environment 'prdo' in" in result.stderr and "(environments: staging, prod)" in result.stderr
+
+
+# --- release branch and promotion order ---------------------------------------------------------
+
+
+def test_sha_not_on_the_release_branch_is_refused(world: Path) -> None:
+    git(world, "checkout", "-q", "-b", "feature")
+    sha = commit(world, {"app.txt": "feature\n"})
+    run_ok(world)
+    result = cdkit("deploy", "--env", "staging", "--sha", sha, cwd=world)
+    assert result.returncode == 1
+    assert f"{sha[:12]} is not on the release branch 'main'; merge it into main first" in result.stderr
+
+
+def test_later_environment_needs_the_earlier_one_to_have_it(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)  # stages pass, nothing auto-deployed (not on main)
+    git(world, "checkout", "-q", "main")
+    assert cdkit("approve", sha, "--env", "prod", cwd=world, env=BOB).returncode == 0
+    result = cdkit("deploy", "--env", "prod", "--sha", sha, cwd=world)
+    assert result.returncode == 1
+    assert (f"prod comes after staging, which has not run {sha[:12]} yet; deploy it there first "
+            f"(cdkit deploy --env staging --sha {sha[:12]})") in result.stderr
+    assert cdkit("deploy", "--env", "staging", "--sha", sha, cwd=world).returncode == 0
+    assert cdkit("deploy", "--env", "prod", "--sha", sha, cwd=world).returncode == 0
+
+
+# --- older SHAs and rollback ---------------------------------------------------------------------
+
+
+def test_older_sha_refused_unless_explicit_rollback_which_is_recorded(world: Path) -> None:
+    old = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    new = commit(world, {"app.txt": "2\n"})
+    run_ok(world)
+    assert [d[:2] for d in deploys(world)] == [["staging", old], ["staging", new]]
+
+    refused = cdkit("deploy", "--env", "staging", "--sha", old, cwd=world)
+    assert refused.returncode == 1
+    assert (f"{old[:12]} is older than what staging runs ({new[:12]}); deploying it would roll staging back: "
+            "pass --rollback to do that on purpose") in refused.stderr
+
+    back = cdkit("deploy", "--env", "staging", "--sha", old, "--rollback", "--json", cwd=world)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["rollback"] is True
+    assert deploys(world)[-1][::3] == ["staging", "1"]
+    with ledger_of(world) as ledger:
+        current = ledger.current_deployment("staging")
+        assert current is not None and current["sha"] == old and current["rollback"] == 1
+        assert any(f"explicit rollback of staging from {new[:12]} to {old[:12]}" in what
+                   for _, what in ledger.audit_lines())
+    envs = json.loads(cdkit("environments", "--json", cwd=world).stdout)
+    assert envs[0]["sha"] == old and envs[0]["rollback"] is True
+
+
+def test_rerun_of_an_old_deploy_is_a_rollback_refused_unless_confirmed(world: Path) -> None:
+    """Re-running the deploy of A after B shipped (an old workflow re-run) is the same request: refused."""
+    a = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    commit(world, {"app.txt": "2\n"})
+    run_ok(world)
+    with ledger_of(world) as ledger:
+        first = ledger.deployments(environment="staging")[0]
+    rerun = cdkit("deploy", "--env", first["environment"], "--sha", first["sha"], cwd=world)
+    assert rerun.returncode == 1 and "would roll staging back" in rerun.stderr
+    assert cdkit("deploy", "--env", "staging", "--sha", a, "--rollback", cwd=world).returncode == 0
+
+
+def test_deploying_what_already_runs_is_a_no_op(world: Path) -> None:
+    run_ok(world)
+    result = cdkit("deploy", "--env", "staging", "--json", cwd=world)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["status"] == "unchanged"
+    assert len(deploys(world)) == 1
+
+
+# --- concurrency, crashes, cancellation ----------------------------------------------------------
+
+
+def _start_held_deploy(world: Path, hold: Path, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "cdkit", "deploy", "--env", "staging", *args], cwd=world,
+                            env={**os.environ, "HOLD": str(hold)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(Path(f"{hold}.started"))
+    return proc
+
+
+def test_two_deploys_at_once_one_is_refused(world: Path, tmp_path: Path) -> None:
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    hold = tmp_path / "hold"
+    first = _start_held_deploy(world, hold)
+    second = cdkit("deploy", "--env", "staging", cwd=world)
+    assert second.returncode == 1
+    assert "another deploy to staging is in progress (lock held by " in second.stderr
+    hold.touch()
+    assert first.wait(timeout=60) == 0
+    with ledger_of(world) as ledger:
+        assert [d["status"] for d in ledger.deployments()] == ["success"]
+    assert len(deploys(world)) == 1
+
+
+def test_crashed_deploy_is_recorded_and_its_lock_taken_over_with_an_audit_line(world: Path, tmp_path: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    hold = tmp_path / "hold"
+    first = _start_held_deploy(world, hold)
+    first.kill()  # cdkit itself dies mid-deploy (SIGKILL: no cleanup at all)
+    first.wait()
+    hold.touch()  # let the orphaned deploy command finish
+    result = cdkit("deploy", "--env", "staging", "--json", cwd=world)
+    assert result.returncode == 0, result.stderr
+    with ledger_of(world) as ledger:
+        assert [(d["sha"], d["status"]) for d in ledger.deployments()] == [(sha, "crashed"), (sha, "success")]
+        audit = [what for _, what in ledger.audit_lines()]
+    assert any("whose process is gone; released for" in a for a in audit)
+    assert any("deployment #1 of" in a and "recorded as crashed" in a for a in audit)
+
+
+def test_lock_of_a_live_holder_elsewhere_expires_and_is_taken_over(world: Path) -> None:
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    with ledger_of(world) as ledger:
+        assert ledger.acquire_lock("deploy:staging", "1@another-host:abcd", ttl=600) is None
+    assert "lock held by 1@another-host:abcd" in cdkit("deploy", "--env", "staging", cwd=world).stderr
+    later = time.time() + 601
+    pipeline = load(world / ".cdkit.yml")
+    with ledger_of(world, clock=lambda: later) as ledger:
+        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
+        assert deploy(ctx, "staging", "main").status == "success"
+        assert any("lock deploy:staging held by 1@another-host:abcd expired; taken over by" in what
+                   for _, what in ledger.audit_lines())
+        assert ledger.acquire_lock("deploy:staging", "someone-else", ttl=1) is None  # released after the deploy
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cancelled_deploy_is_recorded_and_releases_the_lock(world: Path, tmp_path: Path, sig: int) -> None:
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    first = _start_held_deploy(world, tmp_path / "hold")
+    first.send_signal(sig)
+    assert first.wait(timeout=60) == 1
+    with ledger_of(world) as ledger:
+        (record,) = ledger.deployments()
+        assert record["status"] == "cancelled"
+        assert ledger.acquire_lock("deploy:staging", "next", ttl=1) is None
+        assert any("cancelled" in what for _, what in ledger.audit_lines())
+
+
+def test_deploy_command_gets_the_documented_environment_and_runs_at_the_sha(world: Path, tmp_path: Path) -> None:
+    old = git(world, "rev-parse", "HEAD")
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    commit(world, {"app.txt": "newer\n"})
+    (world / "app.txt").write_text("uncommitted\n")
+    pipeline = load(world / ".cdkit.yml")
+    staging, prod = pipeline.environments
+    command = 'cat app.txt; echo "$CDKIT_ENVIRONMENT:$CDKIT_SHA:$CDKIT_DEPLOYMENT_ID:${GIT_DIR-unset}"'
+    pipeline = replace(pipeline, environments=(replace(staging, deploy=command), prod))
+    seen: list[bytes] = []
+    with ledger_of(world) as ledger:
+        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger,
+                             environ={**os.environ, "GIT_DIR": "/nonexistent"}, on_output=seen.append)
+        result = deploy(ctx, "staging", old)
+    assert result.status == "success"
+    assert seen == [b"1\n", f"staging:{old}:{result.deployment_id}:unset\n".encode()]
+    assert result.log_path and Path(result.log_path).read_bytes() == b"".join(seen)
+
+
+def test_status_shows_the_whole_chain(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    run_ok(world)
+    cdkit("approve", sha, "--env", "prod", "--comment", "ok", cwd=world, env=BOB)
+    text = cdkit("status", cwd=world).stdout
+    assert "  staging (deployment) (runs it now)\n    deployment #1 success at " in text
+    assert "  prod (delivery)\n    approved by Bob Reviewer <bob@example.com> via local at " in text
+    assert "    deployable now" in text
+    data = json.loads(cdkit("status", sha, "--json", cwd=world).stdout)
+    prod = data["environments"][1]
+    assert prod["approval"]["approved"] and prod["deployable"] and prod["approvals"][0]["comment"] == "ok"
+    assert data["environments"][0]["deployments"][0]["status"] == "success"
+
+
+def test_environments_lists_what_runs_where(world: Path) -> None:
+    assert "staging  deployment: nothing deployed yet" in cdkit("environments", cwd=world).stdout
+    run_ok(world)
+    text = cdkit("environments", cwd=world).stdout
+    assert text.startswith("staging  deployment: runs ")
+    assert "prod     delivery (1 approval(s) via local): nothing deployed yet" in text
+
+
+def test_review_mode_without_github_fails_closed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages: [{name: t, run: "true"}]
+        environments:
+          - {name: prod, mode: delivery, deploy: "true", approval: {via: review}}
+    """)})
+    run_ok(repo)
+    result = cdkit("deploy", "--env", "prod", cwd=repo)
+    assert result.returncode == 1
+    assert "prod is approved through pull-request reviews (approval.via: review), which needs GitHub" \
+        in result.stderr
+    assert cdkit("approve", "HEAD", "--env", "prod", cwd=repo, env=BOB).returncode == 2
+
+
+def test_holder_on_this_host_with_live_pid_is_respected(world: Path) -> None:
+    with ledger_of(world) as ledger:
+        assert ledger.acquire_lock("deploy:staging", f"{os.getpid()}@{socket.gethostname()}:x", ttl=600) is None
+    pipeline = load(world / ".cdkit.yml")
+    with ledger_of(world) as ledger:
+        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
+        with pytest.raises(GateFailed, match="another deploy to staging is in progress"):
+            deploy(ctx, "staging", "HEAD")
