@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEDGER_NAME = "ledger.sqlite3"
 
 # Each entry migrates from version i to i+1; a newer schema than this code knows is refused.
@@ -100,6 +100,11 @@ MIGRATIONS: tuple[str, ...] = (
         what TEXT NOT NULL
     );
     """,
+    # 1 -> 2: an outbox item whose send began but whose outcome is unknown (crash, timeout, 5xx)
+    # is "in doubt": the next delivery first looks for it on GitHub instead of sending it twice.
+    """
+    ALTER TABLE outbox ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0
+    """,
 )
 
 
@@ -152,6 +157,7 @@ class OutboxItem:
     attempts: int
     last_error: str | None
     remote_id: str | None
+    in_doubt: bool = False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -313,6 +319,7 @@ class Ledger:
         return OutboxItem(
             id=row["id"], key=row["key"], kind=row["kind"], payload=json.loads(row["payload"]), state=row["state"],
             attempts=row["attempts"], last_error=row["last_error"], remote_id=row["remote_id"],
+            in_doubt=bool(row["in_doubt"]),
         )
 
     def pending(self, limit: int | None = None) -> list[OutboxItem]:
@@ -333,17 +340,32 @@ class Ledger:
         with self.transaction() as db:
             db.execute(
                 "UPDATE outbox SET state = 'delivered', delivered_at = ?, remote_id = COALESCE(?, remote_id),"
-                " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                " attempts = attempts + 1, last_error = NULL, in_doubt = 0 WHERE id = ?",
                 (self.clock(), remote_id, item_id),
             )
 
-    def mark_failed(self, item_id: int, error: str, *, final: bool = False) -> None:
-        """Record a failed attempt; `final` (401, a 422 that will never pass) stops retrying it."""
+    def mark_failed(self, item_id: int, error: str, *, final: bool = False, in_doubt: bool | None = None) -> None:
+        """Record a failed attempt; `final` (401, a 422 that will never pass) stops retrying it.
+
+        `in_doubt` says whether the attempt may still have reached GitHub (None: leave as it was).
+        """
         with self.transaction() as db:
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE id = ?",
-                (error, "failed" if final else "pending", item_id),
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ?,"
+                " in_doubt = COALESCE(?, in_doubt) WHERE id = ?",
+                (error, "failed" if final else "pending", None if in_doubt is None else int(in_doubt), item_id),
             )
+
+    def mark_sending(self, item_id: int) -> None:
+        """Before a send: until it is marked delivered or failed, the item is in doubt (a crash mid-send)."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET in_doubt = 1 WHERE id = ?", (item_id,))
+
+    def mark_superseded(self, item_id: int, reason: str) -> None:
+        """Never send this item: a newer one says the same or more (e.g. a final status after `pending`)."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET state = 'superseded', last_error = ?, in_doubt = 0 WHERE id = ?",
+                       (reason, item_id))
 
     def set_remote_id(self, item_id: int, remote_id: str) -> None:
         with self.transaction() as db:
