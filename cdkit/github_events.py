@@ -224,10 +224,11 @@ class _History:
             return
         problem = git.fetch(REMOTE, unshallow=True, cwd=self.cwd)
         if problem is not None:
+            problem = problem.splitlines()[0].removesuffix(".")
             raise HistoryError(
                 "this checkout is shallow and `git fetch --unshallow` failed, so the commits to check cannot "
-                f"be determined (failing closed rather than treating a missing diff as a pass): {problem}. "
-                "Fix: set `fetch-depth: 0` on actions/checkout"
+                f"be determined (failing closed rather than treating a missing diff as a pass): {problem}; "
+                "fix: set `fetch-depth: 0` on actions/checkout"
             )
         self.deepened = True
 
