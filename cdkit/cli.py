@@ -253,6 +253,39 @@ def init(mode: str, approval: str | None, force: bool) -> int:
     return command(mode=mode, approval=approval, force=force)
 
 
+
+@cli.group()
+def release() -> None:
+    """Delivery through pull-request reviews (approval.via: review)."""
+
+
+@release.command("open")
+@CONFIG_OPTION
+@click.option("--env", "environment", metavar="NAME", required=True, help="The environment to release to.")
+@click.option("--sha", metavar="SHA", default=None, help="The candidate commit (default: the release branch tip).")
+@JSON_OPTION
+def release_open(config: str | None, environment: str, sha: str | None, as_json: bool) -> int:
+    """Open or update the release pull request of a commit for an environment.
+
+    Its body lists the commits since the environment's last deployment and their stage results;
+    an approving review at that exact commit approves the release.
+    """
+    from cdkit.commands.release_pr import release_open as command
+
+    return command(environment=environment, sha=sha, config=config, as_json=as_json)
+
+
+@release.command("check")
+@CONFIG_OPTION
+@click.option("--env", "environment", metavar="NAME", required=True, help="The environment to check.")
+@click.option("--no-deploy", is_flag=True, help="Only report the decision; do not deploy.")
+@JSON_OPTION
+def release_check(config: str | None, environment: str, no_deploy: bool, as_json: bool) -> int:
+    """Evaluate the release pull request's approvals now (from the REST API); deploy when they hold."""
+    from cdkit.commands.release_pr import release_check as command
+
+    return command(environment=environment, deploy_now=not no_deploy, config=config, as_json=as_json)
+
 def _crash_report(exc: BaseException) -> str:
     import platform
     import traceback

@@ -20,7 +20,7 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def remote_for(pipeline: Pipeline, environ: Mapping[str, str]) -> Remote | None:
+def remote_for(ws: Workspace, pipeline: Pipeline, environ: Mapping[str, str]) -> Remote | None:
     """The GitHub side of releases when a token and repository are given (in the Action, or by hand), else None."""
     if not (environ.get("GITHUB_TOKEN") and environ.get("GITHUB_REPOSITORY")):
         return None
@@ -28,7 +28,7 @@ def remote_for(pipeline: Pipeline, environ: Mapping[str, str]) -> Remote | None:
         from cdkit import release_github  # imports PyGithub: only when GitHub is actually configured
     except ImportError:
         return None
-    remote: Remote = release_github.remote_from_environ(pipeline, environ)
+    remote: Remote = release_github.remote_from_environ(pipeline, environ, root=str(ws.root))
     return remote
 
 
@@ -59,7 +59,7 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
     stream = sys.stderr if as_json else sys.stdout
     with open_ledger(ws.repo) as ledger:
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
-                              remote=remote_for(pipeline, environ))
+                              remote=remote_for(ws, pipeline, environ))
         result = release_deploy(ctx, environment, sha or default_sha(ws, pipeline), rollback=rollback)
     if as_json:
         output.write_line(json.dumps(result.as_data(), indent=2))
@@ -131,7 +131,7 @@ def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, re
         record = ledger.run(run_id)
         dirty = record is None or record.dirty
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
-                              remote=remote_for(pipeline, environ))
+                              remote=remote_for(ws, pipeline, environ))
         results = after_pipeline(ctx, sha=sha, ref=ref, passed=passed, dirty=dirty)
     return [r.as_data() for r in results]
 

@@ -1,0 +1,58 @@
+"""`cdkit release open` and `cdkit release check`: delivery through an approving pull-request review."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+from cdkit import output
+from cdkit.commands.deploy import default_sha, release_context, remote_for
+from cdkit.errors import UsageError
+from cdkit.session import find_workspace, load_pipeline, open_ledger
+
+
+def release_open(*, environment: str, sha: str | None, config: str | None, as_json: bool,
+                 environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
+    from cdkit import release_github
+
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    remote = remote_for(ws, pipeline, environ)
+    if remote is None:
+        raise UsageError("cdkit release open needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
+    with open_ledger(ws.repo) as ledger:
+        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=sys.stderr, remote=remote)
+        data = release_github.release_open(ctx, environment, sha or default_sha(ws, pipeline))
+    if as_json:
+        output.write_line(json.dumps(data, indent=2))
+    else:
+        verb = "opened" if data["created"] else "updated"
+        output.write_line(f"{verb} release pull request #{data['pull_request']} for {data['sha'][:12]} "
+                          f"to {data['environment']}")
+    return 0
+
+
+def release_check(*, environment: str, deploy_now: bool, config: str | None, as_json: bool,
+                  environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
+    from cdkit import release_github
+
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    remote = remote_for(ws, pipeline, environ)
+    if remote is None:
+        raise UsageError("cdkit release check needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
+    stream = sys.stderr if as_json else sys.stdout
+    with open_ledger(ws.repo) as ledger:
+        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream, remote=remote)
+        data = release_github.release_check(ctx, environment, deploy_now=deploy_now)
+    if as_json:
+        output.write_line(json.dumps(data, indent=2))
+    else:
+        state = "approved and deployable" if data["deployable"] else "not deployable"
+        output.write_line(f"{data['sha'][:12]} for {data['environment']}: {state}")
+        for problem in data["problems"]:
+            output.write_line(f"  - {problem}")
+    if "deployment" in data:
+        return 0 if data["released"] else 1
+    return 0 if data["deployable"] else 1

@@ -1,0 +1,457 @@
+"""The GitHub side of releases: environment preflight, approvals from the REST API, GitHub deployments.
+
+`GitHubRemote` meets `cdkit.release.Remote`; every request goes through
+`cdkit.github.GitHubClient` (retries, rate limits, redaction). Whatever a gate
+depends on is read at decision time, every page of it; a read that fails raises
+(GitHubDeferred / GitHubRefused) and so refuses the release (fail closed).
+
+Release pull requests (`approval.via: review`): for environment E, the branch
+`cdkit/deployed/E` points at what E runs and `cdkit/release/E` at the candidate,
+so the pull request `cdkit/release/E -> cdkit/deployed/E` shows exactly the
+commits the release adds, and its reviews are on the candidate SHA.
+
+Entry points for the Action (`cdkit action`):
+    ctx = action_context(ws, pipeline, ledger, environ=..., say=..., on_output=...)
+    release.after_pipeline(ctx, sha=..., ref=..., passed=...)   # push, deployment mode
+    on_review(ctx, payload)                                     # pull_request_review
+    on_deployment(ctx, payload)                                 # deployment
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from cdkit import git
+from cdkit.approval import Decision, Facts, Identity, Review, evaluate, permission_key
+from cdkit.config import Environment, Pipeline
+from cdkit.errors import GateFailed, UsageError
+from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_repository
+from cdkit.ledger import Ledger
+from cdkit.release import (
+    SUCCESS, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha, deploy,
+    deploy_if_approved, find_environment,
+)
+from cdkit.session import Workspace
+
+RELEASE_PREFIX = "cdkit/release/"
+DEPLOYED_PREFIX = "cdkit/deployed/"
+ACTIVE_STATES = frozenset({"queued", "pending", "in_progress"})
+STALE_DEPLOY_SECONDS = 3600.0  # an in-progress GitHub deployment older than this is a crashed one, not a lock
+_CHECK_STATUS = {"success": "passed", "failure": "failed", "timed_out": "timed_out", "cancelled": "cancelled",
+                 "skipped": "skipped"}
+
+
+def _epoch(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _identity(user: Mapping[str, Any] | None) -> Identity | None:
+    if not user:
+        return None
+    return Identity(id=str(user["id"]) if user.get("id") is not None else None, login=user.get("login"),
+                    bot=user.get("type") == "Bot")
+
+
+def _login_identity(login: str | None) -> Identity | None:
+    return Identity(login=login) if login else None
+
+
+@dataclasses.dataclass
+class GitHubRemote:
+    """Reads and writes one repository's releases on GitHub (see `cdkit.release.Remote`)."""
+
+    client: GitHubClient
+    repo: str
+    root: str
+    actor: str | None = None
+    triggering_actor: str | None = None
+    run_id: str | None = None
+    run_sha: str | None = None  # the commit the Actions run is for (environment approvals bind to it)
+    own_deployment_id: int | None = None  # a `deployment` event's deployment: not someone else's deploy
+    clock: Callable[[], float] = time.time
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _get(self, path: str, what: str, scope: str | None = None, **params: Any) -> Any:
+        return self.client.request("GET", f"/repos/{self.repo}{path}", params=params or None, what=what,
+                                   scope=scope)[1]
+
+    def _all(self, path: str, what: str, scope: str | None = None, item_key: str | None = None,
+             **params: Any) -> list[Any]:
+        return list(self.client.request_all(f"/repos/{self.repo}{path}", params=params or None, what=what,
+                                            scope=scope, item_key=item_key))
+
+    def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]:
+        """cdkit's stage results on GitHub: check runs `cdkit/<stage>`, else commit statuses of that context."""
+        verdicts: dict[str, StageVerdict] = {}
+        runs = self._all(f"/commits/{sha}/check-runs", f"read the check runs of {sha[:12]}", "checks: read",
+                         item_key="check_runs")
+        for run in sorted(runs, key=lambda r: int(r.get("id") or 0)):
+            name = str(run.get("name") or "")
+            if not name.startswith("cdkit/"):
+                continue
+            status = _CHECK_STATUS.get(str(run.get("conclusion") or ""), str(run.get("status") or "pending"))
+            title = str((run.get("output") or {}).get("title") or "")
+            verdicts[name[6:]] = StageVerdict(name[6:], status, title.removeprefix("skipped: "), "GitHub check run")
+        statuses = self._get(f"/commits/{sha}/status", f"read the commit statuses of {sha[:12]}", "statuses: read")
+        for item in statuses.get("statuses") or []:
+            context = str(item.get("context") or "")
+            if not context.startswith("cdkit/") or context[6:] in verdicts:
+                continue
+            description = str(item.get("description") or "")
+            state = str(item.get("state") or "")
+            if state == "success" and description.startswith("skipped: "):
+                verdict = StageVerdict(context[6:], "skipped", description.removeprefix("skipped: "), "GitHub status")
+            else:
+                status = {"success": "passed", "failure": "failed", "error": "failed"}.get(state, state)
+                verdict = StageVerdict(context[6:], status, description, "GitHub status")
+            verdicts[context[6:]] = verdict
+        return verdicts
+
+    def _deployments(self, environment: str, sha: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"environment": environment}
+        if sha:
+            params["sha"] = sha
+        found: list[dict[str, Any]] = self._all("/deployments", f"list the deployments of {environment}",
+                                                "deployments: read", **params)
+        return found  # newest first
+
+    def _statuses(self, deployment_id: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._all(f"/deployments/{deployment_id}/statuses",
+                                                f"read the statuses of deployment {deployment_id}",
+                                                "deployments: read")
+        return found  # newest first
+
+    def current_sha(self, environment: str) -> str | None:
+        for deployment in self._deployments(environment):
+            states = [s.get("state") for s in self._statuses(int(deployment["id"]))]
+            if states and states[0] == "success":
+                return str(deployment["sha"])
+        return None
+
+    def has_deployed(self, environment: str, sha: str) -> bool:
+        return any(any(s.get("state") in ("success", "inactive") for s in self._statuses(int(d["id"])))
+                   for d in self._deployments(environment, sha))
+
+    def deploy_in_progress(self, environment: str) -> str | None:
+        now = self.clock()
+        for deployment in self._deployments(environment):
+            if deployment.get("id") == self.own_deployment_id:
+                continue
+            created = _epoch(deployment.get("created_at")) or now
+            if now - created > STALE_DEPLOY_SECONDS:
+                break  # newest first: everything further is older still
+            statuses = self._statuses(int(deployment["id"]))
+            state = statuses[0].get("state") if statuses else "pending"
+            if state in ACTIVE_STATES:
+                return f"deployment {deployment['id']} of {str(deployment.get('sha'))[:12]} is {state}"
+        return None
+
+    def preflight(self, environment: Environment) -> None:
+        """`via: environment` needs a GitHub environment with required reviewers; GitHub would create it unprotected."""
+        if environment.mode != "delivery" or environment.approval.via != "environment":
+            return
+        fix = (f"create it under Settings > Environments > {environment.name} and add required reviewers, "
+               "then re-run")
+        try:
+            data = self._get(f"/environments/{environment.name}", f"read the environment {environment.name}",
+                             "actions: read")
+        except GitHubRefused as exc:
+            if exc.status == 404:
+                raise GateFailed(f"the GitHub environment {environment.name!r} does not exist, so nothing would "
+                                 f"wait for an approval (GitHub creates a missing one unprotected): {fix}") from None
+            raise
+        rules = data.get("protection_rules") or []
+        if not any(r.get("type") == "required_reviewers" and r.get("reviewers") for r in rules):
+            raise GateFailed(f"the GitHub environment {environment.name!r} has no required reviewers, so nothing "
+                             f"would wait for an approval: {fix}")
+
+    # --- approvals -------------------------------------------------------------------------------
+
+    def approval(self, environment: Environment, sha: str, commit_people: tuple[Identity, ...]) -> Decision:
+        if environment.approval.via == "environment":
+            return self.environment_decision(environment, sha, commit_people)
+        pull = self.release_pull(environment.name)
+        if pull is None:
+            return Decision(False, (f"there is no open release pull request for {environment.name} "
+                                    f"(open one: cdkit release open --env {environment.name})",), ())
+        return self.review_decision(environment, sha, pull, commit_people)
+
+    def release_pull(self, environment: str) -> dict[str, Any] | None:
+        owner = self.repo.split("/")[0]
+        pulls = self._all("/pulls", "list the release pull requests", "pull-requests: read", state="open",
+                          head=f"{owner}:{RELEASE_PREFIX}{environment}")
+        mine = [p for p in pulls if (p.get("head") or {}).get("ref") == f"{RELEASE_PREFIX}{environment}"]
+        return mine[0] if mine else None
+
+    def review_decision(self, environment: Environment, sha: str, pull: Mapping[str, Any],
+                        commit_people: tuple[Identity, ...]) -> Decision:
+        number = int(pull["number"])
+        reviews = tuple(
+            Review(reviewer=_identity(r.get("user")) or Identity(), state=str(r.get("state") or ""),
+                   commit_id=str(r.get("commit_id") or ""), submitted_at=str(r.get("submitted_at") or ""),
+                   id=int(r.get("id") or 0), comment=str(r.get("body") or ""), via=f"review on #{number}")
+            for r in self._all(f"/pulls/{number}/reviews", f"read the reviews of #{number}", "pull-requests: read")
+        )
+        people = list(commit_people)
+        for c in self._all(f"/pulls/{number}/commits", f"read the commits of #{number}", "pull-requests: read"):
+            for role in ("author", "committer"):
+                account = _identity(c.get(role))
+                git_side = (c.get("commit") or {}).get(role) or {}
+                people.append(Identity(id=account.id if account else None, login=account.login if account else None,
+                                       email=git_side.get("email"), name=git_side.get("name")))
+        permissions = {permission_key(r.reviewer): self.permission(r.reviewer) for r in reviews
+                       if r.normalized_state == "APPROVED" and r.reviewer.login}
+        return evaluate(Facts(
+            sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
+            permissions=permissions, pr_author=_identity(pull.get("user")), commit_people=tuple(people),
+            actor=_login_identity(self.actor), triggering_actor=_login_identity(self.triggering_actor),
+        ))
+
+    def permission(self, person: Identity) -> str:
+        """The reviewer's permission now (role_name knows maintain/triage; `permission` is the legacy field)."""
+        try:
+            data = self._get(f"/collaborators/{person.login}/permission", f"read {person.login}'s permission",
+                             "metadata: read")
+        except GitHubRefused as exc:
+            if exc.status == 404:
+                return "none"  # not a collaborator
+            raise
+        return str(data.get("role_name") or data.get("permission") or "none")
+
+    def environment_decision(self, environment: Environment, sha: str,
+                             commit_people: tuple[Identity, ...]) -> Decision:
+        """Who approved this run's deploy job for the environment (GitHub's required reviewers)."""
+        if not self.run_id:
+            return Decision(False, ("environment approvals belong to an Actions run, and GITHUB_RUN_ID is not set "
+                                    "(run this in the cdkit Action's deploy job)",), ())
+        entries = self._get(f"/actions/runs/{self.run_id}/approvals", f"read the approvals of run {self.run_id}",
+                            "actions: read")
+        reviews = tuple(
+            Review(reviewer=_identity(e.get("user")) or Identity(), state=str(e.get("state") or ""),
+                   commit_id=self.run_sha or "", comment=str(e.get("comment") or ""), id=n,
+                   via=f"environment {environment.name}")
+            for n, e in enumerate(entries or [])
+            if any(env.get("name") == environment.name for env in e.get("environments") or [])
+        )
+        if not reviews:
+            return Decision(False, (f"nobody approved this run for the environment {environment.name} (an admin "
+                                    "bypass, or the job does not declare `environment:`); cdkit does not count that "
+                                    "as an approval",), ())
+        return evaluate(Facts(sha=sha, required=environment.approval.required, reviews=reviews,
+                              reviewers=environment.approval.reviewers, commit_people=commit_people,
+                              actor=_login_identity(self.actor),
+                              triggering_actor=_login_identity(self.triggering_actor)))
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def start_deployment(self, environment: Environment, sha: str, *, payload: dict[str, Any],
+                         rollback: bool) -> int | None:
+        if self.own_deployment_id is not None:
+            deployment_id = self.own_deployment_id
+        else:
+            token = uuid.uuid4().hex
+            body = {"ref": sha, "environment": environment.name, "auto_merge": False, "required_contexts": [],
+                    "payload": {**payload, "cdkit_token": token}, "transient_environment": False,
+                    "description": ("rollback" if rollback else "deploy") + f" {sha[:12]} by cdkit"}
+
+            def recover() -> tuple[dict[str, Any], Any] | None:
+                for d in self._deployments(environment.name, sha):
+                    if (d.get("payload") or {}).get("cdkit_token") == token:
+                        return {}, d
+                return None
+
+            _, data = self.client.request("POST", f"/repos/{self.repo}/deployments", body=body,
+                                          what=f"create a deployment of {sha[:12]} to {environment.name}",
+                                          scope="deployments: write", recover=recover)
+            deployment_id = int(data["id"])
+        self._status(deployment_id, environment, "in_progress")
+        return deployment_id
+
+    def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
+                          log_url: str | None) -> None:
+        self._status(github_id, environment, state, log_url=log_url)
+
+    def _status(self, deployment_id: int, environment: Environment, state: str, *,
+                log_url: str | None = None) -> None:
+        body: dict[str, Any] = {"state": state, "description": f"cdkit: {state.replace('_', ' ')}"}
+        if log_url:
+            body["log_url"] = log_url
+        if environment.url:
+            body["environment_url"] = environment.url
+        self.client.request("POST", f"/repos/{self.repo}/deployments/{deployment_id}/statuses", body=body,
+                            what=f"set deployment {deployment_id} to {state}", scope="deployments: write",
+                            idempotent=True)  # a repeated status is harmless: the latest one wins
+
+    # --- release pull requests -------------------------------------------------------------------
+
+    def set_branch(self, branch: str, sha: str) -> None:
+        """Point `branch` at `sha` (created if missing; moved with force: these branches are cdkit's own)."""
+        try:
+            self.client.request("PATCH", f"/repos/{self.repo}/git/refs/heads/{branch}",
+                                body={"sha": sha, "force": True}, what=f"move the branch {branch}",
+                                scope="contents: write", idempotent=True)
+        except GitHubRefused as exc:
+            if exc.status not in (404, 422):
+                raise
+            self.client.request("POST", f"/repos/{self.repo}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha},
+                                what=f"create the branch {branch}", scope="contents: write", idempotent=True)
+
+    def open_release_pull(self, environment: str, *, title: str, body: str) -> tuple[int, bool]:
+        """Create or update the environment's release pull request; (number, created)."""
+        existing = self.release_pull(environment)
+        if existing is not None:
+            number = int(existing["number"])
+            self.client.request("PATCH", f"/repos/{self.repo}/pulls/{number}", body={"title": title, "body": body},
+                                what=f"update the release pull request #{number}", scope="pull-requests: write",
+                                idempotent=True)
+            return number, False
+        _, data = self.client.request(
+            "POST", f"/repos/{self.repo}/pulls",
+            body={"title": title, "body": body, "head": f"{RELEASE_PREFIX}{environment}",
+                  "base": f"{DEPLOYED_PREFIX}{environment}"},
+            what=f"open the release pull request for {environment}", scope="pull-requests: write",
+            recover=lambda: ({}, self.release_pull(environment)) if self.release_pull(environment) else None)
+        return int(data["number"]), True
+
+
+# --- building it -------------------------------------------------------------------------------
+
+
+def remote_from_environ(pipeline: Pipeline, environ: Mapping[str, str], *, root: str = ".",
+                        own_deployment_id: int | None = None) -> GitHubRemote:
+    client = GitHubClient.from_environment(environ)
+    repo = resolve_repository(environ, cwd=root)
+    if client is None or repo is None:
+        raise UsageError("GitHub is not configured: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
+    return GitHubRemote(client=client, repo=repo, root=root, actor=environ.get("GITHUB_ACTOR") or None,
+                        triggering_actor=environ.get("GITHUB_TRIGGERING_ACTOR") or None,
+                        run_id=environ.get("GITHUB_RUN_ID") or None, run_sha=environ.get("GITHUB_SHA") or None,
+                        own_deployment_id=own_deployment_id)
+
+
+def action_context(ws: Workspace, pipeline: Pipeline, ledger: Ledger, *, environ: Mapping[str, str],
+                   say: Callable[[str], None] = lambda _t: None,
+                   on_output: Callable[[bytes], None] | None = None,
+                   github_deployment_id: int | None = None) -> ReleaseContext:
+    """The release context for `cdkit action`: the ledger plus GitHub (checks, deployments, approvals)."""
+    remote = remote_from_environ(pipeline, environ, root=str(ws.root), own_deployment_id=github_deployment_id)
+    return ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                          environ=dict(environ), remote=remote, say=say, on_output=on_output,
+                          github_deployment_id=github_deployment_id, log_url=actions_run_url(environ))
+
+
+def _github(ctx: ReleaseContext) -> GitHubRemote:
+    if not isinstance(ctx.remote, GitHubRemote):
+        raise UsageError("this needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
+    return ctx.remote
+
+
+# --- event handlers for the Action ---------------------------------------------------------------
+
+
+def on_review(ctx: ReleaseContext, payload: Mapping[str, Any]) -> list[DeployResult]:
+    """`pull_request_review`: if the reviewed PR is an environment's release PR, deploy its head once approved.
+
+    The payload only says which PR; the decision reads reviews, permissions and
+    commits from the REST API now. A review of any other pull request releases nothing.
+    """
+    pull = payload.get("pull_request") or {}
+    ref = str((pull.get("head") or {}).get("ref") or "")
+    sha = str((pull.get("head") or {}).get("sha") or "")
+    results = []
+    for env in ctx.pipeline.environments:
+        if env.mode == "delivery" and env.approval.via == "review" and ref == f"{RELEASE_PREFIX}{env.name}":
+            results.append(deploy_if_approved(ctx, env.name, sha))
+    return results
+
+
+def on_deployment(ctx: ReleaseContext, payload: Mapping[str, Any]) -> DeployResult:
+    """`deployment`: deploy the deployment's SHA, updating that GitHub deployment's statuses.
+
+    An older SHA than the environment runs (e.g. a re-run of an old deploy) is a
+    rollback and refused unless the deployment's payload says `"rollback": true`.
+    """
+    deployment = payload.get("deployment") or {}
+    extra = deployment.get("payload")
+    rollback = isinstance(extra, Mapping) and extra.get("rollback") is True
+    ctx = dataclasses.replace(ctx, github_deployment_id=int(deployment["id"]))
+    if isinstance(ctx.remote, GitHubRemote):
+        ctx = dataclasses.replace(ctx, remote=dataclasses.replace(ctx.remote, own_deployment_id=int(deployment["id"])))
+    try:
+        return deploy(ctx, str(deployment["environment"]), str(deployment["sha"]), rollback=rollback)
+    except GateFailed as exc:
+        remote = _github(ctx)
+        env = ctx.pipeline.environment(str(deployment["environment"]))
+        if env is not None:
+            remote.finish_deployment(int(deployment["id"]), env, "failure", log_url=ctx.log_url)
+        return DeployResult(str(deployment["environment"]), str(deployment["sha"]), "refused", reasons=(str(exc),))
+
+
+# --- cdkit release open / check ----------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    """Untrusted text (a commit subject) as inert Markdown: no mentions, links, HTML or formatting."""
+    out = []
+    for ch in text.replace("\r", " ").replace("\n", " "):
+        out.append("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~@" else ch)
+    return "".join(out)[:200]
+
+
+def release_body(ctx: ReleaseContext, env: Environment, sha: str, current: str | None) -> str:
+    verdicts = combined_verdicts(ctx, sha)
+    base = current if current and git.commit_exists(current, cwd=ctx.root) else None
+    commits = git.commits_in_range(base, sha, cwd=ctx.root, limit=250)
+    since = f"since `{current[:12]}` (what {env.name} runs now)" if current else "(first deployment)"
+    lines = [f"Release of `{sha}` to **{env.name}**.", "",
+             f"Approve this pull request **at this commit** to deploy it ({env.approval.required} approval(s) "
+             "needed; authors and committers of these commits cannot approve).", "",
+             f"### Commits {since}", ""]
+    lines += [f"- `{c.sha[:12]}` {_md(c.subject)}" for c in commits] or ["- (none)"]
+    lines += ["", "### Stages", "", "| stage | result |", "|---|---|"]
+    for stage in ctx.pipeline.stages:
+        v = verdicts.get(stage.name)
+        lines.append(f"| `{stage.name}` | {v.status if v else 'no result'} |")
+    return "\n".join(lines) + "\n"
+
+
+def release_open(ctx: ReleaseContext, environment: str, sha: str) -> dict[str, Any]:
+    env = find_environment(ctx.pipeline, environment)
+    if env.mode != "delivery" or env.approval.via != "review":
+        raise UsageError(f"{env.name} is not approved through pull-request reviews (approval.via: review); "
+                         "a release pull request is only for those")
+    remote = _github(ctx)
+    sha = git.resolve_commit(sha, cwd=ctx.root)
+    current = current_sha(ctx, env.name)
+    base = current or git.commits_in_range(None, sha, cwd=ctx.root)[-1].sha  # nothing deployed: from the root
+    remote.set_branch(f"{DEPLOYED_PREFIX}{env.name}", base)
+    remote.set_branch(f"{RELEASE_PREFIX}{env.name}", sha)
+    number, created = remote.open_release_pull(env.name, title=f"Release {sha[:12]} to {env.name}",
+                                               body=release_body(ctx, env, sha, current))
+    return {"environment": env.name, "sha": sha, "pull_request": number, "created": created}
+
+
+def release_check(ctx: ReleaseContext, environment: str, *, deploy_now: bool = True) -> dict[str, Any]:
+    """Evaluate the release PR's approval now; deploy its head when everything holds and `deploy_now`."""
+    env = find_environment(ctx.pipeline, environment)
+    remote = _github(ctx)
+    pull = remote.release_pull(env.name) if env.approval.via == "review" else None
+    if env.approval.via == "review" and pull is None:
+        raise GateFailed(f"there is no open release pull request for {env.name} "
+                         f"(open one: cdkit release open --env {env.name})")
+    sha = str(pull["head"]["sha"]) if pull else git.resolve_commit("HEAD", cwd=ctx.root)
+    verdict = check(ctx, env, sha)
+    data: dict[str, Any] = {"environment": env.name, "sha": sha, "deployable": verdict.ok,
+                            "problems": list(verdict.problems),
+                            "approval": verdict.decision.as_data() if verdict.decision else None}
+    if deploy_now and verdict.ok and verdict.current != sha:
+        data["deployment"] = deploy_if_approved(ctx, env.name, sha).as_data()
+    data["released"] = data.get("deployment", {}).get("status") == SUCCESS
+    return data
