@@ -18,10 +18,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from cdkit import output
-from cdkit.config import Pipeline
+from cdkit.config import Environment, Pipeline
 from cdkit.errors import EXIT_FAILED, EXIT_OK, UsageError
 from cdkit.github_events import NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
 from cdkit.plan import make_plan, parse_skip
@@ -30,6 +30,11 @@ from cdkit.report.console import ConsoleReporter
 from cdkit.runner import Reporter, StageResult
 from cdkit.secrets import SECRET_ENV_VARS, redact
 from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, open_ledger, run_trigger
+
+if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run needs them
+    from cdkit.ledger import Ledger
+    from cdkit.release import DeployResult, ReleaseContext
+    from cdkit.report.checks import ChecksReporter
 
 COMMANDS = ("auto", "run", "plan", "deploy")
 
@@ -147,20 +152,21 @@ def _act(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeli
         actions.annotate("error", decision.message, title="cdkit: refused")
         return Outcome("refused", EXIT_FAILED, sha=decision.sha or env.sha or "", notes=(decision.message,))
     if decision.action == RELEASE or inputs.command == "deploy":
-        return release_step(actions, inputs, ws, pipeline, env, decision, stage_results=())
+        return release_step(actions, inputs, ws, pipeline, env, decision, stage_results=(), environ=environ)
     assert decision.action == RUN and decision.trigger is not None
     if inputs.command == "plan":
         return _plan_only(actions, pipeline, decision, environ)
-    outcome = _run_stages(actions, ws, pipeline, env, decision, environ, token=inputs.token)
+    outcome, links, notes = _run_stages(actions, ws, pipeline, env, decision, environ, token=inputs.token)
     results = tuple(outcome.results)
     sha = decision.trigger.head_sha
     if outcome.status != "passed":
-        return Outcome(outcome.status, outcome.exit_code, sha=sha, results=results,
-                       notes=(f"run #{outcome.run_id} {outcome.status}: nothing is released",))
+        return Outcome(outcome.status, outcome.exit_code, sha=sha, results=results, links=links,
+                       notes=(*notes, f"run #{outcome.run_id} {outcome.status}: nothing is released"))
     if inputs.command == "auto" and decision.release_candidate and not decision.pr_code:
-        return release_step(actions, inputs, ws, pipeline, env, decision, stage_results=results)
+        return release_step(actions, inputs, ws, pipeline, env, decision, stage_results=results, environ=environ,
+                            notes=notes, links=links)
     note = decision.release_note or "stages only (command: run)"
-    return Outcome("passed", EXIT_OK, sha=sha, results=results, notes=(f"not released: {note}",))
+    return Outcome("passed", EXIT_OK, sha=sha, results=results, links=links, notes=(*notes, f"not released: {note}"))
 
 
 def _plan_only(actions: Actions, pipeline: Pipeline, decision: Decision, environ: Mapping[str, str]) -> Outcome:
@@ -173,48 +179,147 @@ def _plan_only(actions: Actions, pipeline: Pipeline, decision: Decision, environ
 
 
 def _run_stages(actions: Actions, ws: Workspace, pipeline: Pipeline, env: RunnerEnv, decision: Decision,
-                environ: Mapping[str, str], *, token: str | None) -> RunOutcome:
+                environ: Mapping[str, str], *, token: str | None) -> tuple[RunOutcome, dict[str, str], list[str]]:
+    """Run the stages; returns the outcome, a link per stage (its check run) and notes on reporting."""
     assert decision.trigger is not None
     reporters: list[Reporter] = [ActionsReporter(actions)] if actions.active else [ConsoleReporter(pipeline.stages)]
-    github = github_reporter(ws, pipeline, env, decision, token=token, environ=environ)
-    if github is not None:
-        reporters.append(github)
     with open_ledger(ws.repo) as ledger:
-        return run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters,
-                           environ=stage_environ(environ, pr_code=decision.pr_code))
+        checks, why_not = github_reporter(ledger, ws, pipeline, env, decision, token=token, environ=environ)
+        notes = [why_not] if why_not else []
+        if checks is not None:
+            reporters.append(checks)
+        outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters,
+                              environ=stage_environ(environ, pr_code=decision.pr_code))
+        links: dict[str, str] = {}
+        if checks is not None:
+            report = checks.finish()
+            notes += [line.removeprefix("cdkit: ") for line in report.lines()]
+            links = _check_run_links(ledger, checks, env)
+    for note in notes:
+        _say(actions, f"cdkit: {note}")
+    return outcome, links, notes
 
 
-# --- seams to the GitHub reporting and release modules ------------------------------------------
+# --- GitHub reporting and releases ------------------------------------------------------------------
 
 
-def github_reporter(ws: Workspace, pipeline: Pipeline, env: RunnerEnv, decision: Decision, *,
-                    token: str | None, environ: Mapping[str, str]) -> Reporter | None:
-    """The reporter posting each stage as a check run or commit status (cdkit.report.checks).
+def github_reporter(ledger: Ledger, ws: Workspace, pipeline: Pipeline, env: RunnerEnv, decision: Decision, *,
+                    token: str | None, environ: Mapping[str, str]) -> tuple[ChecksReporter | None, str | None]:
+    """The reporter posting each stage as a check run (or commit status), with the Actions token.
 
-    None when there is nothing to post with: no token, `report: none`, or a fork's
-    pull request (its token is read-only; the job's own log and summary carry the results).
+    None for a fork's pull request: its token is read-only, so the job's own log and
+    summary carry the results instead of a failing request per stage.
     """
-    if not token or pipeline.report == "none" or decision.fork or not env.repository:
-        return None
-    try:
-        from cdkit.report import checks  # noqa: F401 - provided by the GitHub reporting work
-    except ImportError:
-        return None
-    return None  # SEAM: construct checks' reporter here once its API lands
+    if decision.fork:
+        return None, "pull request from a fork: its token cannot post checks; results are in this job's summary"
+    from cdkit.report.checks import make_reporter
+
+    assert decision.trigger is not None
+    return make_reporter(ledger=ledger, sha=decision.trigger.head_sha, report=pipeline.report, token=token,
+                         environ=environ, cwd=ws.root)
+
+
+def _check_run_links(ledger: Ledger, checks: ChecksReporter, env: RunnerEnv) -> dict[str, str]:
+    """Each stage's check run page, for the summary table (only those GitHub accepted)."""
+    from cdkit.outbox import CHECK_RUN_CREATE
+
+    links = {}
+    for key in checks.keys:
+        item = ledger.outbox_item(key)
+        if item is not None and item.kind == CHECK_RUN_CREATE and item.remote_id and env.repository:
+            links[str(item.payload.get("stage"))] = f"{env.server_url}/{env.repository}/runs/{item.remote_id}"
+    return links
+
+
+def _release_target(inputs: ActionInputs, pipeline: Pipeline, decision: Decision) -> Environment | None:
+    name = inputs.environment or decision.environment
+    if name is None:
+        return pipeline.environments[0] if pipeline.environments else None
+    from cdkit.release import find_environment
+
+    return find_environment(pipeline, name)
 
 
 def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeline, env: RunnerEnv,
-                 decision: Decision, *, stage_results: Sequence[StageResult]) -> Outcome:
-    """Hand a release to cdkit.release; SEAM until it lands: refuse (fail closed) rather than deploy unchecked."""
+                 decision: Decision, *, stage_results: Sequence[StageResult], environ: Mapping[str, str],
+                 notes: Sequence[str] = (), links: Mapping[str, str] | None = None) -> Outcome:
+    """Hand the commit to cdkit.release: decide whether it may be deployed, or deploy it.
+
+    `command: deploy` and `deployment` events deploy here (every gate is checked again
+    right before). Otherwise this decides the `deploy` output for a later job: in
+    deployment mode and for review approval when every gate holds now; for environment
+    approval when the stages passed, since GitHub holds the deploy job for the reviewers.
+    """
     sha = decision.sha or env.sha or ""
-    target = inputs.environment or decision.environment or (pipeline.environments[0].name
-                                                           if pipeline.environments else "")
-    message = "the release logic (cdkit.release) is not available in this version; nothing was deployed"
-    results = tuple(stage_results)
-    if decision.action == RUN and not inputs.wants_release:
-        return Outcome("passed", EXIT_OK, sha=sha, results=results, environment=target, notes=(message,))
-    actions.annotate("error", message, title="cdkit: release refused")
-    return Outcome("refused", EXIT_FAILED, sha=sha, results=results, environment=target, notes=(message,))
+    results, links = tuple(stage_results), dict(links or {})
+    passed = "passed" if stage_results else "skipped"
+    target = _release_target(inputs, pipeline, decision)
+    if target is None:
+        note = f"no environments in {pipeline.path}: nothing to release"
+        if inputs.wants_release or decision.action == RELEASE:
+            actions.annotate("error", note, title="cdkit: release refused")
+            return Outcome("refused", EXIT_FAILED, sha=sha, results=results, notes=(*notes, note), links=links)
+        return Outcome(passed, EXIT_OK, sha=sha, results=results, notes=(*notes, note), links=links)
+    from cdkit import release
+
+    deploy_now = inputs.command == "deploy" or decision.event == "deployment"
+    with open_ledger(ws.repo) as ledger:
+        ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
+        if deploy_now:
+            result = release.deploy_if_approved(ctx, target.name, sha)
+            return _deploy_outcome(actions, result, results, notes, links)
+        if target.mode == "delivery" and target.approval.via == "environment" and decision.action == RUN:
+            note = (f"{sha[:12]} passed; the deploy job waits for a required reviewer of the {target.name} "
+                    "environment, then cdkit checks every gate again")
+            return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
+                           notes=(*notes, note), links=links)
+        check = release.check(ctx, target, sha)
+    if check.ok:
+        note = f"every gate holds for {sha[:12]} on {target.name}: the deploy job may deploy it"
+        return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
+                       notes=(*notes, note), links=links)
+    waiting = [f"not deployed to {target.name} yet: {problem}" for problem in check.problems]
+    return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
+                   notes=(*notes, *waiting), links=links)
+
+
+def _release_context(actions: Actions, ws: Workspace, pipeline: Pipeline, ledger: Ledger, env: RunnerEnv,
+                     decision: Decision, environ: Mapping[str, str], *, token: str | None) -> ReleaseContext:
+    from cdkit.commands.deploy import remote_for
+    from cdkit.release import ReleaseContext
+
+    deploy_environ = stage_environ(environ, pr_code=False)
+    github_environ = {**deploy_environ, **({"GITHUB_TOKEN": token} if token else {})}
+    deployment_id = None
+    if decision.event == "deployment":
+        raw = (decision.payload.get("deployment") or {}).get("id")
+        deployment_id = raw if isinstance(raw, int) else None
+
+    def show(line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if actions.active:
+            actions.print_untrusted(text)  # the deploy's output is as untrusted as a stage's
+        else:
+            output.write_line(f"  | {text}", stream=actions.stream)
+
+    # Only cdkit's GitHub client holds the token; the deploy command is the project's, and gets none.
+    return ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                          environ=deploy_environ, remote=remote_for(ws, pipeline, github_environ),
+                          say=lambda text: _say(actions, text), on_output=show,
+                          github_deployment_id=deployment_id, log_url=env.run_url)
+
+
+def _deploy_outcome(actions: Actions, result: DeployResult, results: tuple[StageResult, ...],
+                    notes: Sequence[str], links: Mapping[str, str]) -> Outcome:
+    deployment_id = result.github_id or result.deployment_id
+    common = {"sha": result.sha, "results": results, "environment": result.environment,
+              "deployment_id": str(deployment_id) if deployment_id is not None else "", "links": links}
+    if result.ok:
+        note = f"{result.environment} runs {result.sha[:12]} ({result.status})"
+        return Outcome("deployed", EXIT_OK, deploy=True, notes=(*notes, note), **common)  # type: ignore[arg-type]
+    reasons = list(result.reasons) or [f"deploy {result.status}"]
+    actions.annotate("error", "; ".join(reasons), title=f"cdkit: deploy to {result.environment} {result.status}")
+    return Outcome(result.status, EXIT_FAILED, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
 
 
 # --- the job summary ---------------------------------------------------------------------------
