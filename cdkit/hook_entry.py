@@ -191,7 +191,7 @@ def _jobs(environ: Mapping[str, str], pipeline: Pipeline) -> int:
 def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, ...], *, remote: str | None,
                  url: str | None, environ: MutableMapping[str, str]) -> int:
     from cdkit.events import Trigger
-    from cdkit.report.console import ConsoleReporter, print_summary
+    from cdkit.report.console import ConsoleReporter
     from cdkit.session import open_ledger, run_trigger
 
     repository = _repository(environ, url)
@@ -205,9 +205,9 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
 
             def announce(workdir: object, in_place: bool, target: PushTarget = target, refs: str = refs) -> None:
                 where = "in the work tree" if in_place else (
-                    f"in a temporary worktree at {target.head_sha[:12]} (the work tree is not that commit, "
-                    "or has uncommitted changes)")
-                _say(f"cdkit: checking {refs}: {target.range_text} ({target.how}) {where}")
+                    f"in a temporary worktree at {target.head_sha[:12]} (the work tree is another commit or has "
+                    "uncommitted changes)")
+                _say(f"cdkit: {refs}: checking {target.range_text} ({target.how}) {where}")
 
             console = ConsoleReporter(pipeline.stages, stream=sys.stderr, show_output=False)
             outcome = run_trigger(ws, pipeline, trigger, ledger=ledger, reporters=[console], environ=environ,
@@ -215,11 +215,17 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
             outcomes.append((target, outcome))
             if repository and _token(environ):
                 enqueue_statuses(ledger, repository, outcome)
-            print_summary(outcome.results, stream=sys.stderr,
-                          headline=f"cdkit run #{outcome.run_id} {outcome.status}: {refs} {target.range_text}")
+            _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {_counts(outcome)}")
             if outcome.exit_code == EXIT_INTERRUPTED:
                 break  # Ctrl-C or SIGTERM: judge nothing more
     return _verdict(outcomes)
+
+
+def _counts(outcome: RunOutcome) -> str:
+    counts: dict[str, int] = {}
+    for result in outcome.results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items()) or "no stages"
 
 
 def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]]) -> int:
@@ -244,10 +250,11 @@ def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]]) -> int:
                 _say(f"  log: {display_path(result.log_path)}")
                 for line in _tail(result.log_path):
                     _say(f"  | {line}")
-    names = ",".join(dict.fromkeys(failed_names)) or "STAGE"
+    skip = f"CDKIT_SKIP={','.join(dict.fromkeys(failed_names)) or 'STAGE'} git push"
+    width = max(len(skip), len("git push --no-verify"))
     _say("cdkit: push blocked. Fix the commit and push again, or skip:\n"
-         f"  CDKIT_SKIP={names} git push     # skip these stages (recorded in the ledger)\n"
-         "  git push --no-verify             # skip the whole hook (CI still checks)")
+         f"  {skip.ljust(width)}  # skip these stages (recorded in the ledger)\n"
+         f"  {'git push --no-verify'.ljust(width)}  # skip the whole hook (CI still checks)")
     return EXIT_FAILED
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cdkit import git
 from cdkit.errors import CdkitError
 
-DELETE = "(delete)"
+LINE_FORMAT = "`<local ref> <local oid> <remote ref> <remote oid>`"
 
 
 class PrePushInputError(CdkitError):
@@ -64,13 +64,14 @@ def parse_line(line: bytes, number: int = 1) -> RefUpdate:
     parts = line.rstrip(b"\r").rsplit(b" ", 3)
     if len(parts) != 4 or not parts[0] or not parts[2]:
         raise PrePushInputError(
-            f"pre-push stdin line {number} is not `<local ref> <local oid> <remote ref> <remote oid>`: "
+            f"pre-push stdin line {number} is not {LINE_FORMAT}: "
             f"{_decode(line)[:200]!r} (is something other than git feeding this hook?)"
         )
     local_ref, local_oid, remote_ref, remote_oid = parts
     for oid in (local_oid, remote_oid):
         if not _is_oid(oid):
-            raise PrePushInputError(f"pre-push stdin line {number}: {_decode(oid)[:80]!r} is not an object id")
+            raise PrePushInputError(f"pre-push stdin line {number}: {_decode(oid)[:80]!r} is not an object id "
+                                    f"(expected {LINE_FORMAT}; is something other than git feeding this hook?)")
     return RefUpdate(_decode(local_ref), local_oid.decode(), _decode(remote_ref), remote_oid.decode())
 
 
@@ -124,7 +125,7 @@ def _range_for(update: RefUpdate, head: str, remote_base: str | None, remote: st
     if not new:
         return None
     if not boundary:
-        return _Range(head, (), f"{why}; no commit of it is on {remote or 'the remote'}: all files")
+        return _Range(head, (), f"{why}; no commit of it is on {remote or 'the remote'}")
     return _Range(head, boundary, f"{why}; {len(new)} commit(s) not on {remote or 'the remote'}")
 
 
@@ -203,5 +204,5 @@ def from_pre_commit_env(environ: Mapping[str, str], cwd: str | os.PathLike[str])
     base = git.resolve_commit(from_ref, cwd=cwd) if from_ref and not git.is_zero_oid(from_ref) else None
     ref = environ.get("PRE_COMMIT_REMOTE_BRANCH") or "(unknown ref)"
     changed = _changed((base,) if base else (), head, cwd)
-    how = "range from pre-commit" if base else "pre-commit: all files"
+    how = "range from pre-commit" if base else "pre-commit found no base"
     return PreCommitPush(remote, url, PushTarget(head, base, changed, (ref,), how))
