@@ -21,6 +21,14 @@ CONFIG_OPTION = click.option(
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 TRIGGER_CHOICE = click.Choice(["pre-push", "ci"])
+TOKEN_OPTION = click.option(
+    "--token", metavar="TOKEN", default=None,
+    help="GitHub token (default: GITHUB_TOKEN, then GH_TOKEN; prefer those: a command line is visible in `ps`).",
+)
+MAX_WAIT_OPTION = click.option(
+    "--max-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+    help="Longest total wait for GitHub (rate limits, retries); longer waits leave reports in the outbox.",
+)
 
 
 @click.group(
@@ -66,16 +74,24 @@ def plan(config: str | None, base: str | None, head: str | None, trigger: str, a
 @click.option("--stage", "stages", metavar="NAME", multiple=True, help="Run only this stage (repeatable).")
 @click.option("--trigger", type=TRIGGER_CHOICE, default="ci", show_default=True, help="Which `on:` stages apply.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel stages (default: CPU count).")
+@click.option("--report", type=click.Choice(["auto", "checks", "statuses", "none"]), default=None,
+              help="How stages reach GitHub (default: `report:` in .cdkit.yml, else auto: check runs when the "
+                   "token can create them, else commit statuses).")
+@TOKEN_OPTION
+@MAX_WAIT_OPTION
 @JSON_OPTION
 def run(config: str | None, base: str | None, head: str | None, stages: tuple[str, ...], trigger: str,
-        jobs: int | None, as_json: bool) -> int:
+        jobs: int | None, report: str | None, token: str | None, max_wait: float, as_json: bool) -> int:
     """Run the pipeline's stages in dependency order and record the results.
 
-    Set CDKIT_SKIP=a,b to skip stages (each skip is recorded).
+    Set CDKIT_SKIP=a,b to skip stages (each skip is recorded). With a GitHub token
+    (GITHUB_TOKEN or GH_TOKEN) and repository (GITHUB_REPOSITORY or the origin URL),
+    every stage is also reported on the commit as cdkit/<stage>.
     """
     from cdkit.commands.run import run as command
 
-    return command(config=config, base=base, head=head, stages=stages, trigger=trigger, jobs=jobs, as_json=as_json)
+    return command(config=config, base=base, head=head, stages=stages, trigger=trigger, jobs=jobs, as_json=as_json,
+                   report=report, token=token, max_wait=max_wait)
 
 
 @cli.command()
@@ -98,6 +114,22 @@ def log(config: str | None, limit: int, as_json: bool) -> int:
     from cdkit.commands.status import log as command
 
     return command(limit=limit, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@TOKEN_OPTION
+@MAX_WAIT_OPTION
+@JSON_OPTION
+def sync(config: str | None, token: str | None, max_wait: float, as_json: bool) -> int:
+    """Deliver the reports waiting in the outbox to GitHub, each exactly once.
+
+    Reports wait there when GitHub was unreachable or rate limited during a run, or when
+    the pre-push hook ran before GitHub had the commits. Exit 0 when everything was delivered.
+    """
+    from cdkit.commands.sync import sync as command
+
+    return command(config=config, token=token, max_wait=max_wait, as_json=as_json)
 
 
 @cli.command()

@@ -445,4 +445,5 @@ def make_reporter(*, ledger: Ledger, sha: str, report: str, token: str | None, e
             f"no GitHub repository (set GITHUB_REPOSITORY, or a GitHub URL for the {remote!r} remote)"
         # `auto` quietly means "when GitHub is configured"; an explicit mode deserves a reason.
         return None, (f"not reporting to GitHub: {missing}" if report != "auto" else None)
+    client.github  # noqa: B018 - import PyGithub now, not inside the first stage's timing
     return ChecksReporter(ledger=ledger, client=client, repo=repo, sha=sha, mode=report, environ=environ), None

@@ -1,0 +1,469 @@
+"""A small stateful fake of the GitHub REST API on 127.0.0.1, for end-to-end tests.
+
+cdkit reaches it through PyGithub's real HTTP stack (set `GITHUB_API_URL=server.url`).
+Every request is validated against GitHub's OpenAPI description
+(`tests/data/github/openapi-subset.json`); an invalid one gets a 422 and is recorded in
+`server.invalid`, which fails the test (the `fake_github` fixture checks it at teardown).
+
+    server.requests                       every request: method, path, query, body, token
+    server.fail_next(502)                 the next request gets this status (queue several)
+    server.rate_limit_next(retry_after=1) a 403 secondary rate limit with Retry-After
+    server.go_away(after_processing=False) the next request drops the connection and the server
+                                          stops listening (connection refused) until `start()`
+    server.stop() / server.start()        restart on the same port, keeping all state
+    server.tokens["ghp_x"] = "personal"   token kinds: "app" (check runs allowed), "personal"
+                                          (403 on check runs, like GitHub), "no-checks" (an Actions
+                                          token without `checks: write`), "bad" (401)
+    server.state                          what GitHub would hold (statuses, check runs, ...)
+
+Adding an endpoint (reviews, environments, deployments, pulls, approvals): write a handler
+`def handler(server, req) -> Reply` and register it, e.g.
+
+    @route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews")
+    def list_reviews(server: FakeGitHub, req: Request) -> Reply:
+        return paginate(req, server.state.extra.setdefault("reviews", {}).get(req.params["pull_number"], []))
+
+Handlers registered with `route` apply to every server; `server.add_route(...)` to one.
+State of other kinds goes in `server.state.extra` (or a new field on `State`).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+SPEC_PATH = Path(__file__).resolve().parent / "data" / "github" / "openapi-subset.json"
+SPEC_HOST = "https://api.github.com"  # the spec's server; the MockRequest host must match it
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    token: str | None
+    headers: dict[str, str]
+    params: dict[str, str] = field(default_factory=dict)  # path template parameters
+    at: float = 0.0
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["FakeGitHub", Request], Reply]
+
+
+@dataclass
+class Route:
+    method: str
+    template: str
+    handler: Handler
+    regex: re.Pattern[str]
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+    return re.compile(f"^{pattern}$")
+
+
+ROUTES: list[Route] = []
+
+
+def route(method: str, template: str) -> Callable[[Handler], Handler]:
+    """Register a handler for every FakeGitHub (see the module docstring)."""
+    def register(handler: Handler) -> Handler:
+        ROUTES.append(Route(method.upper(), template, handler, _compile(template)))
+        return handler
+    return register
+
+
+@dataclass
+class State:
+    statuses: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (repo, sha) -> newest first
+    check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    known_commits: set[str] | None = None  # None: every SHA exists; a set: others get 422 "No commit found"
+    extra: dict[str, Any] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    def check_runs_for(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        return [r for r in self.check_runs.values() if r["_repo"] == repo and r["head_sha"] == sha]
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi() -> Any:
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_dict(json.loads(SPEC_PATH.read_text()))
+
+
+def validate(req: Request) -> str | None:
+    """None if GitHub's OpenAPI description accepts the request, else why not."""
+    from openapi_core.testing import MockRequest
+
+    # Path parameters with a `/` (branch names) must arrive percent-encoded; keep them so.
+    data = json.dumps(req.body).encode() if req.body is not None else None
+    mock = MockRequest(SPEC_HOST, req.method.lower(), req.path, args=req.query, data=data,
+                       content_type="application/json")
+    try:
+        _openapi().validate_request(mock)
+    except Exception as exc:  # noqa: BLE001 - any validation failure is the answer
+        cause = exc.__cause__ or exc
+        return f"{req.method} {req.path}: {type(exc).__name__}: {exc} ({cause})"
+    return None
+
+
+class FakeGitHub:
+    def __init__(self) -> None:
+        self.state = State()
+        self.requests: list[Request] = []
+        self.invalid: list[str] = []
+        self.tokens: dict[str, str] = {}
+        self.routes: list[Route] = []
+        self.faults: list[Callable[[Request], Reply | str | None]] = []
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeGitHub:
+        _openapi()  # build the validator now (~0.5 s), not while cdkit waits for its first answer
+        fake = self
+
+        class _Handler(_RequestHandler):
+            server_fake = fake
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection (keep-alive ones included)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._connections.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # --- scripting --------------------------------------------------------------------------------
+
+    def add_route(self, method: str, template: str, handler: Handler) -> None:
+        self.routes.insert(0, Route(method.upper(), template, handler, _compile(template)))
+
+    def fail_next(self, status: int, *, message: str | None = None, headers: dict[str, str] | None = None,
+                  times: int = 1) -> None:
+        for _ in range(times):
+            body = {"message": message or {502: "Server Error", 500: "Internal Server Error",
+                                           503: "Service Unavailable"}.get(status, "error")}
+            self.faults.append(lambda req, r=Reply(status, body, dict(headers or {})): r)
+
+    def rate_limit_next(self, *, retry_after: int = 1, secondary: bool = True) -> None:
+        if secondary:
+            body = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                               "try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits"}
+            headers = {"Retry-After": str(retry_after)}
+        else:
+            body = {"message": "API rate limit exceeded for installation ID 1."}
+            headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + retry_after)}
+        self.faults.append(lambda req: Reply(403, body, headers))
+
+    def go_away(self, *, after_processing: bool = False) -> None:
+        """The next request is dropped without a reply and the server stops (until `start()`).
+
+        `after_processing`: GitHub did the work before the connection broke (the worst case
+        for exactly-once delivery).
+        """
+        self.faults.append(lambda req: "drop-after" if after_processing else "drop")
+
+    # --- queries for tests -------------------------------------------------------------------------
+
+    def count(self, method: str | None = None, path_prefix: str = "") -> int:
+        return sum(1 for r in self.requests if (method is None or r.method == method) and
+                   r.path.startswith(path_prefix))
+
+    def statuses(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        return list(self.state.statuses.get((repo, sha), []))
+
+    def check_runs(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        return self.state.check_runs_for(repo, sha)
+
+    # --- dispatch ------------------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Reply | str:
+        self.requests.append(req)
+        problem = validate(req)
+        if problem is not None:
+            self.invalid.append(problem)
+            return Reply(422, {"message": f"fake GitHub: invalid request: {problem}"})
+        fault = self.faults.pop(0)(req) if self.faults else None
+        if fault == "drop-after":
+            self._dispatch(req)
+            return "drop"
+        if fault is not None:
+            return fault
+        return self._dispatch(req)
+
+    def _dispatch(self, req: Request) -> Reply:
+        kind = self.tokens.get(req.token or "", "app" if (req.token or "").startswith("ghs_") else "personal")
+        if req.token is None or kind == "bad":
+            return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+        for candidate in [*self.routes, *ROUTES]:
+            match = candidate.regex.match(req.path)
+            if candidate.method == req.method and match:
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                req = Request(req.method, req.path, req.query, req.body, req.token, req.headers, params, req.at)
+                req.headers["x-fake-token-kind"] = kind
+                return candidate.handler(self, req)
+        return Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_fake: FakeGitHub
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server_fake._lock:
+            self.server_fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server_fake._lock:
+            self.server_fake._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        fake = self.server_fake
+        if not fake.running:
+            self.close_connection = True
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        auth = self.headers.get("Authorization") or ""
+        token = auth.split(" ", 1)[1] if " " in auth else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        req = Request(self.command, split.path, dict(parse_qsl(split.query)), body, token,
+                      {k.lower(): v for k, v in self.headers.items()}, at=time.monotonic())
+        reply = fake.handle(req)
+        if isinstance(reply, str):  # "drop": no answer, and GitHub is gone
+            self.close_connection = True
+            threading.Thread(target=fake.stop, daemon=True).start()
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        data = json.dumps(reply.body).encode() if reply.body is not None else b""
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-ratelimit-limit", "5000")
+        self.send_header("x-ratelimit-remaining", "4999")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+
+# --- helpers for handlers ----------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def paginate(req: Request, items: list[Any], *, key: str | None = None) -> Reply:
+    """One page of `items` (per_page, page) with GitHub's Link header."""
+    per_page = min(100, int(req.query.get("per_page", 30)))
+    page = max(1, int(req.query.get("page", 1)))
+    chunk = items[(page - 1) * per_page: page * per_page]
+    headers = {}
+    if page * per_page < len(items):
+        query = {**req.query, "page": str(page + 1), "per_page": str(per_page)}
+        link = "&".join(f"{k}={v}" for k, v in query.items())
+        headers["Link"] = f'<http://{req.headers.get("host", "127.0.0.1")}{req.path}?{link}>; rel="next"'
+    body: Any = {"total_count": len(items), key: chunk} if key else chunk
+    return Reply(200, body, headers)
+
+
+def _repo(req: Request) -> str:
+    return f"{req.params['owner']}/{req.params['repo']}"
+
+
+def _commit_known(server: FakeGitHub, sha: str) -> Reply | None:
+    known = server.state.known_commits
+    if known is not None and sha not in known:
+        return Reply(422, {"message": f"No commit found for SHA: {sha}",
+                           "documentation_url": "https://docs.github.com/rest/commits/statuses"})
+    return None
+
+
+# --- commit statuses -------------------------------------------------------------------------------------
+
+
+@route("POST", "/repos/{owner}/{repo}/statuses/{sha}")
+def create_status(server: FakeGitHub, req: Request) -> Reply:
+    sha = req.params["sha"]
+    missing = _commit_known(server, sha)
+    if missing:
+        return missing
+    body = req.body or {}
+    if len(body.get("description") or "") > 140:
+        return Reply(422, {"message": "Validation Failed", "errors": [
+            {"resource": "Status", "code": "custom", "field": "description",
+             "message": "description is too long (maximum is 140 characters)"}]})
+    status = {"id": next(server.state.ids), "state": body["state"], "context": body.get("context", "default"),
+              "description": body.get("description"), "target_url": body.get("target_url"),
+              "created_at": now_iso(), "updated_at": now_iso()}
+    server.state.statuses.setdefault((_repo(req), sha), []).insert(0, status)
+    return Reply(201, status)
+
+
+@route("GET", "/repos/{owner}/{repo}/commits/{ref}/statuses")
+def list_statuses(server: FakeGitHub, req: Request) -> Reply:
+    return paginate(req, server.statuses(_repo(req), req.params["ref"]))
+
+
+# --- check runs ---------------------------------------------------------------------------------------------
+
+
+def _check_run_rules(body: dict[str, Any]) -> Reply | None:
+    """What GitHub enforces beyond the schema: 50 annotations per request, 65,535-byte texts."""
+    output = body.get("output") or {}
+    problems = []
+    if len(output.get("annotations") or []) > 50:
+        problems.append("Only 50 annotations are allowed per request")
+    for name in ("summary", "text"):
+        if len((output.get(name) or "").encode("utf-8")) > 65535:
+            problems.append(f"output.{name} is too long (maximum is 65535 characters)")
+    if body.get("status") == "completed" and not body.get("conclusion"):
+        problems.append("conclusion is required when status is completed")
+    if problems:
+        return Reply(422, {"message": "Invalid request.\n\n" + "\n".join(problems)})
+    return None
+
+
+def _public_check_run(run: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in run.items() if not k.startswith("_")}
+    data["output"] = {**(run.get("output") or {}), "annotations_count": len(run["_annotations"])}
+    data["output"].pop("annotations", None)
+    return data
+
+
+@route("POST", "/repos/{owner}/{repo}/check-runs")
+def create_check_run(server: FakeGitHub, req: Request) -> Reply:
+    kind = req.headers.get("x-fake-token-kind")
+    if kind == "personal":
+        return Reply(403, {"message": "You must authenticate via a GitHub App.",
+                           "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"})
+    if kind == "no-checks":
+        return Reply(403, {"message": "Resource not accessible by integration",
+                           "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"})
+    body = req.body or {}
+    missing = _commit_known(server, body.get("head_sha", ""))
+    broken = missing or _check_run_rules(body)
+    if broken:
+        return broken
+    run_id = next(server.state.ids)
+    output = dict(body.get("output") or {})
+    annotations = list(output.pop("annotations", []) or [])
+    run = {"id": run_id, "name": body["name"], "head_sha": body["head_sha"], "external_id": body.get("external_id"),
+           "status": body.get("status", "queued"), "conclusion": body.get("conclusion"),
+           "started_at": body.get("started_at"), "completed_at": body.get("completed_at"),
+           "details_url": body.get("details_url"), "output": output, "_repo": _repo(req),
+           "_annotations": annotations, "_patches": 0}
+    if body.get("conclusion"):
+        run["status"] = "completed"
+    server.state.check_runs[run_id] = run
+    return Reply(201, _public_check_run(run))
+
+
+@route("PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}")
+def update_check_run(server: FakeGitHub, req: Request) -> Reply:
+    run = server.state.check_runs.get(int(req.params["check_run_id"]))
+    if run is None or run["_repo"] != _repo(req):
+        return Reply(404, {"message": "Not Found"})
+    body = req.body or {}
+    broken = _check_run_rules(body)
+    if broken:
+        return broken
+    output = dict(body.get("output") or {})
+    run["_annotations"].extend(output.pop("annotations", []) or [])
+    if output:
+        run["output"] = {**run["output"], **output}
+    for key in ("name", "status", "conclusion", "started_at", "completed_at", "details_url", "external_id"):
+        if key in body:
+            run[key] = body[key]
+    if body.get("conclusion"):
+        run["status"] = "completed"
+    run["_patches"] += 1
+    return Reply(200, _public_check_run(run))
+
+
+@route("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}")
+def get_check_run(server: FakeGitHub, req: Request) -> Reply:
+    run = server.state.check_runs.get(int(req.params["check_run_id"]))
+    if run is None or run["_repo"] != _repo(req):
+        return Reply(404, {"message": "Not Found"})
+    return Reply(200, _public_check_run(run))
+
+
+@route("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
+def list_check_runs(server: FakeGitHub, req: Request) -> Reply:
+    runs = server.check_runs(_repo(req), req.params["ref"])
+    if "check_name" in req.query:
+        runs = [r for r in runs if r["name"] == req.query["check_name"]]
+    if req.query.get("filter", "latest") == "latest":
+        latest: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            latest[run["name"]] = run
+        runs = list(latest.values())
+    return paginate(req, [_public_check_run(r) for r in sorted(runs, key=lambda r: -r["id"])], key="check_runs")
