@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.helpers import make_repo
+
+if TYPE_CHECKING:
+    from tests.fake_github import FakeGitHub
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +33,16 @@ def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    """A running fake GitHub API (`.url` for GITHUB_API_URL); fails the test on a request GitHub would reject."""
+    from tests.fake_github import FakeGitHub
+
+    server = FakeGitHub().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.invalid, "requests that do not match GitHub's OpenAPI description:\n" + "\n".join(server.invalid)
