@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -160,7 +161,7 @@ class GitHubRemote:
         fix = (f"create it under Settings > Environments > {environment.name} and add required reviewers, "
                "then re-run")
         try:
-            data = self._get(f"/environments/{environment.name}", f"read the environment {environment.name}",
+            data = self._get(f"/environments/{quote(environment.name, safe='')}", f"read the environment {environment.name}",
                              "actions: read")
         except GitHubRefused as exc:
             if exc.status == 404:
@@ -217,7 +218,7 @@ class GitHubRemote:
     def permission(self, person: Identity) -> str:
         """The reviewer's permission now (role_name knows maintain/triage; `permission` is the legacy field)."""
         try:
-            data = self._get(f"/collaborators/{person.login}/permission", f"read {person.login}'s permission",
+            data = self._get(f"/collaborators/{quote(person.login or '', safe='')}/permission", f"read {person.login}'s permission",
                              "metadata: read")
         except GitHubRefused as exc:
             if exc.status == 404:
@@ -294,7 +295,8 @@ class GitHubRemote:
     def set_branch(self, branch: str, sha: str) -> None:
         """Point `branch` at `sha` (created if missing; moved with force: these branches are cdkit's own)."""
         try:
-            self.client.request("PATCH", f"/repos/{self.repo}/git/refs/heads/{branch}",
+            # The ref is one path parameter: its slashes travel percent-encoded.
+            self.client.request("PATCH", f"/repos/{self.repo}/git/refs/{quote('heads/' + branch, safe='')}",
                                 body={"sha": sha, "force": True}, what=f"move the branch {branch}",
                                 scope="contents: write", idempotent=True)
         except GitHubRefused as exc:

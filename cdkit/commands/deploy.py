@@ -40,8 +40,13 @@ def release_context(ws: Workspace, pipeline: Pipeline, ledger: Ledger, *, enviro
     def show(line: bytes) -> None:
         output.write(f"  | {line.decode('utf-8', 'replace').rstrip()}\n", stream=stream)
 
+    log_url = None
+    if remote is not None:
+        from cdkit.github import actions_run_url
+
+        log_url = actions_run_url(environ)
     return ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
-                          environ=dict(environ), remote=remote, say=say, on_output=show)
+                          environ=dict(environ), remote=remote, say=say, on_output=show, log_url=log_url)
 
 
 def default_sha(ws: Workspace, pipeline: Pipeline) -> str:

@@ -1,0 +1,154 @@
+"""Fake GitHub endpoints for releases: deployments, environments, run approvals, pulls, reviews, refs.
+
+Registered on every `FakeGitHub` when imported (see tests/fake_github.py). State lives in
+`server.state.extra`: "deployments" (id -> deployment), "deployment_statuses" (id -> newest first),
+"environments" (name -> environment), "run_approvals" (run id -> entries), "pulls" (number -> pull),
+"reviews" / "pull_commits" (number -> list), "permissions" (login -> role), "refs" (ref -> sha).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fake_github import FakeGitHub, Reply, Request, now_iso, paginate, route
+
+NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+def _extra(server: FakeGitHub, key: str) -> Any:
+    return server.state.extra.setdefault(key, {})
+
+
+@route("GET", "/repos/{owner}/{repo}/commits/{ref}/status")
+def combined_status(server: FakeGitHub, req: Request) -> Reply:
+    repo = f"{req.params['owner']}/{req.params['repo']}"
+    latest: dict[str, dict[str, Any]] = {}
+    for status in server.state.statuses.get((repo, req.params["ref"]), []):  # newest first
+        latest.setdefault(status["context"], status)
+    return Reply(200, {"state": "success", "sha": req.params["ref"], "statuses": list(latest.values()),
+                       "total_count": len(latest)})
+
+
+@route("POST", "/repos/{owner}/{repo}/deployments")
+def create_deployment(server: FakeGitHub, req: Request) -> Reply:
+    body = req.body or {}
+    deployment_id = next(server.state.ids)
+    deployment = {"id": deployment_id, "sha": body["ref"], "ref": body["ref"], "environment": body.get("environment"),
+                  "payload": body.get("payload") or {}, "description": body.get("description"),
+                  "created_at": now_iso(), "_request": body}
+    _extra(server, "deployments")[deployment_id] = deployment
+    return Reply(201, {k: v for k, v in deployment.items() if not k.startswith("_")})
+
+
+@route("GET", "/repos/{owner}/{repo}/deployments")
+def list_deployments(server: FakeGitHub, req: Request) -> Reply:
+    found = [{k: v for k, v in d.items() if not k.startswith("_")}
+             for d in sorted(_extra(server, "deployments").values(), key=lambda d: -d["id"])
+             if d["environment"] == req.query.get("environment", d["environment"])
+             and d["sha"] == req.query.get("sha", d["sha"])]
+    return paginate(req, found)
+
+
+@route("POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses")
+def create_deployment_status(server: FakeGitHub, req: Request) -> Reply:
+    deployment_id = int(req.params["deployment_id"])
+    if deployment_id not in _extra(server, "deployments"):
+        return Reply(404, NOT_FOUND)
+    status = {"id": next(server.state.ids), "created_at": now_iso(), **(req.body or {})}
+    _extra(server, "deployment_statuses").setdefault(deployment_id, []).insert(0, status)
+    return Reply(201, status)
+
+
+@route("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses")
+def list_deployment_statuses(server: FakeGitHub, req: Request) -> Reply:
+    return paginate(req, _extra(server, "deployment_statuses").get(int(req.params["deployment_id"]), []))
+
+
+@route("GET", "/repos/{owner}/{repo}/environments/{environment_name}")
+def get_environment(server: FakeGitHub, req: Request) -> Reply:
+    env = _extra(server, "environments").get(req.params["environment_name"])
+    return Reply(200, env) if env else Reply(404, NOT_FOUND)
+
+
+@route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/approvals")
+def run_approvals(server: FakeGitHub, req: Request) -> Reply:
+    return Reply(200, _extra(server, "run_approvals").get(req.params["run_id"], []))
+
+
+@route("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission")
+def permission(server: FakeGitHub, req: Request) -> Reply:
+    role = _extra(server, "permissions").get(req.params["username"])
+    if role is None:
+        return Reply(404, NOT_FOUND)
+    legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+    return Reply(200, {"permission": legacy, "role_name": role, "user": {"login": req.params["username"]}})
+
+
+@route("GET", "/repos/{owner}/{repo}/pulls")
+def list_pulls(server: FakeGitHub, req: Request) -> Reply:
+    head = req.query.get("head")
+    found = [p for p in _extra(server, "pulls").values()
+             if p["state"] == req.query.get("state", "open")
+             and (head is None or f"{req.params['owner']}:{p['head']['ref']}" == head)]
+    return paginate(req, found)
+
+
+@route("POST", "/repos/{owner}/{repo}/pulls")
+def create_pull(server: FakeGitHub, req: Request) -> Reply:
+    body = req.body or {}
+    refs = _extra(server, "refs")
+    head_ref, base_ref = body["head"], body["base"]
+    if f"refs/heads/{head_ref}" not in refs or f"refs/heads/{base_ref}" not in refs:
+        return Reply(422, {"message": "Validation Failed", "errors": [{"field": "head", "code": "invalid"}]})
+    number = len(_extra(server, "pulls")) + 1
+    pull = {"number": number, "state": "open", "title": body["title"], "body": body.get("body"),
+            "user": server.state.extra.get("token_user", {"login": "github-actions[bot]", "id": 41898282,
+                                                          "type": "Bot"}),
+            "head": {"ref": head_ref, "sha": refs[f"refs/heads/{head_ref}"]},
+            "base": {"ref": base_ref, "sha": refs[f"refs/heads/{base_ref}"]}}
+    _extra(server, "pulls")[number] = pull
+    return Reply(201, pull)
+
+
+@route("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}")
+def update_pull(server: FakeGitHub, req: Request) -> Reply:
+    pull = _extra(server, "pulls").get(int(req.params["pull_number"]))
+    if pull is None:
+        return Reply(404, NOT_FOUND)
+    pull.update({k: v for k, v in (req.body or {}).items() if k in ("title", "body", "state")})
+    return Reply(200, pull)
+
+
+@route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews")
+def list_reviews(server: FakeGitHub, req: Request) -> Reply:
+    return paginate(req, _extra(server, "reviews").get(int(req.params["pull_number"]), []))
+
+
+@route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits")
+def list_pull_commits(server: FakeGitHub, req: Request) -> Reply:
+    return paginate(req, _extra(server, "pull_commits").get(int(req.params["pull_number"]), []))
+
+
+@route("POST", "/repos/{owner}/{repo}/git/refs")
+def create_ref(server: FakeGitHub, req: Request) -> Reply:
+    body = req.body or {}
+    refs = _extra(server, "refs")
+    if body["ref"] in refs:
+        return Reply(422, {"message": "Reference already exists"})
+    refs[body["ref"]] = body["sha"]
+    for pull in _extra(server, "pulls").values():
+        if f"refs/heads/{pull['head']['ref']}" == body["ref"]:
+            pull["head"]["sha"] = body["sha"]
+    return Reply(201, {"ref": body["ref"], "object": {"sha": body["sha"], "type": "commit"}})
+
+
+@route("PATCH", "/repos/{owner}/{repo}/git/refs/{ref}")
+def update_ref(server: FakeGitHub, req: Request) -> Reply:
+    ref = f"refs/{req.params['ref']}"
+    refs = _extra(server, "refs")
+    if ref not in refs:
+        return Reply(422, {"message": "Reference does not exist"})
+    refs[ref] = (req.body or {})["sha"]
+    for pull in _extra(server, "pulls").values():
+        if f"refs/heads/{pull['head']['ref']}" == ref:
+            pull["head"]["sha"] = refs[ref]
+    return Reply(200, {"ref": ref, "object": {"sha": refs[ref], "type": "commit"}})

@@ -1,0 +1,193 @@
+"""Releases end to end against the fake GitHub server (real git, real ledger, the real CLI).
+
+Deployment mode deploys on the release branch and creates a GitHub deployment with
+auto_merge=false; delivery via review refuses self-approval, stale, read-only,
+dismissed and change-requested reviews, then deploys after a valid one; delivery via
+environment fails closed on a missing or unprotected environment and records approvers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tests.fake_github_release  # noqa: F401 - registers the release endpoints
+from tests.fake_github import FakeGitHub
+from tests.helpers import cdkit, commit, config, git, make_repo
+
+ADA = {"login": "ada", "id": 1, "type": "User"}
+BOB = {"login": "bob", "id": 2, "type": "User"}
+CAROL = {"login": "carol", "id": 3, "type": "User"}
+DAVE = {"login": "dave", "id": 4, "type": "User"}
+
+
+def pipeline(via: str) -> str:
+    return config(f"""
+        version: 1
+        stages:
+          - name: build
+            run: "true"
+        environments:
+          - name: prod
+            mode: delivery
+            deploy: 'echo "deployed $CDKIT_SHA"'
+            url: https://prod.example.com
+            approval: {{via: {via}}}
+    """)
+
+
+def gh_env(server: FakeGitHub, sha: str) -> dict[str, str]:
+    return {"GITHUB_TOKEN": "ghs_faketoken", "GITHUB_REPOSITORY": "acme/app", "GITHUB_API_URL": server.url,
+            "GITHUB_ACTOR": "ada", "GITHUB_RUN_ID": "77", "GITHUB_SHA": sha,
+            "GITHUB_SERVER_URL": "https://github.com"}
+
+
+def github_deployments(server: FakeGitHub) -> list[dict[str, Any]]:
+    return list(server.state.extra.get("deployments", {}).values())
+
+
+def test_deployment_mode_deploys_on_the_release_branch_with_auto_merge_false(
+        tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo = make_repo(tmp_path / "repo")
+    sha = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages: [{name: build, run: "true"}]
+        environments:
+          - {name: staging, mode: deployment, deploy: "true", url: "https://staging.example.com"}
+    """)})
+    result = cdkit("run", "--json", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 0, result.stderr
+    assert [d["status"] for d in json.loads(result.stdout)["deployments"]] == ["success"]
+    (deployment,) = github_deployments(fake_github)
+    request = deployment["_request"]
+    assert request["auto_merge"] is False and request["required_contexts"] == []
+    assert request["ref"] == sha and request["environment"] == "staging"
+    assert request["payload"]["rollback"] is False and request["payload"]["approval"] is None
+    statuses = fake_github.state.extra["deployment_statuses"][deployment["id"]]
+    assert [s["state"] for s in statuses] == ["success", "in_progress"]
+    assert statuses[0]["environment_url"] == "https://staging.example.com"
+    assert statuses[0]["log_url"] == "https://github.com/acme/app/actions/runs/77"
+
+
+@pytest.fixture
+def review_repo(tmp_path: Path, fake_github: FakeGitHub) -> tuple[Path, str]:
+    repo = make_repo(tmp_path / "repo")
+    sha = commit(repo, {".cdkit.yml": pipeline("review")}, "add `$(rm -rf /)` @everyone [x](y)")
+    assert cdkit("run", cwd=repo).returncode == 0
+    extra = fake_github.state.extra
+    extra["permissions"] = {"ada": "admin", "bob": "write", "carol": "read", "dave": "maintain"}
+    opened = cdkit("release", "open", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
+    assert opened.returncode == 0, opened.stderr
+    assert json.loads(opened.stdout)["pull_request"] == 1
+    extra["pull_commits"] = {1: [{"sha": sha, "author": ADA, "committer": ADA,
+                                  "commit": {"author": {"name": "Ada Author", "email": "ada@example.com"},
+                                             "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
+    return repo, sha
+
+
+def review(rid: int, user: dict[str, Any], state: str, sha: str, at: str = "2024-05-01T10:00:00Z") -> dict[str, Any]:
+    return {"id": rid, "user": user, "state": state, "commit_id": sha, "submitted_at": at, "body": ""}
+
+
+def check(repo: Path, server: FakeGitHub, sha: str) -> tuple[int, dict[str, Any]]:
+    result = cdkit("release", "check", "--env", "prod", "--json", cwd=repo, env=gh_env(server, sha))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_release_pull_request_lists_the_commits_as_inert_text(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+    _, sha = review_repo
+    pull = fake_github.state.extra["pulls"][1]
+    assert pull["head"] == {"ref": "cdkit/release/prod", "sha": sha}
+    assert pull["base"]["ref"] == "cdkit/deployed/prod"
+    assert f"`{sha[:12]}` add \\`$\\(rm \\-rf /\\)\\` \\@everyone \\[x\\]\\(y\\)" in pull["body"]
+    assert "| `build` | passed |" in pull["body"]
+
+
+@pytest.mark.parametrize("reviews, reason", [
+    (lambda sha: [review(1, ADA, "APPROVED", sha)],
+     "ada's approval does not count: ada opened the pull request"),
+    (lambda sha: [review(1, BOB, "APPROVED", "f" * 40)],
+     "bob's approval does not count: bob approved ffffffffffff, not"),
+    (lambda sha: [review(1, CAROL, "APPROVED", sha)],
+     "carol's approval does not count: carol has read access; approving needs write, maintain or admin"),
+    (lambda sha: [review(1, BOB, "DISMISSED", sha)],
+     "bob's review was dismissed, so it does not count"),
+    (lambda sha: [review(1, BOB, "APPROVED", sha), review(2, DAVE, "CHANGES_REQUESTED", sha)],
+     "dave requested changes"),
+], ids=["self-approval", "stale", "read-only", "dismissed", "changes-requested"])
+def test_review_mode_refuses_invalid_approvals(review_repo: tuple[Path, str], fake_github: FakeGitHub,
+                                               reviews: Any, reason: str) -> None:
+    repo, sha = review_repo
+    if reason.startswith("ada's"):
+        # Ada authored the commits; make her the PR author too (she opened it by hand).
+        fake_github.state.extra["pulls"][1]["user"] = ADA
+    fake_github.state.extra["reviews"] = {1: reviews(sha)}
+    code, data = check(repo, fake_github, sha)
+    assert code == 1
+    assert not data["deployable"] and not data["released"]
+    assert any(reason in p for p in data["problems"]), data["problems"]
+    assert github_deployments(fake_github) == []
+
+
+def test_review_mode_commit_author_cannot_approve(review_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+    repo, sha = review_repo
+    fake_github.state.extra["reviews"] = {1: [review(1, ADA, "APPROVED", sha)]}
+    code, data = check(repo, fake_github, sha)
+    assert code == 1
+    assert any("authored or committed a commit being released" in p for p in data["problems"])
+
+
+def test_review_mode_deploys_after_a_valid_approval_reading_every_page(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+    repo, sha = review_repo
+    # 120 comments first (two pages), then Bob's approval, then a comment that keeps it approved.
+    noise = [review(100 + n, DAVE, "COMMENTED", sha, "2024-05-01T09:00:00Z") for n in range(120)]
+    fake_github.state.extra["reviews"] = {1: [*noise, review(1, BOB, "APPROVED", sha),
+                                              review(2, BOB, "COMMENTED", sha, "2024-05-01T11:00:00Z")]}
+    code, data = check(repo, fake_github, sha)
+    assert code == 0, data
+    assert data["released"] and data["deployment"]["status"] == "success"
+    assert data["approval"]["counted"][0]["who"] == "bob"
+    (deployment,) = github_deployments(fake_github)
+    assert deployment["_request"]["auto_merge"] is False and deployment["_request"]["required_contexts"] == []
+    assert deployment["_request"]["payload"]["approval"]["counted"][0]["who"] == "bob"
+    assert [s["state"] for s in fake_github.state.extra["deployment_statuses"][deployment["id"]]] == \
+        ["success", "in_progress"]
+    reads = [r for r in fake_github.requests if r.path.endswith("/pulls/1/reviews")]
+    assert len(reads) >= 2  # every page
+
+
+def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_then_records_approvers(
+        tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo = make_repo(tmp_path / "repo")
+    sha = commit(repo, {".cdkit.yml": pipeline("environment")})
+    assert cdkit("run", cwd=repo).returncode == 0
+    env = gh_env(fake_github, sha)
+
+    missing = cdkit("deploy", "--env", "prod", cwd=repo, env=env)
+    assert missing.returncode == 1
+    assert "the GitHub environment 'prod' does not exist" in missing.stderr
+    assert "Settings > Environments > prod and add required reviewers" in missing.stderr
+
+    environments = fake_github.state.extra.setdefault("environments", {})
+    environments["prod"] = {"id": 1, "name": "prod", "protection_rules": [{"id": 5, "type": "wait_timer",
+                                                                            "wait_timer": 0}]}
+    unprotected = cdkit("deploy", "--env", "prod", cwd=repo, env=env)
+    assert unprotected.returncode == 1 and "has no required reviewers" in unprotected.stderr
+
+    environments["prod"]["protection_rules"] = [{"id": 6, "type": "required_reviewers",
+                                                 "reviewers": [{"type": "User", "reviewer": BOB}]}]
+    nobody = cdkit("deploy", "--env", "prod", cwd=repo, env=env)
+    assert nobody.returncode == 1 and "nobody approved this run for the environment prod" in nobody.stderr
+
+    fake_github.state.extra["run_approvals"] = {"77": [
+        {"state": "approved", "comment": "go", "user": BOB, "environments": [{"id": 1, "name": "prod"}]}]}
+    done = cdkit("deploy", "--env", "prod", "--json", cwd=repo, env=env)
+    assert done.returncode == 0, done.stderr
+    approval = json.loads(done.stdout)["approval"]
+    assert approval["via"] == "environment"
+    assert approval["counted"] == [{"who": "bob", "via": "environment prod", "at": "", "comment": "go"}]
+    assert github_deployments(fake_github)[0]["_request"]["auto_merge"] is False
