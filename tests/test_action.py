@@ -1,0 +1,238 @@
+"""`cdkit action` run as a runner runs it: a real repository, the runner's variables, real event payloads."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import event_payloads as ev
+from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.test_actions_io import parse_output_file
+
+ZERO = "0" * 40
+TOKEN = "ghs_" + "A1b2C3d4" * 5
+
+PIPELINE = config("""
+    version: 1
+    release_branch: main
+    stages:
+      - name: lint
+        run: echo linting
+      - name: test
+        run: echo testing && test ! -e broken
+""")
+
+
+@dataclass
+class ActionRun:
+    proc: subprocess.CompletedProcess[str]
+    outputs: dict[str, str]
+    summary: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.proc.stdout.splitlines()
+
+
+def run_action(repo: Path, event: str, payload: dict[str, Any], *, sha: str | None = None,
+               env: dict[str, str] | None = None) -> ActionRun:
+    runner = repo.parent / "runner"
+    runner.mkdir(exist_ok=True)
+    for name in ("output", "summary", "event.json"):
+        (runner / name).write_text("")
+    ev.write_event(runner / "event.json", payload)
+    environ = {
+        "GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(runner / "event.json"), "GITHUB_REF": str(payload.get("ref", "")),
+        "GITHUB_REPOSITORY": "octo-org/octo-repo", "GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1",
+        "GITHUB_SERVER_URL": "https://github.com", "GITHUB_API_URL": "http://127.0.0.1:9/unused",
+        "GITHUB_ACTOR": "octocat", "GITHUB_TRIGGERING_ACTOR": "octocat", "GITHUB_WORKSPACE": str(repo),
+        "GITHUB_OUTPUT": str(runner / "output"), "GITHUB_STEP_SUMMARY": str(runner / "summary"),
+        "INPUT_COMMAND": "auto", "INPUT_CONFIG": ".cdkit.yml", "INPUT_ENVIRONMENT": "",
+        "INPUT_WORKING_DIRECTORY": ".",
+        **({"GITHUB_SHA": sha} if sha else {}), **(env or {}),
+    }
+    proc = cdkit("action", cwd=repo, env=environ)
+    return ActionRun(proc, parse_output_file((runner / "output").read_text()), (runner / "summary").read_text())
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = make_repo(tmp_path / "repo")
+    commit(root, {".cdkit.yml": PIPELINE, "a.txt": "a"}, "first")
+    return root
+
+
+def push_payload(before: str, after: str, ref: str = "refs/heads/main") -> dict[str, Any]:
+    return ev.event("push.5.json", {ev.PUSH_AFTER: after}, before=before, ref=ref, created=before == ZERO,
+                    repository__default_branch="main")
+
+
+def fenced(lines: list[str], needle: str) -> bool:
+    """Whether every line containing `needle` sits between ::stop-commands::T and ::T::."""
+    open_token: str | None = None
+    seen = False
+    for line in lines:
+        if open_token is None and line.startswith("::stop-commands::"):
+            open_token = line.removeprefix("::stop-commands::")
+        elif open_token is not None and line == f"::{open_token}::":
+            open_token = None
+        elif needle in line:
+            seen = True
+            if open_token is None:
+                return False
+    return seen
+
+
+def test_push_runs_the_stages_and_reports_them(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"b.txt": "b"}, "second")
+    run = run_action(repo, "push", push_payload(base, head), sha=head)
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert run.outputs["result"] == "passed" and run.outputs["sha"] == head
+    assert run.outputs["deploy"] == "false" and run.outputs["environment"] == ""
+    assert run.outputs["deployment-id"] == ""
+    stages = json.loads(run.outputs["stages"])
+    assert [(s["name"], s["status"]) for s in stages] == [("lint", "passed"), ("test", "passed")]
+    assert all(isinstance(s["duration"], float) for s in stages)
+    assert "::group::lint" in run.lines and "::group::test" in run.lines
+    assert run.lines.count("::endgroup::") == 2
+    assert fenced(run.lines, "linting") and fenced(run.lines, "testing")
+    assert run.summary.startswith(f"## cdkit: passed on [`{head[:12]}`](https://github.com/octo-org/octo-repo/commit/{head})")
+    assert "| `lint` | ✅ passed |" in run.summary and "| `test` | ✅ passed |" in run.summary
+    assert f"**Range:** `{base[:12]}..{head[:12]}` (1 changed file(s))" in run.summary
+    assert "[Logs of this run](https://github.com/octo-org/octo-repo/actions/runs/4242/attempts/1)" in run.summary
+
+
+def test_failed_stage_exits_1_with_an_annotation(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"broken": "x"}, "break it")
+    run = run_action(repo, "push", push_payload(base, head), sha=head)
+    assert run.proc.returncode == 1
+    assert run.outputs["result"] == "failed" and run.outputs["deploy"] == "false"
+    assert "::error title=cdkit%3A test failed::stage test failed: exit code 1" in run.lines
+    assert "| `test` | ❌ failed |" in run.summary
+
+
+def test_the_token_is_masked_first_and_kept_from_stages(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "feature")
+    dump = repo.parent / "stage-env"
+    head = commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: env
+            run: env > {dump}
+    """)}, "dump env")
+    run = run_action(repo, "push", push_payload(ZERO, head, "refs/heads/feature"), sha=head,
+                     env={"INPUT_TOKEN": TOKEN, "GITHUB_TOKEN": TOKEN, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "oidc"})
+    assert run.lines[0] == f"::add-mask::{TOKEN}"
+    text = dump.read_text()
+    assert TOKEN not in text and "GITHUB_OUTPUT" not in text and "GITHUB_STEP_SUMMARY" not in text
+    assert "INPUT_" not in text and "CDKIT_SHA=" + head in text
+
+
+def test_pull_request_from_a_fork_gets_no_credentials_and_no_release(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
+    dump = repo.parent / "stage-env"
+    head = commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: env
+            run: env > {dump}
+    """)}, "fork change")
+    git(repo, "checkout", "-q", "--detach", head)  # as actions/checkout leaves it (there: the merge commit)
+    payload = ev.event("pull_request.opened.2.json", {ev.PR_HEAD: head, ev.PR_BASE: base},
+                       pull_request__base__ref="main")
+    payload["pull_request"]["head"]["repo"]["full_name"] = "mallory/octo-repo"
+    run = run_action(repo, "pull_request", payload, sha=base,
+                     env={"INPUT_TOKEN": TOKEN, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "oidc-secret",
+                          "INPUT_COMMAND": "auto", "INPUT_ENVIRONMENT": ""})
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert run.outputs["sha"] == head and run.outputs["deploy"] == "false"
+    text = dump.read_text()
+    assert TOKEN not in text and "oidc-secret" not in text
+    assert "pull request from a fork" in run.summary
+
+
+def test_nothing_to_do_for_other_events(repo: Path) -> None:
+    run = run_action(repo, "check_run", ev.load("check_run.rerequested.json"))
+    assert run.proc.returncode == 0
+    assert run.outputs["result"] == "skipped" and run.outputs["deploy"] == "false"
+    assert "nothing to do for check\\_run" in run.summary
+    assert "cdkit: nothing to do for check_run" in run.proc.stdout
+
+
+def test_other_events_fail_closed_when_a_release_is_asked_for(repo: Path) -> None:
+    run = run_action(repo, "schedule", {"schedule": "0 0 * * *"}, env={"INPUT_ENVIRONMENT": "production"})
+    assert run.proc.returncode == 1
+    assert run.outputs["result"] == "refused" and run.outputs["deploy"] == "false"
+    assert any(line.startswith("::error title=cdkit%3A refused::cdkit cannot release from schedule") for line in run.lines)
+
+
+def test_malformed_payload_is_a_clear_error(repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    payload = {**push_payload(ZERO, head), "after": "not-a-sha"}
+    run = run_action(repo, "push", payload, sha=head)
+    assert run.proc.returncode == 2
+    assert run.proc.stderr.strip() == (
+        "cdkit: push event payload: field 'after': expected a 40 or 64 character lower-case hex SHA, "
+        'got "not-a-sha"')
+    assert "Traceback" not in run.proc.stderr and run.outputs == {}
+
+
+def test_unknown_command_input_is_a_usage_error(repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    run = run_action(repo, "push", push_payload(ZERO, head), sha=head, env={"INPUT_COMMAND": "rm -rf /"})
+    assert run.proc.returncode == 2
+    assert "input command: 'rm -rf /' is not one of auto, run, plan, deploy" in run.proc.stderr
+
+
+def test_plan_command_runs_nothing(repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    run = run_action(repo, "push", push_payload(ZERO, head), sha=head, env={"INPUT_COMMAND": "plan"})
+    assert run.proc.returncode == 0 and run.outputs["result"] == "planned"
+    assert "::group::lint" not in run.lines
+
+
+# --- attacks: untrusted names and messages change nothing ------------------------------------------
+
+EVIL_BRANCH = 'x";touch${IFS}pwned;#'
+EVIL_MESSAGE = "innocent\n::set-output name=deploy::true\n::add-mask::linting\n::error::fake\n"
+
+
+def test_hostile_branch_name_and_commit_message_change_nothing(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", EVIL_BRANCH)
+    head = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - name: lint
+            run: echo linting; git log -1 --format=%B; printf '%s\\n' "$CDKIT_REF"
+          - name: sneaky
+            run: echo "deploy=true" >> "${GITHUB_OUTPUT:-/dev/null}"; echo "::set-output name=deploy::true"
+    """)}, EVIL_MESSAGE)
+    run = run_action(repo, "push", push_payload(ZERO, head, f"refs/heads/{EVIL_BRANCH}"), sha=head)
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert not list(repo.parent.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
+    assert git(repo, "status", "--porcelain", "--ignored") == ""  # the work tree is exactly the commit
+    assert run.outputs["deploy"] == "false" and set(run.outputs) == {
+        "result", "sha", "stages", "deploy", "environment", "deployment-id"}
+    # Every hostile line the stages printed is inside a stop-commands fence; none is a command.
+    for needle in ("::set-output name=deploy::true", "::add-mask::linting", "::error::fake", EVIL_BRANCH):
+        assert fenced(run.lines, needle), needle
+    assert "`refs/heads/x\";touch${IFS}pwned;#`" in run.summary
+
+
+def test_hostile_text_in_the_summary_is_escaped(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "<img/src=x/onerror=alert(1)>")
+    head = commit(repo, {"b": "b"}, "x")
+    run = run_action(repo, "push", push_payload(ZERO, head, "refs/heads/<img/src=x/onerror=alert(1)>"), sha=head)
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert "`refs/heads/<img/src=x/onerror=alert(1)>`" in run.summary  # in a code span: shown, not rendered
+    outside_code = re.sub(r"`[^`]*`", "", run.summary)
+    assert "\\<img" in outside_code and not re.search(r"(?<!\\)<", outside_code)  # escaped everywhere else
