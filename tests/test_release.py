@@ -455,3 +455,16 @@ def test_holder_on_this_host_with_live_pid_is_respected(world: Path) -> None:
         ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
         with pytest.raises(GateFailed, match="another deploy to staging is in progress"):
             deploy(ctx, "staging", "HEAD")
+
+
+def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) -> None:
+    result = cdkit("demo", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    broken = text.split("A commit whose test fails is never released anywhere", 1)[1].split("── ", 1)[0]
+    assert "cdkit: deploying" not in broken
+    assert "stage 'test' failed on" in broken and "(exit code 1)" in broken
+    assert "authored or committed a commit being released, so cannot approve it" in text
+    assert "deploying it would roll prod back: pass --rollback" in text
+    assert "cdkit: rolling back prod to" in text
+    assert text.count("  cdkit: deploying ") + text.count("  cdkit: rolling back ") == 5

@@ -124,7 +124,55 @@ def story_stages(demo: Demo) -> None:
     demo.cdkit("log")
 
 
-STORIES: tuple[Callable[[Demo], None], ...] = (story_stages,)
+BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+ENVIRONMENTS = textwrap.dedent("""\
+    environments:
+      - name: staging
+        mode: deployment
+        deploy: echo "deployed $CDKIT_SHA to $CDKIT_ENVIRONMENT (deployment $CDKIT_DEPLOYMENT_ID)"
+      - name: prod
+        mode: delivery
+        deploy: echo "deployed $CDKIT_SHA to $CDKIT_ENVIRONMENT (deployment $CDKIT_DEPLOYMENT_ID)"
+        approval: {via: local, required: 1}
+    """)
+
+
+def story_releases(demo: Demo) -> None:
+    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    demo.step("Two environments: staging deploys by itself (deployment), prod waits for an approval (delivery)")
+    pipeline = (demo.repo / ".cdkit.yml").read_text() + ENVIRONMENTS
+    first = demo.commit({".cdkit.yml": pipeline}, "Add staging and prod")
+    demo.cdkit("run")
+
+    demo.step("Delivery: prod refuses the unapproved commit, and its own author cannot approve it")
+    demo.cdkit("deploy", "--env", "prod")
+    demo.cdkit("approve", first[:12], "--env", "prod")
+
+    demo.step("A second person (Bob) approves that exact commit; now prod deploys it")
+    bob.cdkit("approve", first[:12], "--env", "prod", "--comment", "reviewed",
+              show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {first[:12]} --env prod --comment reviewed")
+    demo.cdkit("deploy", "--env", "prod")
+
+    demo.step("A commit whose test fails is never released anywhere")
+    demo.commit({"calc.py": BUGGY_CALC}, "Break add() again")
+    demo.cdkit("run")
+    demo.cdkit("deploy", "--env", "staging")
+
+    demo.step("The fix ships to staging by itself, and to prod after Bob's approval")
+    second = demo.commit({"calc.py": FIXED_CALC}, "Fix add() for good")
+    demo.cdkit("run")
+    bob.cdkit("approve", second[:12], "--env", "prod",
+              show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {second[:12]} --env prod")
+    demo.cdkit("deploy", "--env", "prod")
+
+    demo.step("Deploying the older commit is refused; an explicit --rollback is allowed and recorded")
+    demo.cdkit("deploy", "--env", "prod", "--sha", first[:12])
+    demo.cdkit("deploy", "--env", "prod", "--sha", first[:12], "--rollback")
+    demo.cdkit("environments")
+    demo.cdkit("status", first[:12])
+
+
+STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases)
 
 
 def demo(*, keep: bool = False) -> int:
