@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
+from tests.fake_github import FakeGitHub
 from tests.helpers import cdkit, commit, config, git, make_repo
 from tests.test_actions_io import parse_output_file
 
@@ -236,3 +238,108 @@ def test_hostile_text_in_the_summary_is_escaped(repo: Path) -> None:
     assert "`refs/heads/<img/src=x/onerror=alert(1)>`" in run.summary  # in a code span: shown, not rendered
     outside_code = re.sub(r"`[^`]*`", "", run.summary)
     assert "\\<img" in outside_code and not re.search(r"(?<!\\)<", outside_code)  # escaped everywhere else
+
+
+# --- against the fake GitHub server: every request checked ------------------------------------------
+
+DEPLOYING = config("""
+    version: 1
+    release_branch: main
+    stages:
+      - name: lint
+        run: echo linting
+      - name: test
+        run: echo testing
+    environments:
+      - name: production
+        mode: deployment
+        deploy: echo "deploying $CDKIT_SHA"
+        url: https://prod.example.com
+""")
+
+
+def github(server: FakeGitHub, **extra: str) -> dict[str, str]:
+    return {"INPUT_TOKEN": TOKEN, "GITHUB_API_URL": server.url, **extra}
+
+
+def requests_made(server: FakeGitHub) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in server.requests]
+
+
+def test_stages_are_posted_as_check_runs_with_the_actions_token(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"b.txt": "b"}, "second")
+    run = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
+    assert run.proc.returncode == 0, run.proc.stderr
+    first, second = sorted(fake_github.state.check_runs)
+    assert requests_made(fake_github) == [
+        ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{first}"),
+        ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{second}"),
+    ]
+    assert {r.token for r in fake_github.requests} == {TOKEN}
+    runs = fake_github.check_runs("octo-org/octo-repo", head)
+    assert sorted((r["name"], r["status"], r["conclusion"]) for r in runs) == [
+        ("cdkit/lint", "completed", "success"), ("cdkit/test", "completed", "success")]
+    assert {r["details_url"] for r in runs} == {"https://github.com/octo-org/octo-repo/actions/runs/4242"}
+    assert f"[details](https://github.com/octo-org/octo-repo/runs/{first})" in run.summary
+    assert TOKEN not in run.proc.stdout.replace(f"::add-mask::{TOKEN}", "") and TOKEN not in run.summary
+
+
+def test_fork_pull_requests_post_nothing(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"b.txt": "b"}, "from a fork")
+    payload = ev.event("pull_request.opened.2.json", {ev.PR_HEAD: head, ev.PR_BASE: base},
+                       pull_request__base__ref="main")
+    payload["pull_request"]["head"]["repo"] = None
+    run = run_action(repo, "pull_request", payload, sha=head, env=github(fake_github))
+    assert run.proc.returncode == 0 and run.outputs["result"] == "passed"
+    assert fake_github.requests == []
+
+
+def test_deployment_mode_push_says_deploy_and_the_deploy_job_deploys(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {".cdkit.yml": DEPLOYING}, "deploy me")
+    pipeline = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
+    assert pipeline.proc.returncode == 0, pipeline.proc.stderr + pipeline.proc.stdout
+    assert (pipeline.outputs["result"], pipeline.outputs["deploy"], pipeline.outputs["environment"]) == \
+        ("passed", "true", "production")
+    assert not fake_github.state.extra.get("deployments")  # this job only decides; it deploys nothing
+    writes = [r for r in requests_made(fake_github) if r[0] != "GET"]
+    assert [m for m, _ in writes] == ["POST", "PATCH", "POST", "PATCH"]  # the two check runs, nothing else
+    fake_github.requests.clear()
+
+    deploy = run_action(repo, "push", push_payload(base, head), sha=head,
+                        env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert deploy.proc.returncode == 0, deploy.proc.stderr + deploy.proc.stdout
+    (deployment,) = fake_github.state.extra["deployments"].values()
+    assert deploy.outputs["result"] == "deployed" and deploy.outputs["deploy"] == "true"
+    assert deploy.outputs["deployment-id"] == str(deployment["id"]) and deploy.outputs["sha"] == head
+    assert deployment["_request"]["ref"] == head and deployment["_request"]["auto_merge"] is False
+    assert ("POST", "/repos/octo-org/octo-repo/deployments") in requests_made(fake_github)
+    assert fenced(deploy.lines, f"deploying {head}")
+    assert "**Release:** deploy" in deploy.summary
+
+
+def test_the_deploy_job_on_a_fresh_runner_trusts_the_check_runs_on_github(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {".cdkit.yml": DEPLOYING}, "deploy me")
+    assert run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github)).outputs["deploy"] == "true"
+    fresh = repo.parent / "fresh" / "repo"  # another runner: a new clone, an empty ledger
+    fresh.parent.mkdir()
+    subprocess.run(["git", "clone", "-q", str(repo), str(fresh)], check=True)
+    deploy = run_action(fresh, "push", push_payload(base, head), sha=head,
+                        env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert deploy.proc.returncode == 0, deploy.proc.stderr + deploy.proc.stdout
+    assert deploy.outputs["result"] == "deployed"
+    assert ("GET", f"/repos/octo-org/octo-repo/commits/{head}/check-runs") in requests_made(fake_github)
+
+
+def test_the_deploy_job_refuses_a_commit_whose_stages_github_never_saw(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {".cdkit.yml": DEPLOYING}, "never checked")
+    deploy = run_action(repo, "push", push_payload(base, head), sha=head,
+                        env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert deploy.proc.returncode == 1
+    assert deploy.outputs["result"] == "refused" and deploy.outputs["deploy"] == "false"
+    assert not fake_github.state.extra.get("deployments")
+    assert any(line.startswith("::error title=cdkit%3A deploy to production refused::") for line in deploy.lines)
