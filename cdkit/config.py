@@ -8,17 +8,21 @@ Every problem is reported as `FILE:LINE:COL: key.path: message`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from cdkit import __version__
 from cdkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Imported where it is used: PyYAML costs every `git push` ~14 ms, and the pre-push hook
+    # reuses a cached, already validated pipeline (see hook_entry) without parsing YAML.
+    import yaml
 
 DEFAULT_CONFIG = ".cdkit.yml"
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -78,22 +82,27 @@ class Pipeline:
 # --- YAML with positions ------------------------------------------------------------------
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+@functools.lru_cache(maxsize=None)
+def _strict_loader() -> Any:
     """A safe loader that resolves plain scalars by YAML 1.2 core rules only."""
+    import yaml
 
+    class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        pass
 
-_StrictLoader.yaml_implicit_resolvers = {}
-for _tag, _regexp, _first in (
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
-    (
-        "tag:yaml.org,2002:float",
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        list("-+.0123456789"),
-    ),
-):
-    _StrictLoader.add_implicit_resolver(_tag, re.compile(_regexp), _first)
+    _StrictLoader.yaml_implicit_resolvers = {}
+    for tag, regexp, first in (
+        ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+        ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+        (
+            "tag:yaml.org,2002:float",
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+            list("-+.0123456789"),
+        ),
+    ):
+        _StrictLoader.add_implicit_resolver(tag, re.compile(regexp), first)
+    return _StrictLoader
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,8 @@ class _UnsupportedTag(Exception):
 
 
 def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> Any:
+    import yaml
+
     start = node.start_mark
     text = node.value if isinstance(node, yaml.ScalarNode) else None
     doc.where[path] = _Where(start.line + 1, start.column + 1, text)
@@ -180,9 +191,11 @@ def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> 
 
 
 def _compose(text: str, filename: str) -> _Document:
+    import yaml
+
     doc = _Document(data=None, where={}, errors=[])
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)
+        node = yaml.compose(text, Loader=_strict_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
