@@ -1,0 +1,172 @@
+"""action.yml, the example workflows, this repository's workflows and those `cdkit init` writes:
+schema-valid (check-jsonschema, offline), every action pinned by SHA, no expression inside a `run:`."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdkit.commands.init import render_workflow
+from tests.helpers import ROOT, cdkit, git, make_repo
+
+ACTION = ROOT / "action.yml"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+OWN_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+MODES = [("deployment", None), ("delivery", "environment"), ("delivery", "review")]
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}$")
+
+
+def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
+                          capture_output=True, text=True)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # BaseLoader: `on:` stays a string key
+    assert isinstance(data, dict)
+    return data
+
+
+def steps_of(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if "runs" in data:
+        yield from data["runs"].get("steps", [])
+    for job in (data.get("jobs") or {}).values():
+        yield from job.get("steps", [])
+
+
+@pytest.fixture(scope="module")
+def init_workflows(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    written = []
+    for mode, approval in MODES:
+        repo = make_repo(tmp_path_factory.mktemp("init") / "repo")
+        args = ["init", "--mode", mode] + (["--approval", approval] if approval else [])
+        result = cdkit(*args, cwd=repo)
+        assert result.returncode == 0, result.stderr
+        written.append(repo / ".github" / "workflows" / "cdkit.yml")
+    return written
+
+
+def test_action_yml_is_a_valid_action() -> None:
+    result = check_jsonschema("vendor.github-actions", ACTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_are_valid(init_workflows: list[Path]) -> None:
+    assert len(EXAMPLES) == 3 and OWN_WORKFLOWS
+    result = check_jsonschema("vendor.github-workflows", *EXAMPLES, *OWN_WORKFLOWS, *init_workflows)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_expression_inside_any_run_of_the_action() -> None:
+    runs = [step["run"] for step in steps_of(load(ACTION)) if "run" in step]
+    assert runs and not [run for run in runs if "${{" in run]
+    assert all("env" in step for step in steps_of(load(ACTION)) if "run" in step)
+
+
+def test_action_declares_and_describes_every_input_and_output() -> None:
+    data = load(ACTION)
+    assert list(data["inputs"]) == ["command", "config", "token", "environment", "python-version",
+                                    "working-directory"]
+    assert list(data["outputs"]) == ["result", "sha", "stages", "deploy", "environment", "deployment-id"]
+    assert all(spec.get("description") for spec in [*data["inputs"].values(), *data["outputs"].values()])
+    assert data["inputs"]["command"]["default"] == "auto" and data["inputs"]["config"]["default"] == ".cdkit.yml"
+    assert data["inputs"]["token"]["default"] == "${{ github.token }}"
+    assert data["runs"]["using"] == "composite"
+
+
+def test_every_uses_is_pinned_to_a_full_sha_with_a_version_comment(init_workflows: list[Path]) -> None:
+    for path in [ACTION, *EXAMPLES, *OWN_WORKFLOWS, *init_workflows]:
+        lines = [line.strip() for line in path.read_text().splitlines() if re.match(r"^\s*(- )?uses:", line)]
+        assert lines, path
+        for line in lines:
+            ref = line.split("uses:", 1)[1].split("#")[0].strip()
+            if ref == "./":
+                continue
+            assert PINNED.match(ref), f"{path}: {line}"
+            assert re.search(r"# v\d", line), f"{path}: {line} (say which version the SHA is)"
+
+
+def test_examples_are_what_cdkit_init_writes() -> None:
+    names = {"deployment": MODES[0], "delivery-environment": MODES[1], "delivery-review": MODES[2]}
+    assert sorted(p.stem for p in EXAMPLES) == sorted(names)
+    for stem, (mode, approval) in names.items():
+        assert (ROOT / "examples" / f"{stem}.yml").read_text() == render_workflow(mode, approval), stem
+
+
+@pytest.mark.parametrize("path", [*EXAMPLES, *OWN_WORKFLOWS], ids=lambda p: p.name)
+def test_least_privilege_permissions(path: Path) -> None:
+    data = load(path)
+    assert data.get("permissions") in ({}, "{}"), "no default permissions at the workflow level"
+    for name, job in data["jobs"].items():
+        assert isinstance(job.get("permissions"), dict), f"{name} declares its own permissions"
+        assert "write-all" not in str(job["permissions"])
+
+
+@pytest.mark.parametrize("mode, approval", MODES)
+def test_deploy_job_shape(mode: str, approval: str | None) -> None:
+    data = yaml.load(render_workflow(mode, approval), Loader=yaml.BaseLoader)
+    deploy = data["jobs"]["deploy"]
+    assert deploy["needs"] == "pipeline" and deploy["if"] == "needs.pipeline.outputs.deploy == 'true'"
+    assert deploy["concurrency"] == {"group": "cdkit-deploy-production", "cancel-in-progress": "false"}
+    assert deploy["permissions"]["deployments"] == "write" and "deployments" not in data["jobs"]["pipeline"]["permissions"]
+    assert (deploy.get("environment") == "production") == (approval == "environment")
+    assert ("pull_request_review" in data["on"]) == (approval == "review")
+    checkout = data["jobs"]["pipeline"]["steps"][0]
+    assert checkout["with"]["fetch-depth"] == "0"
+
+
+def test_own_ci_runs_the_tests_and_uses_the_action_on_itself() -> None:
+    data = load(ROOT / ".github" / "workflows" / "ci.yml")
+    assert set(data["on"]) == {"push", "pull_request"}
+    steps = [step for job in data["jobs"].values() for step in job["steps"]]
+    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    assert any(step.get("uses") == "./" for step in steps)
+
+
+# --- cdkit init ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, approval", MODES)
+def test_init_writes_a_pipeline_that_validates(tmp_path: Path, mode: str, approval: str | None) -> None:
+    repo = make_repo(tmp_path / "repo")
+    args = ["init", "--mode", mode] + (["--approval", approval] if approval else [])
+    result = cdkit(*args, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("cdkit: wrote .cdkit.yml and .github/workflows/cdkit.yml")
+    validated = cdkit("validate", cwd=repo)
+    assert validated.returncode == 0, validated.stderr
+    pipeline = yaml.safe_load((repo / ".cdkit.yml").read_text())
+    assert pipeline["mode"] == mode
+    assert pipeline["environments"][0].get("approval", {}).get("via") == approval
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".cdkit.yml").write_text("mine\n")
+    result = cdkit("init", cwd=repo)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("cdkit: .cdkit.yml already exist(s); nothing was written. "
+                                     "Re-run with --force to overwrite")
+    assert (repo / ".cdkit.yml").read_text() == "mine\n" and not (repo / ".github").exists()
+    forced = cdkit("init", "--force", cwd=repo)
+    assert forced.returncode == 0 and (repo / ".github" / "workflows" / "cdkit.yml").exists()
+
+
+def test_init_rejects_an_approval_for_deployment_mode(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    result = cdkit("init", "--mode", "deployment", "--approval", "review", cwd=repo)
+    assert result.returncode == 2 and "--approval applies to --mode delivery only" in result.stderr
+
+
+def test_init_releases_from_the_checked_out_trunk(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", branch="master")
+    assert cdkit("init", cwd=repo).returncode == 0
+    assert "release_branch: master" in (repo / ".cdkit.yml").read_text()
+    assert "branches: [master]" in (repo / ".github" / "workflows" / "cdkit.yml").read_text()
+    assert git(repo, "status", "--porcelain") == "?? .cdkit.yml\n?? .github/"
