@@ -170,3 +170,16 @@ def test_init_releases_from_the_checked_out_trunk(tmp_path: Path) -> None:
     assert "release_branch: master" in (repo / ".cdkit.yml").read_text()
     assert "branches: [master]" in (repo / ".github" / "workflows" / "cdkit.yml").read_text()
     assert git(repo, "status", "--porcelain") == "?? .cdkit.yml\n?? .github/"
+
+
+def test_the_pinned_action_is_a_commit_of_this_repository_with_the_action() -> None:
+    from cdkit.commands.init import ACTION_SHA
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-tree", "--name-only", ACTION_SHA, "action.yml", "cdkit/commands/action.py"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0 and git(ROOT, "rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the pinned commit may be outside it")
+    assert listed.stdout.split() == ["action.yml", "cdkit/commands/action.py"], (
+        f"ACTION_SHA {ACTION_SHA} is not a commit of this repository with action.yml; point it at one")

@@ -17,10 +17,10 @@ from cdkit.errors import UsageError
 WORKFLOW_PATH = Path(".github/workflows/cdkit.yml")
 
 # The reusable Action the generated workflows call, pinned by full commit SHA as GitHub advises for
-# third-party actions. This is a commit of this repository whose action.yml runs `cdkit action`;
-# the release process moves it to the release's commit.
+# third-party actions: a commit of this repository whose action.yml runs `cdkit action` (checked by
+# tests/test_workflows.py). Move it to each release's commit when releasing.
 ACTION_REPOSITORY = "cdkit/cdkit"
-ACTION_SHA = "0000000000000000000000000000000000000000"
+ACTION_SHA = "3cf0fa1ed6b5b2b80660927a7351f837539c0415"
 
 _APPROVAL_BLOCKS = {
     "environment": (
