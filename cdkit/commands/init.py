@@ -37,7 +37,7 @@ _APPROVAL_BLOCKS = {
 
 def workflow_template(mode: str, approval: str | None) -> str:
     name = "workflow-deployment.yml" if mode == "deployment" else f"workflow-delivery-{approval or 'environment'}.yml"
-    return resources.files("cdkit").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("cdkit").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
 
 
 def action_ref() -> str:
@@ -50,7 +50,7 @@ def render_workflow(mode: str, approval: str | None, *, release_branch: str = "m
 
 
 def render_pipeline(mode: str, approval: str | None, *, release_branch: str = "main") -> str:
-    text = resources.files("cdkit").joinpath("templates", "pipeline.yml").read_text(encoding="utf-8")
+    text = resources.files("cdkit").joinpath("templates").joinpath("pipeline.yml").read_text(encoding="utf-8")
     block = _APPROVAL_BLOCKS[approval or "environment"] if mode == "delivery" else ""
     text = text.replace("@@MODE@@", mode).replace("@@RELEASE_BRANCH@@", release_branch)
     return text.replace("@@APPROVAL@@\n", block)
