@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdkit.github import GitHubClient, GitHubDeferred, GitHubRefused
+from cdkit.github import GitHubClient, GitHubDeferred, GitHubError, GitHubRefused
 from cdkit.ledger import Ledger, OutboxItem
 
 DELIVERED, PENDING, BLOCKED, FAILED, SUPERSEDED = "delivered", "pending", "blocked", "failed", "superseded"
@@ -50,7 +50,7 @@ class DeliveryState:
     """What one process has learned while delivering (shared by the reporter and sync)."""
 
     statuses_only: bool = False  # check runs were refused (a personal token): use commit statuses
-    stopped: GitHubDeferred | None = None  # GitHub unreachable or rate limited: stop sending for now
+    stopped: GitHubError | None = None  # unreachable, rate limited or a bad token: stop sending for now
     unknown_shas: set[str] = field(default_factory=set)  # commits GitHub has not seen yet (not pushed)
     notes: list[str] = field(default_factory=list)  # one-time messages for the user
     errors: list[str] = field(default_factory=list)  # refusals and deferrals, redacted
@@ -117,6 +117,8 @@ def _send(ledger: Ledger, item: OutboxItem, state: DeliveryState, send: Any, *,
         ledger.mark_failed(item.id, str(exc), final=True, in_doubt=False)
         if refused is not None and refused(exc):
             return SUPERSEDED
+        if exc.kind == "auth":
+            state.stopped = exc  # every request would fail the same way; keep the rest for a fixed token
         state.errors.append(str(exc))
         return FAILED
     except GitHubDeferred as exc:
