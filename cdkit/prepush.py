@@ -8,12 +8,15 @@ git writes one line per ref to the pre-push hook's stdin:
 every odd input has a unit test). `push_targets` then asks git what each update
 brings to the remote and groups the updates by the commit they push, so a commit
 pushed to three refs is judged once, on the widest range any of them needs.
+
+The data are NamedTuples rather than frozen dataclasses: on this path every class is paid
+for by every push, and a dataclass costs ~0.7 ms to create at import against ~0.06 ms.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cdkit import git
 from cdkit.errors import CdkitError
@@ -25,8 +28,7 @@ class PrePushInputError(CdkitError):
     """The hook's stdin is not what git writes: block the push rather than guess."""
 
 
-@dataclass(frozen=True)
-class RefUpdate:
+class RefUpdate(NamedTuple):
     """One line of pre-push stdin. OIDs are lower-case hex; all zeros (any length) means "none"."""
 
     local_ref: str  # what the user pushed: a full ref, "HEAD~", a raw SHA, or "(delete)"
@@ -83,8 +85,7 @@ def parse_pre_push(data: bytes) -> tuple[RefUpdate, ...]:
 # --- ranges: what each update brings to the remote -----------------------------------------
 
 
-@dataclass(frozen=True)
-class PushTarget:
+class PushTarget(NamedTuple):
     """One distinct commit being pushed, the range it is judged on, and the refs it goes to."""
 
     head_sha: str
@@ -98,14 +99,12 @@ class PushTarget:
         return f"{self.base_sha[:12]}..{self.head_sha[:12]}" if self.base_sha else f"{self.head_sha[:12]} (all files)"
 
 
-@dataclass(frozen=True)
-class PushPlan:
+class PushPlan(NamedTuple):
     targets: tuple[PushTarget, ...]
     notes: tuple[str, ...]  # updates that need no run (deletes, nothing new), said out loud
 
 
-@dataclass(frozen=True)
-class _Range:
+class _Range(NamedTuple):
     head: str
     bases: tuple[str, ...]  # empty: all files
     how: str
@@ -179,8 +178,7 @@ def _merge(head: str, entries: list[tuple[RefUpdate, _Range]], cwd: str | os.Pat
 # --- pre-commit's way in ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PreCommitPush:
+class PreCommitPush(NamedTuple):
     """What pre-commit tells a `pre-push` stage hook, through the environment instead of stdin."""
 
     remote: str

@@ -644,3 +644,22 @@ def test_hook_path_imports_neither_click_nor_github_nor_gitpython(repo: Path) ->
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=repo, capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "0 []", result.stderr
+
+
+def test_pipeline_cache_follows_every_edit_and_survives_corruption(repo: Path, remote: Path) -> None:
+    cache = repo / ".git" / "cdkit" / "pipeline.cache"
+    commit(repo, {"a.txt": "a"}, "a")
+    assert push(repo, "origin", "main").returncode == 0
+    assert cache.exists()
+    # same length, one byte different: the stage now fails, and the cached pipeline must not hide it
+    write(repo, {".cdkit.yml": PIPELINE.replace("test ! -e BAD", "test ! -e bad")})
+    commit(repo, {"bad": "x"}, "lower-case bad")
+    assert blocked(push(repo, "origin", "main"))
+    cache.write_bytes(b"\x00garbage")
+    result = push(repo, "origin", "main")
+    assert blocked(result) and "internal error" not in result.stderr
+    write(repo, {".cdkit.yml": "version: 1\nstages: oops\n"})
+    commit(repo, message="broken config")
+    result = push(repo, "origin", "main")
+    assert blocked(result)
+    assert ".cdkit.yml:2:9: stages:" in result.stderr, result.stderr
