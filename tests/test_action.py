@@ -343,3 +343,61 @@ def test_the_deploy_job_refuses_a_commit_whose_stages_github_never_saw(repo: Pat
     assert deploy.outputs["result"] == "refused" and deploy.outputs["deploy"] == "false"
     assert not fake_github.state.extra.get("deployments")
     assert any(line.startswith("::error title=cdkit%3A deploy to production refused::") for line in deploy.lines)
+
+
+REVIEWED = config("""
+    version: 1
+    release_branch: main
+    stages:
+      - name: build
+        run: echo building
+    environments:
+      - name: production
+        mode: delivery
+        deploy: echo "deploying $CDKIT_SHA"
+        approval: {via: review}
+""")
+BOB = {"login": "bob", "id": 2, "type": "User"}
+ADA = {"login": "ada", "id": 1, "type": "User"}
+
+
+def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_review(
+        repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {".cdkit.yml": REVIEWED}, "release me")
+    extra = fake_github.state.extra
+    extra["permissions"] = {"ada": "admin", "bob": "write"}
+    pipeline = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
+    assert pipeline.proc.returncode == 0, pipeline.proc.stderr + pipeline.proc.stdout
+    assert (pipeline.outputs["result"], pipeline.outputs["deploy"]) == ("passed", "false")
+
+    release = run_action(repo, "push", push_payload(base, head), sha=head,
+                         env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert release.proc.returncode == 0, release.proc.stderr + release.proc.stdout
+    assert (release.outputs["result"], release.outputs["deploy"]) == ("waiting", "false")
+    assert "release pull request \\#1 for production opened" in release.summary
+    pull = extra["pulls"][1]
+    assert pull["head"]["sha"] == head and not extra.get("deployments")
+
+    extra["pull_commits"] = {1: [{"sha": head, "author": ADA, "committer": ADA,
+                                  "commit": {"author": {"name": "Ada Author", "email": "ada@example.com"},
+                                             "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
+    extra["reviews"] = {1: [{"id": 1, "user": BOB, "state": "APPROVED", "commit_id": head,
+                             "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
+    payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: head, ev.PR_BASE: base})
+    payload["pull_request"]["head"]["ref"] = "cdkit/release/production"
+    payload["pull_request"]["number"] = 1
+    approved = run_action(repo, "pull_request_review", payload, sha=head, env=github(fake_github))
+    assert approved.proc.returncode == 0, approved.proc.stderr + approved.proc.stdout
+    (deployment,) = extra["deployments"].values()
+    assert (approved.outputs["result"], approved.outputs["deploy"], approved.outputs["sha"]) == ("deployed", "true", head)
+    assert approved.outputs["deployment-id"] == str(deployment["id"])
+    assert deployment["_request"]["payload"]["approval"]["counted"][0]["who"] == "bob"
+
+
+def test_a_review_of_any_other_pull_request_releases_nothing(repo: Path, fake_github: FakeGitHub) -> None:
+    head = commit(repo, {".cdkit.yml": REVIEWED}, "x")
+    payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: head})
+    run = run_action(repo, "pull_request_review", payload, sha=head, env=github(fake_github))
+    assert run.proc.returncode == 0 and run.outputs["result"] == "skipped" and run.outputs["deploy"] == "false"
+    assert "nothing to release" in run.summary and not fake_github.state.extra.get("deployments")

@@ -111,8 +111,14 @@ def test_least_privilege_permissions(path: Path) -> None:
 @pytest.mark.parametrize("mode, approval", MODES)
 def test_deploy_job_shape(mode: str, approval: str | None) -> None:
     data = yaml.load(render_workflow(mode, approval), Loader=yaml.BaseLoader)
-    deploy = data["jobs"]["deploy"]
-    assert deploy["needs"] == "pipeline" and deploy["if"] == "needs.pipeline.outputs.deploy == 'true'"
+    deploy = data["jobs"]["release" if approval == "review" else "deploy"]
+    assert deploy["needs"] == "pipeline"
+    if approval == "review":  # after a passing push (release PR) and on every review (deploy when approved)
+        assert "github.event_name == 'pull_request_review'" in deploy["if"]
+        assert deploy["permissions"]["pull-requests"] == "write"
+    else:
+        assert deploy["if"] == "needs.pipeline.outputs.deploy == 'true'"
+    assert deploy["steps"][-1]["with"] == {"command": "deploy", "environment": "production"}
     assert deploy["concurrency"] == {"group": "cdkit-deploy-production", "cancel-in-progress": "false"}
     assert deploy["permissions"]["deployments"] == "write" and "deployments" not in data["jobs"]["pipeline"]["permissions"]
     assert (deploy.get("environment") == "production") == (approval == "environment")

@@ -245,10 +245,13 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
                  notes: Sequence[str] = (), links: Mapping[str, str] | None = None) -> Outcome:
     """Hand the commit to cdkit.release: decide whether it may be deployed, or deploy it.
 
-    `command: deploy` and `deployment` events deploy here (every gate is checked again
-    right before). Otherwise this decides the `deploy` output for a later job: in
-    deployment mode and for review approval when every gate holds now; for environment
-    approval when the stages passed, since GitHub holds the deploy job for the reviewers.
+    `deployment` and `pull_request_review` events go to the release logic's event
+    handlers. `command: deploy` deploys here (every gate checked again right before);
+    for review approval it first opens or moves the release pull request, and an
+    approval still missing means "waiting", not failure. Otherwise this decides the
+    `deploy` output for a later job: in deployment mode and for review approval when
+    every gate holds now; for environment approval when the stages passed, since
+    GitHub holds the deploy job until a required reviewer approves.
     """
     sha = decision.sha or env.sha or ""
     results, links = tuple(stage_results), dict(links or {})
@@ -262,9 +265,13 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
         return Outcome(passed, EXIT_OK, sha=sha, results=results, notes=(*notes, note), links=links)
     from cdkit import release
 
-    deploy_now = inputs.command == "deploy" or decision.event == "deployment"
+    deploy_now = inputs.command == "deploy"
     with open_ledger(ws.repo) as ledger:
         ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
+        if decision.event in ("pull_request_review", "deployment"):
+            return _release_event(actions, ctx, decision, notes, links)
+        if deploy_now and target.mode == "delivery" and target.approval.via == "review":
+            return _review_release(actions, ctx, target, sha, results, notes, links)
         if deploy_now:
             result = release.deploy_if_approved(ctx, target.name, sha)
             return _deploy_outcome(actions, result, results, notes, links)
@@ -281,6 +288,32 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
     waiting = [f"not deployed to {target.name} yet: {problem}" for problem in check.problems]
     return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
                    notes=(*notes, *waiting), links=links)
+
+
+def _release_event(actions: Actions, ctx: ReleaseContext, decision: Decision, notes: Sequence[str],
+                   links: Mapping[str, str]) -> Outcome:
+    """`deployment` and `pull_request_review` events: the release logic reads GitHub and decides."""
+    from cdkit import release_github
+
+    if decision.event == "deployment":
+        return _deploy_outcome(actions, release_github.on_deployment(ctx, decision.payload), (), notes, links)
+    deployed = release_github.on_review(ctx, decision.payload)
+    if not deployed:
+        note = "the reviewed pull request is not the release pull request of a review-approved environment"
+        return Outcome("skipped", EXIT_OK, sha=decision.sha or "", notes=(*notes, f"nothing to release: {note}"))
+    return _deploy_outcome(actions, deployed[0], (), notes, links, waiting_ok=True)
+
+
+def _review_release(actions: Actions, ctx: ReleaseContext, target: Environment, sha: str,
+                    results: tuple[StageResult, ...], notes: Sequence[str], links: Mapping[str, str]) -> Outcome:
+    """Review approval: open (or move) the environment's release pull request to `sha`; deploy if already approved."""
+    from cdkit import release, release_github
+
+    opened = release_github.release_open(ctx, target.name, sha)
+    verb = "opened" if opened.get("created") else "updated"
+    note = f"release pull request #{opened.get('pull_request')} for {target.name} {verb} at {sha[:12]}"
+    result = release.deploy_if_approved(ctx, target.name, sha)
+    return _deploy_outcome(actions, result, results, (*notes, note), links, waiting_ok=True)
 
 
 def _release_context(actions: Actions, ws: Workspace, pipeline: Pipeline, ledger: Ledger, env: RunnerEnv,
@@ -310,7 +343,8 @@ def _release_context(actions: Actions, ws: Workspace, pipeline: Pipeline, ledger
 
 
 def _deploy_outcome(actions: Actions, result: DeployResult, results: tuple[StageResult, ...],
-                    notes: Sequence[str], links: Mapping[str, str]) -> Outcome:
+                    notes: Sequence[str], links: Mapping[str, str], *, waiting_ok: bool = False) -> Outcome:
+    """A deploy's outcome; with `waiting_ok`, a refusal (no approval yet) waits instead of failing the job."""
     deployment_id = result.github_id or result.deployment_id
     common = {"sha": result.sha, "results": results, "environment": result.environment,
               "deployment_id": str(deployment_id) if deployment_id is not None else "", "links": links}
@@ -318,6 +352,9 @@ def _deploy_outcome(actions: Actions, result: DeployResult, results: tuple[Stage
         note = f"{result.environment} runs {result.sha[:12]} ({result.status})"
         return Outcome("deployed", EXIT_OK, deploy=True, notes=(*notes, note), **common)  # type: ignore[arg-type]
     reasons = list(result.reasons) or [f"deploy {result.status}"]
+    if waiting_ok and result.status == "refused":
+        actions.annotate("notice", "; ".join(reasons), title=f"cdkit: {result.environment} waits for approval")
+        return Outcome("waiting", EXIT_OK, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
     actions.annotate("error", "; ".join(reasons), title=f"cdkit: deploy to {result.environment} {result.status}")
     return Outcome(result.status, EXIT_FAILED, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
 
