@@ -401,3 +401,30 @@ def test_a_review_of_any_other_pull_request_releases_nothing(repo: Path, fake_gi
     run = run_action(repo, "pull_request_review", payload, sha=head, env=github(fake_github))
     assert run.proc.returncode == 0 and run.outputs["result"] == "skipped" and run.outputs["deploy"] == "false"
     assert "nothing to release" in run.summary and not fake_github.state.extra.get("deployments")
+
+
+def test_deployment_event_deploys_and_updates_that_deployment(repo: Path, fake_github: FakeGitHub) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {".cdkit.yml": DEPLOYING}, "deploy me")
+    assert run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github)).proc.returncode == 0
+    payload = ev.event("deployment.created.json", {ev.PR_BASE: head})
+    deployment_id = payload["deployment"]["id"]
+    fake_github.state.extra.setdefault("deployments", {})[deployment_id] = {
+        "id": deployment_id, "sha": head, "ref": "main", "environment": "production", "payload": {},
+        "created_at": "2024-05-01T10:00:00Z"}
+    run = run_action(repo, "deployment", payload, sha=head, env=github(fake_github))
+    assert run.proc.returncode == 0, run.proc.stderr + run.proc.stdout
+    assert (run.outputs["result"], run.outputs["deploy"], run.outputs["environment"]) == ("deployed", "true", "production")
+    assert run.outputs["deployment-id"] == str(deployment_id)
+    states = [s["state"] for s in fake_github.state.extra["deployment_statuses"][deployment_id]]
+    assert states[0] == "success"
+    assert ("POST", "/repos/octo-org/octo-repo/deployments") not in requests_made(fake_github)
+
+
+def test_deployment_event_for_another_commit_is_refused(repo: Path, fake_github: FakeGitHub) -> None:
+    head = commit(repo, {".cdkit.yml": DEPLOYING}, "x")
+    other = git(repo, "rev-parse", "HEAD~1")
+    run = run_action(repo, "deployment", ev.event("deployment.created.json", {ev.PR_BASE: other}), sha=head,
+                     env=github(fake_github))
+    assert run.proc.returncode == 1 and run.outputs["result"] == "refused"
+    assert "differs from the commit being checked" in run.summary and fake_github.requests == []
