@@ -20,7 +20,7 @@ WORKFLOW_PATH = Path(".github/workflows/cdkit.yml")
 # third-party actions: a commit of this repository whose action.yml runs `cdkit action` (checked by
 # tests/test_workflows.py). Move it to each release's commit when releasing.
 ACTION_REPOSITORY = "cdkit/cdkit"
-ACTION_SHA = "3cf0fa1ed6b5b2b80660927a7351f837539c0415"
+ACTION_SHA = "4f339f4db70fa2b795b5a848ab9583515e160cdc"
 
 _APPROVAL_BLOCKS = {
     "environment": (
