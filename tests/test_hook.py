@@ -663,3 +663,13 @@ def test_pipeline_cache_follows_every_edit_and_survives_corruption(repo: Path, r
     result = push(repo, "origin", "main")
     assert blocked(result)
     assert ".cdkit.yml:2:9: stages:" in result.stderr, result.stderr
+
+
+def test_demo_shows_a_push_blocked_then_let_through(tmp_path: Path) -> None:
+    result = cdkit("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    hook_part = result.stdout[result.stdout.index("The pre-push hook"):]
+    assert "cdkit: installed the pre-push hook" in hook_part
+    assert "cdkit: stage 'test' failed" in hook_part and "cdkit: push blocked" in hook_part
+    assert hook_part.count("(exit code 1)") == 1
+    assert "* [new branch]      main -> main" in hook_part

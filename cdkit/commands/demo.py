@@ -172,7 +172,35 @@ def story_releases(demo: Demo) -> None:
     demo.cdkit("status", first[:12])
 
 
-STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases)
+def _show_git(demo: Demo, *args: str) -> int:
+    """Run git in the demo repository, echoed like a terminal would (a push shows the hook's output)."""
+    output.write_line(f"$ git {' '.join(args)}")
+    code, out, err = cmd_output_b("git", *args, cwd=demo.repo, env=demo.env, check=False)
+    text = (out + err).decode("utf-8", "replace").rstrip()
+    if text:
+        output.write_line(textwrap.indent(text, "  "))
+    output.write_line(f"  (exit code {code})")
+    return code
+
+
+def story_hook(demo: Demo) -> None:
+    demo.step("The pre-push hook: a push whose commits fail a stage is blocked")
+    demo.say("`cdkit hook install` writes .git/hooks/pre-push. Every `git push` then runs the `on: pre-push` "
+             "stages on exactly the commits being pushed (here to a bare repository standing in for GitHub).")
+    remote = demo.root / "origin.git"
+    demo.git("init", "-q", "--bare", "-b", "main", str(remote))
+    demo.git("remote", "add", "origin", str(remote))
+    demo.cdkit("hook", "install")
+    demo.commit({"calc.py": BUGGY_CALC}, "Break add() just before pushing")
+    _show_git(demo, "push", "origin", "main")
+
+    demo.step("Fix it and push again: the stages pass and the push goes through")
+    demo.commit({"calc.py": FIXED_CALC}, "Fix add() before pushing")
+    _show_git(demo, "push", "origin", "main")
+    demo.cdkit("hook", "status")
+
+
+STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases, story_hook)
 
 
 def demo(*, keep: bool = False) -> int:
