@@ -671,5 +671,5 @@ def test_demo_shows_a_push_blocked_then_let_through(tmp_path: Path) -> None:
     hook_part = result.stdout[result.stdout.index("The pre-push hook"):]
     assert "cdkit: installed the pre-push hook" in hook_part
     assert "cdkit: stage 'test' failed" in hook_part and "cdkit: push blocked" in hook_part
-    assert hook_part.count("(exit code 1)") == 1
+    assert hook_part.count("\n  (exit code 1)") == 1  # only the blocked push
     assert "* [new branch]      main -> main" in hook_part
