@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.helpers import ROOT, cdkit, commit, config, git, make_repo
 from tests.test_actions_io import parse_output_file
 
 ZERO = "0" * 40
@@ -428,3 +431,30 @@ def test_deployment_event_for_another_commit_is_refused(repo: Path, fake_github:
                      env=github(fake_github))
     assert run.proc.returncode == 1 and run.outputs["result"] == "refused"
     assert "differs from the commit being checked" in run.summary and fake_github.requests == []
+
+
+def test_the_composite_steps_run_cdkit_action_with_the_inputs_from_env(repo: Path, tmp_path: Path) -> None:
+    """The `run:` script of action.yml, executed as the runner would after substituting `env:`."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    defaults = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}
+    defaults["token"] = ""
+    step = next(s for s in action["runs"]["steps"] if s.get("id") == "cdkit")
+    env = {}
+    for key, value in step["env"].items():
+        match = re.fullmatch(r"\$\{\{ inputs\.([\w-]+) \}\}", value)
+        assert match, f"{key} must come straight from an input"
+        env[key] = defaults[match.group(1)]
+    runner_temp = tmp_path / "runner-temp"
+    (runner_temp / "cdkit-venv" / "bin").mkdir(parents=True)
+    (runner_temp / "cdkit-venv" / "bin" / "python").symlink_to(sys.executable)  # the venv the install step makes
+    head = git(repo, "rev-parse", "HEAD")
+    event = tmp_path / "event.json"
+    ev.write_event(event, push_payload(ZERO, head))
+    (tmp_path / "out").write_text("")
+    env.update({"RUNNER_TEMP": str(runner_temp), "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push",
+                "GITHUB_EVENT_PATH": str(event), "GITHUB_SHA": head, "GITHUB_OUTPUT": str(tmp_path / "out"),
+                "GITHUB_WORKSPACE": str(repo), "GITHUB_REPOSITORY": "octo-org/octo-repo"})
+    proc = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env={**os.environ, **env},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert parse_output_file((tmp_path / "out").read_text())["result"] == "passed"
