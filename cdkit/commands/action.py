@@ -112,8 +112,9 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
            stream: IO[str] | None = None) -> int:
     environ = dict(environ)
     actions = Actions(environ, stream)
+    for name in ("INPUT_TOKEN", "GITHUB_TOKEN"):
+        actions.add_mask(environ.get(name))  # before anything, even an input error, could print it
     inputs = ActionInputs.from_environ(environ)
-    actions.add_mask(inputs.token)  # before anything could print it
     ws = find_workspace(inputs.config, _working_directory(inputs, environ, cwd))
     pipeline = load_pipeline(ws)
     env, decision = read_event(environ, cwd=ws.root, release_branch=pipeline.release_branch,
