@@ -112,8 +112,8 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
            stream: IO[str] | None = None) -> int:
     environ = dict(environ)
     actions = Actions(environ, stream)
-    for name in ("INPUT_TOKEN", "GITHUB_TOKEN"):
-        actions.add_mask(environ.get(name))  # before anything, even an input error, could print it
+    for token in {environ.get("INPUT_TOKEN"), environ.get("GITHUB_TOKEN")}:
+        actions.add_mask(token)  # before anything, even an input error, could print it
     inputs = ActionInputs.from_environ(environ)
     ws = find_workspace(inputs.config, _working_directory(inputs, environ, cwd))
     pipeline = load_pipeline(ws)
