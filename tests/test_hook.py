@@ -673,3 +673,48 @@ def test_demo_shows_a_push_blocked_then_let_through(tmp_path: Path) -> None:
     assert "cdkit: stage 'test' failed" in hook_part and "cdkit: push blocked" in hook_part
     assert hook_part.count("\n  (exit code 1)") == 1  # only the blocked push
     assert "* [new branch]      main -> main" in hook_part
+
+
+def test_renamed_remote_uses_its_new_name(repo: Path, remote: Path) -> None:
+    git(repo, "remote", "rename", "origin", "upstream")
+    git(repo, "checkout", "-q", "-b", "renamed")
+    head = commit(repo, {"r.txt": "r"}, "on renamed remote")
+    result = push(repo, "upstream", "renamed")
+    assert result.returncode == 0, result.stderr
+    assert "1 commit(s) not on upstream" in result.stderr
+    assert tip(remote, "refs/heads/renamed") == head
+
+
+def test_shallow_clone_still_judges_the_pushed_commits(repo: Path, remote: Path, tmp_path: Path) -> None:
+    for i in range(3):
+        commit(repo, {f"f{i}.txt": str(i)}, f"history {i}")
+    git(repo, "push", "-q", "origin", "main")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote}", str(shallow))
+    assert cdkit("hook", "install", cwd=shallow).returncode == 0
+    git(shallow, "checkout", "-q", "-b", "topic")
+    commit(shallow, {"BAD": "x"}, "bad in a shallow clone")
+    assert blocked(push(shallow, "origin", "topic"))
+    git(shallow, "rm", "-q", "BAD")
+    good = commit(shallow, message="fixed")
+    result = push(shallow, "origin", "topic")
+    assert result.returncode == 0, result.stderr
+    assert tip(remote, "refs/heads/topic") == good
+
+
+def test_non_utf8_commit_message(repo: Path, remote: Path) -> None:
+    (repo / "m.txt").write_text("m")
+    git(repo, "add", "-A")
+    subprocess.run([b"git", b"-c", b"i18n.commitEncoding=latin1", b"commit", b"-q", b"-m", b"caf\xe9 na\xefve"],
+                   cwd=repo, check=True)
+    sha = git(repo, "rev-parse", "HEAD")
+    result = push(repo, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert tip(remote, "main") == sha
+
+
+def test_pre_commit_manifest_is_valid() -> None:
+    pytest.importorskip("pre_commit")
+    result = subprocess.run([sys.executable, "-m", "pre_commit", "validate-manifest", ".pre-commit-hooks.yaml"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
