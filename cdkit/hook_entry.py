@@ -134,16 +134,20 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
     from cdkit import prepush
 
     updates = prepush.parse_pre_push(stdin)
-    pre_commit = None
-    if not updates:
-        pre_commit_remote = environ.get("PRE_COMMIT_REMOTE_NAME")
-        if not pre_commit_remote:
-            _say("cdkit: no refs to push (empty stdin); nothing to check")
-            return EXIT_OK
+    # pre-commit describes the push in PRE_COMMIT_* variables and gives us no stdin.
+    from_pre_commit = not updates and bool(environ.get("PRE_COMMIT_REMOTE_NAME"))
+    if not updates and not from_pre_commit:
+        _say("cdkit: no refs to push (empty stdin); nothing to check")
+        return EXIT_OK
     if updates and all(u.is_delete for u in updates):
         for update in updates:
             _say(f"cdkit: {update.remote_ref}: deleted on the remote; nothing to check")
         return EXIT_OK
+    if updates and remote is None:
+        from cdkit.errors import UsageError
+
+        raise UsageError("REMOTE and URL are required with ref lines on stdin (git passes both to the hook): "
+                         "cdkit hook run pre-push REMOTE URL")
 
     from cdkit import git
     from cdkit.session import find_workspace
@@ -161,15 +165,13 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         _say(f"cdkit: no stage of {ws.config_path.name} runs on pre-push (`on: [pre-push]`); nothing to check")
         return EXIT_OK
 
-    if not updates:
-        pre_commit = prepush.from_pre_commit_env(environ, ws.root)
-        assert pre_commit is not None
+    pre_commit = prepush.from_pre_commit_env(environ, ws.root) if from_pre_commit else None
+    if pre_commit is not None:
         remote, url = pre_commit.remote, pre_commit.url
         plan = prepush.PushPlan((pre_commit.target,), ())
     else:
-        remote_name = remote
-        if remote is not None and remote == url:
-            remote_name = git.remote_for_url(remote, cwd=ws.root)  # `git push URL`: find its remote, if any
+        # `git push URL` passes the URL as the remote's name too: find the remote it belongs to, if any.
+        remote_name = git.remote_for_url(url, cwd=ws.root) if remote == url and url else remote
         plan = prepush.push_targets(updates, remote_name, ws.root)
     for note in plan.notes:
         _say(f"cdkit: {note}")

@@ -718,3 +718,10 @@ def test_pre_commit_manifest_is_valid() -> None:
     result = subprocess.run([sys.executable, "-m", "pre_commit", "validate-manifest", ".pre-commit-hooks.yaml"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ref_lines_without_a_remote_is_a_usage_error(repo: Path) -> None:
+    sha = git(repo, "rev-parse", "HEAD")
+    result = cdkit("hook", "run", "pre-push", cwd=repo, input=f"refs/heads/x {sha} refs/heads/x {'0' * 40}\n".encode())
+    assert result.returncode == 2
+    assert "REMOTE and URL are required" in result.stderr
