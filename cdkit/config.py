@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cdkit import __version__
 from cdkit.errors import ConfigError
@@ -35,27 +35,24 @@ TOKEN_RE = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{
 DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):
     name: str
     run: str
     on: tuple[str, ...] = ("ci",)
     paths: tuple[str, ...] | None = None
     needs: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
-    env: dict[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = MappingProxyType({})
     working_directory: str | None = None
 
 
-@dataclass(frozen=True)
-class ApprovalPolicy:
+class ApprovalPolicy(NamedTuple):
     via: str = "local"
     required: int = 1
     reviewers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     name: str
     mode: str
     deploy: str
@@ -63,8 +60,7 @@ class Environment:
     approval: ApprovalPolicy = ApprovalPolicy()
 
 
-@dataclass(frozen=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     stages: tuple[Stage, ...]
     environments: tuple[Environment, ...] = ()
     release_branch: str = "main"
@@ -105,18 +101,19 @@ def _strict_loader() -> Any:
     return _StrictLoader
 
 
-@dataclass(frozen=True)
-class _Where:
+class _Where(NamedTuple):
     line: int
     column: int
     text: str | None  # the scalar as written, for messages
 
 
-@dataclass
 class _Document:
-    data: Any
-    where: dict[JsonPath, _Where]
-    errors: list[str]
+    __slots__ = ("data", "where", "errors")
+
+    def __init__(self, data: Any, where: dict[JsonPath, _Where], errors: list[str]) -> None:
+        self.data = data
+        self.where = where
+        self.errors = errors
 
 
 def _scalar_value(node: yaml.ScalarNode) -> Any:

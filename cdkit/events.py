@@ -5,8 +5,10 @@ GitHub event sources build the same `Trigger` from their own inputs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from cdkit import git
 from cdkit.errors import UsageError
@@ -14,8 +16,7 @@ from cdkit.errors import UsageError
 TRIGGER_KINDS = ("pre-push", "ci")
 
 
-@dataclass(frozen=True)
-class Trigger:
+class Trigger(NamedTuple):
     """Why a run happens and what it judges.
 
     `kind` selects stages by their `on:` list. `base_sha` None means there is no
@@ -31,7 +32,7 @@ class Trigger:
     ref: str | None = None
     repo: str | None = None
     actor: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = MappingProxyType({})
 
     @property
     def range_text(self) -> str:

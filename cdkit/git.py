@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cdkit.errors import GitError
 from cdkit.util import CalledProcessError, cmd_output_b
@@ -71,8 +69,7 @@ def is_zero_oid(oid: str) -> bool:
     return bool(ZERO_OID_RE.match(oid))
 
 
-@dataclass(frozen=True)
-class Repo:
+class Repo(NamedTuple):
     """Where a repository lives: its work tree (None when bare) and its common git dir."""
 
     root: Path | None
@@ -189,6 +186,9 @@ def temporary_worktree(sha: str, cwd: str | os.PathLike[str] | None = None) -> I
 
     Stages must judge the commit being pushed or run, not whatever the work tree holds.
     """
+    import shutil  # only off the fast path: no worktree, no import
+    import tempfile
+
     parent = Path(tempfile.mkdtemp(prefix="cdkit-worktree-"))
     path = parent / "tree"
     git("worktree", "add", "--detach", "--quiet", str(path), sha, cwd=cwd)
@@ -216,8 +216,7 @@ def branch_tip(branch: str, cwd: str | os.PathLike[str] | None = None) -> str | 
     return None
 
 
-@dataclass(frozen=True)
-class CommitInfo:
+class CommitInfo(NamedTuple):
     sha: str
     author_name: str
     author_email: str

@@ -219,9 +219,9 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
 
 def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
     return {
-        **vars(pipeline),
-        "stages": [dict(vars(s)) for s in pipeline.stages],
-        "environments": [{**vars(e), "approval": dict(vars(e.approval))} for e in pipeline.environments],
+        **pipeline._asdict(),
+        "stages": [{**s._asdict(), "env": dict(s.env)} for s in pipeline.stages],
+        "environments": [{**e._asdict(), "approval": e.approval._asdict()} for e in pipeline.environments],
     }
 
 

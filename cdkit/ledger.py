@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_VERSION = 2
 LEDGER_NAME = "ledger.sqlite3"
@@ -108,12 +106,15 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# os.uname() rather than socket.gethostname(): the same name, without importing socket on the hook path.
+_HOST = os.uname().nodename
+
+
 class LedgerError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(NamedTuple):
     id: int
     trigger: str
     event: str
@@ -128,8 +129,7 @@ class RunRecord:
     host: str | None
 
 
-@dataclass(frozen=True)
-class StageRecord:
+class StageRecord(NamedTuple):
     run_id: int
     stage: str
     status: str
@@ -147,8 +147,7 @@ class StageRecord:
         return self.finished_at - self.started_at
 
 
-@dataclass(frozen=True)
-class OutboxItem:
+class OutboxItem(NamedTuple):
     id: int
     key: str
     kind: str
@@ -241,7 +240,7 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO runs (trigger, event, sha, base_sha, ref, dirty, started_at, pid, host, config_path)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), socket.gethostname(),
+                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), _HOST,
                  config_path),
             )
             assert cursor.lastrowid is not None
@@ -267,7 +266,7 @@ class Ledger:
 
     def _run(self, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
-        if status == "running" and row["host"] == socket.gethostname() and row["pid"] and not _pid_alive(row["pid"]):
+        if status == "running" and row["host"] == _HOST and row["pid"] and not _pid_alive(row["pid"]):
             status = "interrupted"  # its process died without finishing it
         return RunRecord(
             id=row["id"], trigger=row["trigger"], event=row["event"], sha=row["sha"], base_sha=row["base_sha"],

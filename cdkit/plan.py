@@ -4,21 +4,19 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cdkit.config import Pipeline, Stage
 from cdkit.events import Trigger
 
 
-@dataclass(frozen=True)
-class PlannedStage:
+class PlannedStage(NamedTuple):
     stage: Stage
     runs: bool
     reason: str  # why it runs, or why not
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     trigger: Trigger
     stages: tuple[PlannedStage, ...]
 

@@ -15,9 +15,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from cdkit.config import Stage
 from cdkit.plan import Plan
@@ -27,8 +26,7 @@ BAD_STATUSES = frozenset({FAILED, TIMED_OUT, CANCELLED})
 DEFAULT_KILL_GRACE = 5.0
 
 
-@dataclass(frozen=True)
-class StageResult:
+class StageResult(NamedTuple):
     stage: str
     status: str
     reason: str = ""
@@ -45,8 +43,7 @@ class StageResult:
         return self.finished_at - self.started_at
 
 
-@dataclass(frozen=True)
-class RunContext:
+class RunContext(NamedTuple):
     """Everything a stage's process is given."""
 
     run_id: int
@@ -72,24 +69,31 @@ def overall_status(results: Sequence[StageResult]) -> str:
     return PASSED
 
 
-@dataclass
 class _Running:
-    stage: Stage
-    proc: subprocess.Popen[bytes]
-    started_at: float
-    deadline: float
-    log_path: Path
-    timed_out: bool = False
-    cancelled: bool = False
-    kill_at: float | None = None
+    """A started stage (mutable: a timeout or a cancel marks it)."""
+
+    __slots__ = ("stage", "proc", "started_at", "deadline", "log_path", "timed_out", "cancelled", "kill_at")
+
+    def __init__(self, stage: Stage, proc: subprocess.Popen[bytes], started_at: float, deadline: float,
+                 log_path: Path) -> None:
+        self.stage = stage
+        self.proc = proc
+        self.started_at = started_at
+        self.deadline = deadline
+        self.log_path = log_path
+        self.timed_out = False
+        self.cancelled = False
+        self.kill_at: float | None = None
 
 
-@dataclass
 class _State:
-    pending: list[Stage]
-    results: dict[str, StageResult] = field(default_factory=dict)
-    running: dict[str, _Running] = field(default_factory=dict)
-    cancel_reason: str | None = None
+    __slots__ = ("pending", "results", "running", "cancel_reason")
+
+    def __init__(self, pending: list[Stage]) -> None:
+        self.pending = pending
+        self.results: dict[str, StageResult] = {}
+        self.running: dict[str, _Running] = {}
+        self.cancel_reason: str | None = None
 
 
 def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queue.Queue[tuple[str, str, object]]) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cdkit import git
 from cdkit.config import DEFAULT_CONFIG, Pipeline, load
@@ -21,8 +21,7 @@ from cdkit.report.ledger import LedgerReporter
 from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, install_cancel_handlers, overall_status
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):
     repo: git.Repo
     root: Path
     config_path: Path
@@ -45,8 +44,7 @@ def open_ledger(repo: git.Repo) -> Ledger:
         raise UsageError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class RunOutcome:
+class RunOutcome(NamedTuple):
     run_id: int
     plan: Plan
     results: list[StageResult]

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -398,7 +397,7 @@ def test_deploy_command_gets_the_documented_environment_and_runs_at_the_sha(worl
     pipeline = load(world / ".cdkit.yml")
     staging, prod = pipeline.environments
     command = 'cat app.txt; echo "$CDKIT_ENVIRONMENT:$CDKIT_SHA:$CDKIT_DEPLOYMENT_ID:${GIT_DIR-unset}"'
-    pipeline = replace(pipeline, environments=(replace(staging, deploy=command), prod))
+    pipeline = pipeline._replace(environments=(staging._replace(deploy=command), prod))
     seen: list[bytes] = []
     with ledger_of(world) as ledger:
         ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger,
