@@ -48,10 +48,11 @@ fi
 exec "$CDKIT_PYTHON" -I -S -c '{bootstrap}' "$CDKIT_SYS_PATH" "$0" "$@"
 """
 
-# Runs under `python -I -S`: put back the recorded import paths, then hand over. No single
-# quotes in here: it sits inside a single-quoted shell word.
+# Runs under `python -I -S`: add the recorded import paths, then hand over. They go after the
+# standard library, so every stdlib import is found at its first stop. No single quotes in
+# here: it sits inside a single-quoted shell word.
 _BOOTSTRAP = """import sys
-sys.path[:0] = sys.argv.pop(1).split("\\n")
+sys.path += sys.argv.pop(1).split("\\n")
 try:
     from cdkit.hook_entry import main
 except ImportError as exc:
