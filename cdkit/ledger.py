@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cdkit.util import HOST, local_process_gone
+
 SCHEMA_VERSION = 2
 LEDGER_NAME = "ledger.sqlite3"
 
@@ -106,10 +108,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-# os.uname() rather than socket.gethostname(): the same name, without importing socket on the hook path.
-_HOST = os.uname().nodename
-
-
 class LedgerError(Exception):
     pass
 
@@ -157,16 +155,6 @@ class OutboxItem(NamedTuple):
     last_error: str | None
     remote_id: str | None
     in_doubt: bool = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Ledger:
@@ -240,7 +228,7 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO runs (trigger, event, sha, base_sha, ref, dirty, started_at, pid, host, config_path)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), _HOST,
+                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), HOST,
                  config_path),
             )
             assert cursor.lastrowid is not None
@@ -266,7 +254,7 @@ class Ledger:
 
     def _run(self, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
-        if status == "running" and row["host"] == _HOST and row["pid"] and not _pid_alive(row["pid"]):
+        if status == "running" and row["pid"] and local_process_gone(row["pid"], row["host"]):
             status = "interrupted"  # its process died without finishing it
         return RunRecord(
             id=row["id"], trigger=row["trigger"], event=row["event"], sha=row["sha"], base_sha=row["base_sha"],

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -36,6 +35,8 @@ from cdkit.approval import Decision, Facts, Identity, Review, evaluate
 from cdkit.config import Environment, Pipeline, Stage
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
+from cdkit.runner import signal_group
+from cdkit.util import HOST, local_process_gone
 
 DEFAULT_LOCK_TTL = 600.0  # a crashed deploy blocks its environment for at most this long
 DEFAULT_DEPLOY_TIMEOUT = 3600.0
@@ -340,15 +341,7 @@ def _holder_alive(holder: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return True
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not local_process_gone(pid, host)
 
 
 @contextmanager
@@ -359,7 +352,7 @@ def environment_lock(ctx: ReleaseContext, environment: str) -> Iterator[str]:
     audit line; one held by a live deploy refuses this one.
     """
     name = _lock_name(environment)
-    me = f"{os.getpid()}@{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+    me = f"{os.getpid()}@{HOST}:{uuid.uuid4().hex[:8]}"
     holder = ctx.ledger.acquire_lock(name, me, ttl=ctx.lock_ttl)
     if holder is not None and not _holder_alive(holder):
         ctx.ledger.audit(f"lock {name} held by {holder}, whose process is gone; released for {me}")
@@ -394,13 +387,6 @@ def _deploy_workdir(ctx: ReleaseContext, sha: str) -> Iterator[Path]:
     else:
         with git.temporary_worktree(sha, cwd=ctx.root) as path:
             yield path
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pump(proc: subprocess.Popen[bytes], log_path: Path, on_output: Callable[[bytes], None] | None) -> None:
@@ -453,7 +439,7 @@ def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deplo
 
     def cancel(reason: str) -> None:
         cancelled.append(reason)
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
 
     deadline = time.monotonic() + ctx.deploy_timeout
     kill_at: float | None = None
@@ -469,16 +455,16 @@ def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deplo
             now = time.monotonic()
             if now >= deadline and kill_at is None:
                 cancelled.append(f"timed out after {int(ctx.deploy_timeout)}s")
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
                 kill_at = now + ctx.kill_grace
             elif cancelled and kill_at is None:
                 kill_at = now + ctx.kill_grace
             if kill_at is not None and now >= kill_at:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
             if now - refreshed >= heartbeat:
                 ctx.ledger.acquire_lock(_lock_name(env.name), lock_holder, ttl=ctx.lock_ttl)
                 refreshed = now
-    _signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
+    signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
     reader.join()
     if cancelled:
         status = TIMED_OUT if cancelled[0].startswith("timed out") else CANCELLED

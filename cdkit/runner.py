@@ -112,12 +112,12 @@ def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str, events: que
         code = proc.wait()
         # The shell is gone; anything it left behind in its group would hold the pipe open
         # (and outlive the run), so end it before waiting for the reader.
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         reader.join()
     events.put(("exit", name, code))
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -252,7 +252,7 @@ class Runner:
         now = self.clock()
         for running in self.state.running.values():
             if running.kill_at is not None and now >= running.kill_at:
-                _signal_group(running.proc.pid, signal.SIGKILL)
+                signal_group(running.proc.pid, signal.SIGKILL)
                 running.kill_at = now + 3600  # sent; don't repeat
             elif running.kill_at is None and now >= running.deadline:
                 running.timed_out = True
@@ -260,7 +260,7 @@ class Runner:
 
     def _terminate(self, running: _Running, now: float) -> None:
         """TERM the whole group, then KILL it after the grace period."""
-        _signal_group(running.proc.pid, signal.SIGTERM)
+        signal_group(running.proc.pid, signal.SIGTERM)
         running.kill_at = now + self.ctx.kill_grace
 
     def _cancel_all(self) -> None:

@@ -28,6 +28,23 @@ class CalledProcessError(RuntimeError):
         )
 
 
+# os.uname() rather than socket.gethostname(): the same name, without importing socket on the hook path.
+HOST = os.uname().nodename
+
+
+def local_process_gone(pid: int, host: str | None) -> bool:
+    """Whether `pid` on `host` is known to have ended: only a process of this machine can be checked."""
+    if host != HOST:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return False
+
+
 def cmd_output_b(
     *cmd: str,
     cwd: str | os.PathLike[str] | None = None,

@@ -162,12 +162,12 @@ def test_reporter_groups_stages_and_annotates_failures(tmp_path: Path) -> None:
     out = stream.getvalue().splitlines()
     assert out[0] == "::group::lint"
     token = out[1].removeprefix("::stop-commands::")
-    assert out[2:5] == ["::add-mask::oops", f"::{token}::", "cdkit: lint passed in 2.0s"]
+    assert out[2:5] == ["::add-mask::oops", f"::{token}::", "cdkit: lint passed in 2.00s"]
     assert out[5:7] == ["::endgroup::", "::group::test"]
     token2 = out[7].removeprefix("::stop-commands::")
     assert token2 != token
     assert out[8:11] == ["parallel output", "::set-output name=deploy::true", f"::{token2}::"]
-    assert out[11:] == ["cdkit: test failed in 1.0s: exit code 2", "::endgroup::",
+    assert out[11:] == ["cdkit: test failed in 1.00s: exit code 2", "::endgroup::",
                         "::error title=cdkit%3A test failed::stage test failed: exit code 2"]
     assert "not live" not in stream.getvalue()
 

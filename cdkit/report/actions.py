@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from cdkit.config import Stage
+from cdkit.report.console import result_detail
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 
 # GitHub refuses a step summary over 1 MiB; keep well below so a later append still fits.
@@ -257,12 +258,7 @@ class ActionsReporter:
 
     def _result_line(self, result: StageResult) -> str:
         # Reasons are cdkit's own words, but may quote a stage name: print them fenced anyway.
-        detail = result.status
-        if result.duration is not None:
-            detail += f" in {result.duration:.1f}s"
-        if result.reason and result.status != PASSED:
-            detail += f": {result.reason}"
-        return f"cdkit: {result.stage} {escape_data(detail)}"
+        return f"cdkit: {result.stage} {escape_data(result_detail(result))}"
 
     def _annotate(self, result: StageResult) -> None:
         level = _LEVEL_FOR.get(result.status)

@@ -76,12 +76,17 @@ class ConsoleReporter:
 
     def result_line(self, result: StageResult) -> str:
         name = result.stage.ljust(self.width)
-        detail = result.status
-        if result.duration is not None:
-            detail += f" in {format_duration(result.duration)}"
-        if result.reason and result.status != PASSED:
-            detail += f": {result.reason}"
-        return f"{mark(result.status, self.stream, self.color)} {name} {detail}"
+        return f"{mark(result.status, self.stream, self.color)} {name} {result_detail(result)}"
+
+
+def result_detail(result: StageResult) -> str:
+    """`failed in 1.20s: exit code 3`: a stage's outcome in words."""
+    detail = result.status
+    if result.duration is not None:
+        detail += f" in {format_duration(result.duration)}"
+    if result.reason and result.status != PASSED:
+        detail += f": {result.reason}"
+    return detail
 
 
 def print_summary(results: Sequence[StageResult], *, headline: str, stream: IO[str] | None = None) -> None:
