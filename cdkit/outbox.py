@@ -137,8 +137,9 @@ def _deliver_status(ledger: Ledger, client: GitHubClient, item: OutboxItem, stat
     p = item.payload
     if p.get("phase") == "pending":
         final = ledger.outbox_item(status_key(p["repo"], p["sha"], p["stage"], p["run_id"]))
-        if final is not None and final.state in (PENDING, DELIVERED):
-            # Sent after the final status it would hide the result; the final one says more anyway.
+        if final is not None and final.state == DELIVERED:
+            # Sent after the final status it would hide the result. (A final still pending is
+            # queued after this one, so sending both in order is safe, and the count stays 2N.)
             ledger.mark_superseded(item.id, "the stage's final status replaces it")
             return SUPERSEDED
     return _send(ledger, item, state, lambda: client.create_status(

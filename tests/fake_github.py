@@ -141,6 +141,8 @@ class FakeGitHub:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._open = threading.Event()  # cleared by hold(): requests wait until release()
+        self._open.set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -204,6 +206,13 @@ class FakeGitHub:
             headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + retry_after)}
         self.faults.append(lambda req: Reply(403, body, headers))
 
+    def hold(self) -> None:
+        """Requests arriving from now on get no answer until `release()` (a GitHub that hangs)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     def go_away(self, *, after_processing: bool = False) -> None:
         """The next request is dropped without a reply and the server stops (until `start()`).
 
@@ -228,6 +237,7 @@ class FakeGitHub:
 
     def handle(self, req: Request) -> Reply | str:
         self.requests.append(req)
+        self._open.wait(timeout=120)
         problem = validate(req)
         if problem is not None:
             self.invalid.append(problem)

@@ -63,6 +63,7 @@ def run_stage(reporter: ChecksReporter, st: Stage, res: StageResult, lines: list
     for line in lines:
         reporter.stage_output(st, line.encode() + b"\n")
     reporter.stage_finished(st, res)
+    reporter.flush()
 
 
 # --- sizes ------------------------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ def test_a_stage_skipped_by_the_plan_is_one_completed_check_run(ledger: Ledger) 
     reporter.stage_finished(stage("docs"), StageResult("docs", SKIPPED, "skipped by CDKIT_SKIP"))
     reporter.stage_finished(stage("lint"), StageResult("lint", SKIPPED, "not on ci (runs on: pre-push)"))
     reporter.stage_finished(stage("e2e"), StageResult("e2e", SKIPPED, "not selected (--stage)"))
+    reporter.flush()
     create, = bodies("POST")
     assert create["status"] == "completed" and create["conclusion"] == "skipped"
     assert create["name"] == "cdkit/docs"
@@ -255,9 +257,24 @@ def test_a_late_pending_status_never_hides_the_final_one(ledger: Ledger) -> None
         ledger.enqueue(key, "status", {"repo": REPO, "sha": SHA, "state": state, "context": "cdkit/t",
                                        "description": state, "target_url": None, "stage": "t", "run_id": 1, **phase})
     responses.post(STATUSES, json={"id": 5}, status=201)
+    final = ledger.outbox_item(status_key(REPO, SHA, "t", 1))
+    assert final is not None
+    ledger.mark_delivered(final.id)  # the final status got through first (the pending one was deferred)
     summary = deliver_pending(ledger, client(PAT), DeliveryState())
-    assert (summary.delivered, summary.superseded) == (1, 1)
-    assert [b["state"] for b in bodies("POST")] == ["success"]
+    assert (summary.delivered, summary.superseded) == (0, 1)
+    assert bodies("POST") == []
+
+
+@responses.activate
+def test_pending_and_final_statuses_left_in_the_outbox_are_sent_in_order(ledger: Ledger) -> None:
+    for key, state, phase in ((status_key(REPO, SHA, "t", 1, pending=True), "pending", {"phase": "pending"}),
+                              (status_key(REPO, SHA, "t", 1), "success", {})):
+        ledger.enqueue(key, "status", {"repo": REPO, "sha": SHA, "state": state, "context": "cdkit/t",
+                                       "description": state, "target_url": None, "stage": "t", "run_id": 1, **phase})
+    responses.post(STATUSES, json={"id": 5}, status=201)
+    summary = deliver_pending(ledger, client(PAT), DeliveryState())
+    assert summary.delivered == 2
+    assert [b["state"] for b in bodies("POST")] == ["pending", "success"]
 
 
 @responses.activate

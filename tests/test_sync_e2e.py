@@ -6,6 +6,10 @@ so these tests count exactly what cdkit sends.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +203,33 @@ def test_a_401_is_reported_without_the_token(project: tuple[Path, str], fake_git
     assert "invalid, expired or revoked" in err
     assert APP_TOKEN not in err and APP_TOKEN not in json.dumps(data)
     assert fake_github.count() == 1  # not retried; the update is never sent without its create
+
+
+def test_a_hanging_github_never_holds_the_stages_back(repo: Path, fake_github: FakeGitHub) -> None:
+    # Reports are sent beside the run, not inside it: while GitHub sits on the very first
+    # request, every stage still starts and finishes; the reports follow once it answers.
+    sha = commit(repo, {".cdkit.yml": pipeline(*STAGES)})
+    fake_github.hold()
+    proc = subprocess.Popen([sys.executable, "-m", "cdkit", "run", "--json"], cwd=repo, text=True,
+                            env={**os.environ, **env_for(fake_github)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    ledger_path = repo / ".git" / "cdkit" / "ledger.sqlite3"
+
+    def all_stages_done() -> bool:
+        if not ledger_path.exists():
+            return False
+        with Ledger(ledger_path) as ledger:
+            runs = ledger.runs_for_sha(sha)
+            return bool(runs) and {r.stage: r.status for r in ledger.stage_results(runs[0].id)} == \
+                dict.fromkeys(STAGES, "passed")
+
+    deadline = time.monotonic() + 60
+    while not all_stages_done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all_stages_done(), "the stages finished while GitHub hung"
+    assert len(fake_github.requests) == 1, "only the first report was on its way"
+    fake_github.release()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["github"]["delivered"] == 2 * len(STAGES)
+    assert len(fake_github.requests) == 2 * len(STAGES)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -236,6 +238,7 @@ class ChecksReporter:
         self.started: set[str] = set()
         self.keys: list[str] = []
         self.reported: set[str] = set()
+        self._sender: _Sender | None = None
 
     # --- Reporter protocol -------------------------------------------------------------------------
 
@@ -352,9 +355,16 @@ class ChecksReporter:
         self.keys.append(key)
         self.reported.add(str(payload["stage"]))
         if self.sending:
-            item = self.ledger.outbox_item(key)
-            if item is not None and item.state == PENDING:
-                deliver_item(self.ledger, self.client, item, self.state)
+            if self._sender is None:
+                self._sender = _Sender(self.ledger, self.client, self.state)
+                self._sender.start()
+            self._sender.keys.put(key)
+
+    def flush(self) -> None:
+        """Wait until every report queued so far has been sent (or deferred to the outbox)."""
+        if self._sender is not None:
+            sender, self._sender = self._sender, None
+            sender.stop()
 
     @property
     def sending(self) -> bool:
@@ -381,6 +391,7 @@ class ChecksReporter:
 
     def finish(self) -> ReportSummary:
         """After the run: deliver what earlier runs and the hook left (unless GitHub failed), and sum up."""
+        self.flush()
         if self.sending:
             deliver_pending(self.ledger, self.client, self.state)
         counts = self.counts()
@@ -391,6 +402,45 @@ class ChecksReporter:
             delivered=counts.get("delivered", 0), pending=counts.get("pending", 0), failed=counts.get("failed", 0),
             requests=self.client.stats.requests, slept=round(self.client.stats.slept, 3), reason=reason,
             notes=tuple(self.state.notes))
+
+
+class _Sender(threading.Thread):
+    """Sends queued outbox items in order, on its own ledger connection.
+
+    The runner calls reporters on its one scheduling thread; a request there (or a
+    rate-limit wait of up to --max-wait) would start stages late and fire their
+    timeouts late. The outbox already holds every report, so sending can lag behind.
+    """
+
+    def __init__(self, ledger: Ledger, client: GitHubClient, state: DeliveryState) -> None:
+        super().__init__(name="cdkit-github-sender", daemon=True)
+        self.ledger_path = ledger.path
+        self.clock = ledger.clock
+        self.client = client
+        self.state = state
+        self.keys: queue.Queue[str | None] = queue.Queue()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Ledger(self.ledger_path, clock=self.clock) as ledger:
+                while (key := self.keys.get()) is not None:
+                    self._deliver(ledger, key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by stop()
+            self.error = exc
+
+    def _deliver(self, ledger: Ledger, key: str) -> None:
+        if self.state.stopped is not None:
+            return  # GitHub failed in a way every request would repeat: the outbox keeps the rest
+        item = ledger.outbox_item(key)
+        if item is not None and item.state == PENDING and item.payload.get("sha") not in self.state.unknown_shas:
+            deliver_item(ledger, self.client, item, self.state)
+
+    def stop(self) -> None:
+        self.keys.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass(frozen=True)
