@@ -50,6 +50,7 @@ class ApprovalPolicy(NamedTuple):
     via: str = "local"
     required: int = 1
     reviewers: tuple[str, ...] = ()
+    merge: bool = False  # via: review: merge the release pull request once deployed
 
 
 class Environment(NamedTuple):
@@ -576,6 +577,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                     via=approval.get("via", "local"),
                     required=approval.get("required", 1),
                     reviewers=tuple(approval.get("reviewers") or ()),
+                    merge=approval.get("merge", False),
                 ),
             )
         )

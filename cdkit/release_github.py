@@ -370,8 +370,23 @@ def on_review(ctx: ReleaseContext, payload: Mapping[str, Any]) -> list[DeployRes
     results = []
     for env in ctx.pipeline.environments:
         if env.mode == "delivery" and env.approval.via == "review" and ref == f"{RELEASE_PREFIX}{env.name}":
-            results.append(deploy_if_approved(ctx, env.name, sha))
+            result = deploy_if_approved(ctx, env.name, sha)
+            _merge_if_configured(ctx, env, sha, result.status)
+            results.append(result)
     return results
+
+
+def _merge_if_configured(ctx: ReleaseContext, env: Environment, sha: str, status: str) -> None:
+    """`approval.merge: true`: once `sha` is deployed, its release pull request is merged.
+
+    Moving `cdkit/deployed/E` to the deployed commit is a fast-forward of the PR's base to
+    its head, which GitHub records as the pull request being merged: no merge commit, and
+    the branch keeps meaning "what E runs".
+    """
+    if status != SUCCESS or not env.approval.merge or env.approval.via != "review":
+        return
+    _github(ctx).set_branch(f"{DEPLOYED_PREFIX}{env.name}", sha)
+    ctx.say(f"cdkit: merged the release pull request of {env.name} ({DEPLOYED_PREFIX}{env.name} is now {sha[:12]})")
 
 
 def on_deployment(ctx: ReleaseContext, payload: Mapping[str, Any]) -> DeployResult:
@@ -454,6 +469,8 @@ def release_check(ctx: ReleaseContext, environment: str, *, deploy_now: bool = T
                             "problems": list(verdict.problems),
                             "approval": verdict.decision.as_data() if verdict.decision else None}
     if deploy_now and verdict.ok and verdict.current != sha:
-        data["deployment"] = deploy_if_approved(ctx, env.name, sha).as_data()
+        result = deploy_if_approved(ctx, env.name, sha)
+        _merge_if_configured(ctx, env, sha, result.status)
+        data["deployment"] = result.as_data()
     data["released"] = data.get("deployment", {}).get("status") == SUCCESS
     return data

@@ -151,4 +151,6 @@ def update_ref(server: FakeGitHub, req: Request) -> Reply:
     for pull in _extra(server, "pulls").values():
         if f"refs/heads/{pull['head']['ref']}" == ref:
             pull["head"]["sha"] = refs[ref]
+        if f"refs/heads/{pull['base']['ref']}" == ref and pull["head"]["sha"] == refs[ref] and pull["state"] == "open":
+            pull.update(state="closed", merged=True)  # as GitHub does when the base reaches the head
     return Reply(200, {"ref": ref, "object": {"sha": refs[ref], "type": "commit"}})

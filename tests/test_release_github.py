@@ -191,3 +191,29 @@ def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_the
     assert approval["via"] == "environment"
     assert approval["counted"] == [{"who": "bob", "via": "environment prod", "at": "", "comment": "go"}]
     assert github_deployments(fake_github)[0]["_request"]["auto_merge"] is False
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_a_deployed_release_pull_request_is_merged_when_configured(tmp_path: Path, fake_github: FakeGitHub,
+                                                                   merge: bool) -> None:
+    repo = make_repo(tmp_path / "repo")
+    text = pipeline("review").replace("approval: {via: review}", f"approval: {{via: review, merge: {str(merge).lower()}}}")
+    commit(repo, {".cdkit.yml": text}, "the pipeline")
+    sha = commit(repo, {"app.txt": "v2"}, "a change")
+    assert cdkit("run", cwd=repo).returncode == 0
+    fake_github.state.extra["permissions"] = {"bob": "write"}
+    assert cdkit("release", "open", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha)).returncode == 0
+    fake_github.state.extra["pull_commits"] = {1: [{"sha": sha, "author": ADA, "committer": ADA, "commit": {
+        "author": {"name": "Ada Author", "email": "ada@example.com"},
+        "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
+    fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
+    code, data = check(repo, fake_github, sha)
+    assert code == 0 and data["released"], data
+    pull = fake_github.state.extra["pulls"][1]
+    refs = fake_github.state.extra["refs"]
+    if merge:
+        assert refs["refs/heads/cdkit/deployed/prod"] == sha
+        assert pull["state"] == "closed" and pull["merged"] is True
+    else:
+        assert refs["refs/heads/cdkit/deployed/prod"] != sha
+        assert pull["state"] == "open"
