@@ -21,8 +21,14 @@ CONFIG_OPTION = click.option(
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 TRIGGER_CHOICE = click.Choice(["pre-push", "ci"])
+def _secret_token(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from cdkit.secrets import register
+
+    return register(value)  # redacted from every message from here on, crash reports included
+
+
 TOKEN_OPTION = click.option(
-    "--token", metavar="TOKEN", default=None,
+    "--token", metavar="TOKEN", default=None, callback=_secret_token,
     help="GitHub token (default: GITHUB_TOKEN, then GH_TOKEN; prefer those: a command line is visible in `ps`).",
 )
 MAX_WAIT_OPTION = click.option(

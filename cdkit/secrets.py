@@ -11,9 +11,19 @@ TOKEN_PATTERN = re.compile(
 )
 REDACTED = "***"
 
+# Secrets that arrived some other way than the environment (`--token`): redacted everywhere too.
+_REGISTERED: set[str] = set()
+
+
+def register(value: str | None) -> str | None:
+    """Remember `value` as a secret for every later `redact` in this process; returns it."""
+    if value:
+        _REGISTERED.add(value)
+    return value
+
 
 def secret_values(environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
-    values = [environ.get(name, "") for name in SECRET_ENV_VARS] + list(extra)
+    values = [environ.get(name, "") for name in SECRET_ENV_VARS] + list(extra) + list(_REGISTERED)
     # Longest first so a token that contains another is replaced whole.
     return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 

@@ -9,7 +9,7 @@ import click
 import pytest
 
 from cdkit.cli import cli
-from tests.helpers import ROOT, cdkit
+from tests.helpers import ROOT, cdkit, commit
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -96,3 +96,11 @@ def test_readme_commands_are_the_ci_commands() -> None:
     assert "pip install . && cdkit demo" in readme
     assert "pip install -e '.[test]' && pytest" in readme
     assert "pip install -e '.[test]' && pytest" in ci
+
+
+def test_a_token_given_with_token_is_redacted_from_errors(repo: Path) -> None:
+    token = "opaque-secret-value-123"
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true'}\n"})
+    result = cdkit("run", "--token", token, "--base", f"no-such-{token}", cwd=repo)
+    assert result.returncode == 2
+    assert token not in result.stderr and "no-such-***" in result.stderr
