@@ -9,7 +9,6 @@ Every problem is reported as `FILE:LINE:COL: key.path: message`.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -221,6 +220,8 @@ def _dotted(path: JsonPath) -> str:
 
 
 def _load_schema() -> dict[str, Any]:
+    import json  # here, not at the top: the hook reuses a validated pipeline and never needs it
+
     with SCHEMA_PATH.open(encoding="utf-8") as f:
         schema: dict[str, Any] = json.load(f)
     return schema
@@ -248,6 +249,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, int):
         return f"number {value}"
     if isinstance(value, str):
+        import json  # only when a message quotes a value
+
         return json.dumps(value)
     if isinstance(value, list):
         return "a list"
@@ -295,6 +298,8 @@ class _Validator:
                 self.problems.append((path, f"expected {_TYPE_NAMES[expected]}, got {self.shown(value, path)}"))
             return
         if "enum" in schema and value not in schema["enum"]:
+            import json
+
             choices = ", ".join(json.dumps(e) for e in schema["enum"])
             self.problems.append((path, f"{self.shown(value, path)} is not one of {choices}"))
             return

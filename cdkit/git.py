@@ -147,9 +147,21 @@ def current_branch(cwd: str | os.PathLike[str] | None = None) -> str | None:
     return _decode(out).strip() if code == 0 else None
 
 
-def is_clean(cwd: str | os.PathLike[str] | None = None) -> bool:
-    """No staged, unstaged or untracked (non-ignored) changes: the work tree is exactly HEAD."""
-    return git_b("status", "--porcelain", "-z", cwd=cwd) == b""
+def work_tree_state(cwd: str | os.PathLike[str] | None = None) -> tuple[str | None, bool]:
+    """(HEAD's SHA or None when unborn, whether the work tree is exactly HEAD), in one git call.
+
+    Every run asks both before choosing between the work tree and a temporary worktree;
+    one `git status --porcelain=v2 --branch` answers both, a process less per push.
+    """
+    out = git_b("status", "--porcelain=v2", "--branch", "-z", cwd=cwd)
+    head, clean = None, True
+    for entry in out.split(b"\0"):
+        if entry.startswith(b"# branch.oid "):
+            oid = entry[len(b"# branch.oid "):].decode("ascii", "replace")
+            head = None if oid == "(initial)" else oid
+        elif entry and not entry.startswith(b"# "):
+            clean = False
+    return head, clean
 
 
 def first_parent_base(head: str, cwd: str | os.PathLike[str] | None = None) -> str | None:

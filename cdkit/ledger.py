@@ -8,7 +8,6 @@ and is shown as interrupted once its process is gone).
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -106,6 +105,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0
     """,
 )
+
+
+def _to_json(value: Any) -> str:
+    import json  # not at import time: the pre-push hook records runs without needing it
+
+    return json.dumps(value, sort_keys=True)
+
+
+def _from_json(text: str) -> Any:
+    import json
+
+    return json.loads(text)
 
 
 class LedgerError(Exception):
@@ -297,14 +308,14 @@ class Ledger:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                (key, kind, json.dumps(payload, sort_keys=True), self.clock()),
+                (key, kind, _to_json(payload), self.clock()),
             )
             row = db.execute("SELECT id FROM outbox WHERE key = ?", (key,)).fetchone()
             return int(row["id"])
 
     def _outbox(self, row: sqlite3.Row) -> OutboxItem:
         return OutboxItem(
-            id=row["id"], key=row["key"], kind=row["kind"], payload=json.loads(row["payload"]), state=row["state"],
+            id=row["id"], key=row["key"], kind=row["kind"], payload=_from_json(row["payload"]), state=row["state"],
             attempts=row["attempts"], last_error=row["last_error"], remote_id=row["remote_id"],
             in_doubt=bool(row["in_doubt"]),
         )
@@ -384,7 +395,7 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at)"
                 " VALUES (?, ?, 'in_progress', ?, ?, ?)",
-                (environment, sha, int(rollback), json.dumps(approval) if approval else None, self.clock()),
+                (environment, sha, int(rollback), _to_json(approval) if approval else None, self.clock()),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -406,7 +417,7 @@ class Ledger:
             query, args = query + " AND sha = ?", [*args, sha]
         rows = [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
         for row in rows:
-            row["approval"] = json.loads(row["approval"]) if row["approval"] else None
+            row["approval"] = _from_json(row["approval"]) if row["approval"] else None
         return rows
 
     def current_deployment(self, environment: str) -> dict[str, Any] | None:

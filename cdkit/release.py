@@ -382,7 +382,7 @@ def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
 @contextmanager
 def _deploy_workdir(ctx: ReleaseContext, sha: str) -> Iterator[Path]:
     """The deploy command sees exactly `sha`: the work tree when it is a clean checkout of it, else a worktree."""
-    if git.head_sha(ctx.root) == sha and git.is_clean(ctx.root):
+    if git.work_tree_state(ctx.root) == (sha, True):
         yield ctx.root
     else:
         with git.temporary_worktree(sha, cwd=ctx.root) as path:

@@ -73,8 +73,8 @@ def choose_in_place(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> tu
     uncommitted, or when the user asked to test the work tree as it is (`cdkit run`
     without --head), in which case the run is recorded as dirty and gates ignore it.
     """
-    at_head = git.head_sha(ws.root) == trigger.head_sha
-    clean = git.is_clean(ws.root)
+    head, clean = git.work_tree_state(ws.root)
+    at_head = head == trigger.head_sha
     if at_head and clean:
         return True, False
     if at_head and allow_dirty:
