@@ -181,18 +181,38 @@ class Ledger:
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA busy_timeout = 30000")
-            self.db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             # WAL + NORMAL: still consistent after any crash, and no fsync per transaction (a push
             # records ~10); only a power loss can drop the very last writes.
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            raise LedgerError(f"{path}: the ledger stayed busy for 30 s ({exc}); is another cdkit stuck? "
+                              "Try again once it has finished") from None
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise LedgerError(
                 f"{path}: the ledger is not a readable SQLite database ({exc}); "
                 "move it aside (cdkit starts a new one) and report how it happened"
             ) from None
+
+    def _enable_wal(self, *, patience: float = 30.0) -> None:
+        """Switch to WAL mode, waiting out another process that is creating the ledger too.
+
+        Changing the journal mode does not wait on the busy timeout: two first runs at
+        once would otherwise see "database is locked" immediately.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     @classmethod
     def for_dir(cls, cdkit_dir: Path) -> Ledger:
