@@ -4,26 +4,36 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO
 
 from cdkit import output
 from cdkit.commands.deploy import default_sha, release_context, remote_for
 from cdkit.errors import UsageError
-from cdkit.session import find_workspace, load_pipeline, open_ledger
+from cdkit.release import ReleaseContext
+from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
+
+
+@contextmanager
+def _github_release(command: str, config: str | None, environ: Mapping[str, str], cwd: str | os.PathLike[str] | None,
+                    stream: IO[str]) -> Iterator[tuple[Workspace, ReleaseContext]]:
+    """The workspace and a release context talking to GitHub, which both release commands need."""
+    ws = find_workspace(config, cwd)
+    pipeline = load_pipeline(ws)
+    remote = remote_for(ws, pipeline, environ)
+    if remote is None:
+        raise UsageError(f"cdkit release {command} needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
+    with open_ledger(ws.repo) as ledger:
+        yield ws, release_context(ws, pipeline, ledger, environ=environ, stream=stream, remote=remote)
 
 
 def release_open(*, environment: str, sha: str | None, config: str | None, as_json: bool,
                  environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
     from cdkit import release_github
 
-    ws = find_workspace(config, cwd)
-    pipeline = load_pipeline(ws)
-    remote = remote_for(ws, pipeline, environ)
-    if remote is None:
-        raise UsageError("cdkit release open needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
-    with open_ledger(ws.repo) as ledger:
-        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=sys.stderr, remote=remote)
-        data = release_github.release_open(ctx, environment, sha or default_sha(ws, pipeline))
+    with _github_release("open", config, environ, cwd, sys.stderr) as (ws, ctx):
+        data = release_github.release_open(ctx, environment, sha or default_sha(ws, ctx.pipeline))
     if as_json:
         output.write_line(json.dumps(data, indent=2))
     else:
@@ -37,14 +47,7 @@ def release_check(*, environment: str, deploy_now: bool, config: str | None, as_
                   environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
     from cdkit import release_github
 
-    ws = find_workspace(config, cwd)
-    pipeline = load_pipeline(ws)
-    remote = remote_for(ws, pipeline, environ)
-    if remote is None:
-        raise UsageError("cdkit release check needs GitHub: set GITHUB_TOKEN and GITHUB_REPOSITORY (owner/name)")
-    stream = sys.stderr if as_json else sys.stdout
-    with open_ledger(ws.repo) as ledger:
-        ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream, remote=remote)
+    with _github_release("check", config, environ, cwd, sys.stderr if as_json else sys.stdout) as (_, ctx):
         data = release_github.release_check(ctx, environment, deploy_now=deploy_now)
     if as_json:
         output.write_line(json.dumps(data, indent=2))
