@@ -407,6 +407,12 @@ def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> I
             first = line_of(("environments", env_names[env["name"]], "name"))
             yield ("environments", i, "name"), f"duplicate environment name {env['name']!r} (first defined on line {first})"
         env_names.setdefault(env.get("name"), i)
+        approval = env.get("approval") or {}
+        if approval.get("via") == "environment" and approval.get("required", 1) > 1:
+            yield ("environments", i, "approval", "required"), (
+                f"{approval['required']} approvals cannot be had via environment: GitHub releases an environment "
+                "after one of its required reviewers approves; use via: review for several approvals"
+            )
 
 
 def _unknown_stage_message(name: str, known: list[str]) -> str:

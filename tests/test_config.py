@@ -230,3 +230,12 @@ def test_missing_config_is_a_usage_error(repo: Path) -> None:
     result = cdkit("validate", cwd=repo)
     assert result.returncode == 2
     assert "no pipeline file here; create one with `cdkit init`, or pass --config PATH" in result.stderr
+
+
+def test_several_approvals_via_environment_are_refused() -> None:
+    text = "version: 1\nstages:\n  - {name: a, run: x}\nenvironments:\n  - name: prod\n    deploy: ./d\n" \
+           "    approval: {via: environment, required: 2}\n"
+    assert errors_of(text) == [
+        ".cdkit.yml:7:44: environments[0].approval.required: 2 approvals cannot be had via environment: GitHub "
+        "releases an environment after one of its required reviewers approves; use via: review for several approvals"
+    ]
