@@ -38,7 +38,6 @@ LOCAL_ENV_VARS = (
     "GIT_QUARANTINE_PATH",
 )
 
-ZERO_OID_RE = re.compile(r"^0+$")
 OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
@@ -66,7 +65,7 @@ def _succeeds(*args: str, cwd: str | os.PathLike[str] | None = None) -> bool:
 
 
 def is_zero_oid(oid: str) -> bool:
-    return bool(ZERO_OID_RE.match(oid))
+    return bool(oid) and not oid.strip("0")
 
 
 class Repo(NamedTuple):

@@ -54,11 +54,11 @@ exec "$CDKIT_PYTHON" -I -S -c '{bootstrap}' "$CDKIT_SYS_PATH" "$0" "$@"
 _BOOTSTRAP = """import sys
 sys.path += sys.argv.pop(1).split("\\n")
 try:
-    from cdkit.hook_entry import main
+    from cdkit.hook_entry import main_and_exit
 except ImportError as exc:
     sys.stderr.write(f"cdkit: cannot import cdkit with {sys.executable} ({exc}); reinstall the hook: cdkit hook install\\n")
     sys.exit(1)
-sys.exit(main())"""
+main_and_exit()"""
 
 
 class HookError(CdkitError):

@@ -64,6 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_pre_push(remote, url, read_stdin(stdin), hook_path=hook_path, environ=os.environ)
 
 
+def main_and_exit() -> None:
+    """What the installed hook runs: `main`, then leave at once.
+
+    A hook is a short-lived process whose work is done when `main` returns (the ledger
+    is closed, the logs are written, every stage process is gone), so interpreter
+    shutdown (tearing down every module) is skipped: ~5 ms of every push.
+    """
+    try:
+        code = main()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 def run_pre_push(remote: str | None, url: str | None, stdin: bytes, *, hook_path: str | None,
                  environ: MutableMapping[str, str], cwd: str | None = None) -> int:
     """Judge a push; return the exit code git acts on (0 lets the push through)."""
