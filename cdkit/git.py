@@ -114,6 +114,12 @@ def commit_exists(oid: str, cwd: str | os.PathLike[str] | None = None) -> bool:
     return _succeeds("cat-file", "-e", f"{oid}^{{commit}}", cwd=cwd)
 
 
+def file_at(rev: str, path: str, cwd: str | os.PathLike[str] | None = None) -> bytes | None:
+    """The bytes of `path` as committed in `rev`, or None when that commit has no such file."""
+    code, out, _ = cmd_output_b("git", "cat-file", "blob", f"{rev}:{path}", cwd=cwd, check=False)
+    return out if code == 0 else None
+
+
 def changed_files(base: str, head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:
     """Files that differ between two commits; renames count as both paths."""
     out = git_b("diff", "--name-only", "--no-renames", "-z", base, head, "--", cwd=cwd)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cdkit import git
-from cdkit.config import DEFAULT_CONFIG, Pipeline, load
+from cdkit.config import DEFAULT_CONFIG, Pipeline, decode_config, load, load_text
 from cdkit.errors import UsageError
 from cdkit.events import Trigger
 from cdkit.ledger import Ledger, LedgerError
@@ -141,6 +141,23 @@ def _kill_grace(environ: Mapping[str, str]) -> float:
         return max(0.0, float(environ.get("CDKIT_KILL_GRACE", DEFAULT_KILL_GRACE)))
     except ValueError:
         raise UsageError(f"CDKIT_KILL_GRACE={environ['CDKIT_KILL_GRACE']!r} is not a number of seconds") from None
+
+
+def load_pipeline_at(ws: Workspace, rev: str) -> Pipeline | None:
+    """The pipeline file as committed in `rev` (None when that commit has none).
+
+    A pull request must not be judged by a `.cdkit.yml` it edits itself: weakening a
+    stage would turn its own checks green.
+    """
+    try:
+        relative = ws.config_path.resolve().relative_to(ws.root.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"{ws.config_path}: the pipeline file must be inside the repository ({ws.root})") from None
+    raw = git.file_at(rev, relative, cwd=ws.root)
+    if raw is None:
+        return None
+    name = f"{relative} at {rev[:12]}"
+    return load_text(decode_config(raw, name), name)
 
 
 def load_pipeline(ws: Workspace) -> Pipeline:

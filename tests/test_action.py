@@ -142,15 +142,16 @@ def test_the_token_is_masked_first_and_kept_from_stages(repo: Path) -> None:
 
 
 def test_pull_request_from_a_fork_gets_no_credentials_and_no_release(repo: Path) -> None:
-    base = git(repo, "rev-parse", "HEAD")
-    git(repo, "checkout", "-q", "-b", "feature")
     dump = repo.parent / "stage-env"
-    head = commit(repo, {".cdkit.yml": config(f"""
+    # The stage that dumps its environment is the base's (a PR is judged by its base's pipeline).
+    base = commit(repo, {".cdkit.yml": config(f"""
         version: 1
         stages:
           - name: env
             run: env > {dump}
-    """)}, "fork change")
+    """)}, "dump the stage environment")
+    git(repo, "checkout", "-q", "-b", "feature")
+    head = commit(repo, {"fork.txt": "from mallory"}, "fork change")
     git(repo, "checkout", "-q", "--detach", head)  # as actions/checkout leaves it (there: the merge commit)
     payload = ev.event("pull_request.opened.2.json", {ev.PR_HEAD: head, ev.PR_BASE: base},
                        pull_request__base__ref="main")
@@ -458,3 +459,33 @@ def test_the_composite_steps_run_cdkit_action_with_the_inputs_from_env(repo: Pat
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert parse_output_file((tmp_path / "out").read_text())["result"] == "passed"
+
+
+def test_a_pull_request_cannot_weaken_its_own_checks(repo: Path) -> None:
+    # The base's pipeline fails when `broken` exists; the PR adds `broken` and rewrites the
+    # test stage to `true`. Its checks must still be judged by the base's pipeline.
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
+    weakened = PIPELINE.replace("run: echo testing && test ! -e broken", 'run: "true"')
+    head = commit(repo, {".cdkit.yml": weakened, "broken": "x"}, "weaken the gate")
+    git(repo, "checkout", "-q", "--detach", head)
+    payload = ev.event("pull_request.opened.2.json", {ev.PR_HEAD: head, ev.PR_BASE: base},
+                       pull_request__base__ref="main")
+    payload["pull_request"]["head"]["repo"]["full_name"] = "octo-org/octo-repo"
+    run = run_action(repo, "pull_request", payload, sha=head, env={"INPUT_TOKEN": ""})
+    assert run.proc.returncode == 1, run.proc.stdout + run.proc.stderr
+    assert run.outputs["result"] == "failed"
+    assert "judged by the base commit's pipeline" in run.proc.stdout
+    stages = {s["name"]: s["status"] for s in json.loads(run.outputs["stages"])}
+    assert stages["test"] == "failed"
+
+
+def test_run_and_plan_never_release_on_a_release_event(repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    payload = ev.load("deployment.created.json")
+    payload["deployment"]["sha"] = head
+    for command in ("run", "plan"):
+        run = run_action(repo, "deployment", payload, sha=head, env={"INPUT_COMMAND": command})
+        assert run.proc.returncode == 0, run.proc.stderr
+        assert run.outputs["result"] == "skipped" and run.outputs["deploy"] == "false"
+        assert f"command\\: {command} never releases" in run.summary  # Markdown-escaped

@@ -29,7 +29,7 @@ from cdkit.report.actions import Actions, ActionsReporter, md_code, md_escape, s
 from cdkit.report.console import ConsoleReporter
 from cdkit.runner import Reporter, StageResult
 from cdkit.secrets import SECRET_ENV_VARS, redact
-from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, open_ledger, run_trigger
+from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, load_pipeline_at, open_ledger, run_trigger
 
 if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run needs them
     from cdkit.ledger import Ledger
@@ -120,10 +120,31 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
     env, decision = read_event(environ, cwd=ws.root, release_branch=pipeline.release_branch,
                                wants_release=inputs.wants_release)
     _say(actions, f"cdkit: {decision.message}")
+    pipeline = _pipeline_for(actions, ws, pipeline, decision)
     outcome = _act(actions, inputs, ws, pipeline, env, decision, environ)
     actions.set_outputs(outcome.outputs())
     actions.append_summary(render_summary(outcome, env, decision, pipeline))
     return outcome.exit_code
+
+
+def _pipeline_for(actions: Actions, ws: Workspace, pipeline: Pipeline, decision: Decision) -> Pipeline:
+    """The pipeline that judges this event: for a pull request, the one its base commit has.
+
+    A pull request that edits `.cdkit.yml` (say, `run: "true"` for the tests) must not
+    turn its own checks green; its edit takes effect once merged. A base without the
+    file (the pull request adds it) has no gate to weaken, so the PR's own file is used.
+    """
+    if decision.event != "pull_request" or decision.trigger is None or decision.trigger.base_sha is None:
+        return pipeline
+    base = decision.trigger.base_sha
+    at_base = load_pipeline_at(ws, base)
+    if at_base is None:
+        _say(actions, f"cdkit: the base commit {base[:12]} has no {pipeline.path}; using the pull request's own")
+        return pipeline
+    if at_base._replace(path=pipeline.path) != pipeline:
+        _say(actions, f"cdkit: this pull request changes the pipeline; its stages are judged by the base commit's "
+                      f"pipeline ({base[:12]}) until it is merged")
+    return at_base
 
 
 def _working_directory(inputs: ActionInputs, environ: Mapping[str, str],
@@ -152,6 +173,13 @@ def _act(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeli
     if decision.action == REFUSE:
         actions.annotate("error", decision.message, title="cdkit: refused")
         return Outcome("refused", EXIT_FAILED, sha=decision.sha or env.sha or "", notes=(decision.message,))
+    if decision.action == RELEASE and inputs.command in ("run", "plan"):
+        note = f"a {decision.event} event is a release, and command: {inputs.command} never releases"
+        return Outcome("skipped", EXIT_OK, sha=decision.sha or env.sha or "", notes=(note,))
+    if inputs.command == "deploy" and decision.pr_code:
+        message = f"command: deploy on a {decision.event} event: pull-request code is never deployed"
+        actions.annotate("error", message, title="cdkit: refused")
+        return Outcome("refused", EXIT_FAILED, sha=decision.sha or env.sha or "", notes=(message,))
     if decision.action == RELEASE or inputs.command == "deploy":
         return release_step(actions, inputs, ws, pipeline, env, decision, stage_results=(), environ=environ)
     assert decision.action == RUN and decision.trigger is not None
