@@ -239,7 +239,7 @@ class _History:
         if not self.have(sha):
             raise HistoryError(
                 f"{what} {sha} is not in this checkout and could not be fetched from {REMOTE} "
-                "(failing closed). Fix: check out with `fetch-depth: 0` and `persist-credentials` left on, "
+                "(failing closed). Fix: check out with `fetch-depth: 0`, "
                 "or make sure the commit was pushed"
             )
 
