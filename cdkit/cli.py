@@ -342,6 +342,17 @@ def _redact(text: str) -> str:
     return redact(text, os.environ)
 
 
+def _error(text: str) -> None:
+    """An error message, redacted; inside GitHub Actions fenced, since it may quote payload text."""
+    text = _redact(text)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from cdkit.report.actions import Actions
+
+        Actions(dict(os.environ), sys.stderr).print_untrusted(text)
+    else:
+        click.echo(text, err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and turn its outcome into the documented exit code."""
     code = invoke(cli, argv)
@@ -360,16 +371,15 @@ def invoke(command: Callable[..., Any], argv: list[str] | None) -> int:
         click.echo("cdkit: interrupted", err=True)
         return EXIT_INTERRUPTED
     except ConfigError as exc:
-        for message in exc.messages:
-            click.echo(_redact(message), err=True)
+        _error("\n".join(exc.messages))
         return exc.exit_code
     except CdkitError as exc:
-        click.echo(f"cdkit: {_redact(str(exc))}", err=True)
+        _error(f"cdkit: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("cdkit: interrupted", err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a crash report
-        click.echo(_redact(_crash_report(exc)), err=True)
+        _error(_crash_report(exc))
         return EXIT_INTERNAL
     return int(result or 0)
