@@ -186,9 +186,11 @@ def test_malformed_payload_is_a_clear_error(repo: Path) -> None:
     payload = {**push_payload(ZERO, head), "after": "not-a-sha"}
     run = run_action(repo, "push", payload, sha=head)
     assert run.proc.returncode == 2
-    assert run.proc.stderr.strip() == (
-        "cdkit: push event payload: field 'after': expected a 40 or 64 character lower-case hex SHA, "
-        'got "not-a-sha"')
+    fence, message, end = run.proc.stderr.splitlines()  # the message may quote payload text: fenced
+    token = fence.removeprefix("::stop-commands::")
+    assert fence.startswith("::stop-commands::") and end == f"::{token}::"
+    assert message == ("cdkit: push event payload: field 'after': expected a 40 or 64 character lower-case hex SHA, "
+                       'got "not-a-sha"')
     assert "Traceback" not in run.proc.stderr and run.outputs == {}
 
 
