@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -96,24 +97,57 @@ class _State:
         self.cancel_reason: str | None = None
 
 
-def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queue.Queue[tuple[str, str, object]]) -> None:
-    """Copy the stage's output to its log and to the event queue, line by line."""
+QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
+
+
+def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queue.SimpleQueue[tuple[str, str, object]],
+          exited: threading.Event) -> None:
+    """Copy the stage's output to its log and, line by line, to the event queue.
+
+    Reads until end of file, or until the stage has exited and the pipe has gone quiet:
+    a process that left the stage's group (`setsid`, a daemon) may hold the pipe open
+    forever, and must not keep the run waiting.
+    """
     assert proc.stdout is not None
-    for line in iter(proc.stdout.readline, b""):
-        log.write(line)
+    fd = proc.stdout.fileno()
+    partial = b""
+    stop_at: float | None = None
+    while True:
+        if stop_at is None and exited.is_set():
+            stop_at = time.monotonic() + QUIET_AFTER_EXIT
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            if stop_at is not None:
+                break
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        log.write(chunk)
         log.flush()
-        events.put(("output", name, line))
+        *lines, partial = (partial + chunk).split(b"\n")
+        for line in lines:
+            events.put(("output", name, line + b"\n"))
+        if stop_at is not None and time.monotonic() >= stop_at:
+            break
+    if partial:
+        events.put(("output", name, partial))
 
 
-def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str, events: queue.Queue[tuple[str, str, object]]) -> None:
+def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
+           events: queue.SimpleQueue[tuple[str, str, object]]) -> None:
+    exited = threading.Event()
     with log_path.open("wb") as log:
-        reader = threading.Thread(target=_pump, args=(proc, log, name, events), daemon=True)
+        reader = threading.Thread(target=_pump, args=(proc, log, name, events, exited), daemon=True)
         reader.start()
         code = proc.wait()
         # The shell is gone; anything it left behind in its group would hold the pipe open
         # (and outlive the run), so end it before waiting for the reader.
         signal_group(proc.pid, signal.SIGKILL)
+        exited.set()
         reader.join()
+    if proc.stdout is not None:
+        proc.stdout.close()
     events.put(("exit", name, code))
 
 
@@ -132,8 +166,8 @@ def _stage_env(stage: Stage, ctx: RunContext, extra: Mapping[str, str]) -> dict[
     return env
 
 
-def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], events: queue.Queue[tuple[str, str, object]],
-           clock: Callable[[], float]) -> _Running:
+def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
+           events: queue.SimpleQueue[tuple[str, str, object]], clock: Callable[[], float]) -> _Running:
     log_path = ctx.log_dir / f"{stage.name}.log"
     cwd = ctx.workdir / stage.working_directory if stage.working_directory else ctx.workdir
     started = clock()
@@ -147,7 +181,8 @@ def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], events: 
         start_new_session=True,
     )
     threading.Thread(target=_watch, args=(proc, log_path, stage.name, events), daemon=True).start()
-    return _Running(stage, proc, started, started + stage.timeout, log_path)
+    # Deadlines on the monotonic clock: a wall-clock step (NTP, resume) must not time stages out.
+    return _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path)
 
 
 class Runner:
@@ -160,7 +195,8 @@ class Runner:
         self.reporters = reporters
         self.extra_env = dict(extra_env or {})
         self.clock = clock
-        self.events: queue.Queue[tuple[str, str, object]] = queue.Queue()
+        # SimpleQueue: `cancel` puts from a signal handler, and only SimpleQueue.put is reentrant.
+        self.events: queue.SimpleQueue[tuple[str, str, object]] = queue.SimpleQueue()
         self.to_run = {s.name for s in plan.to_run}
         self.state = _State(pending=list(plan.to_run))
 
@@ -231,7 +267,7 @@ class Runner:
                     reporter.stage_started(stage, running.started_at)
 
     def _wait_for_event(self) -> None:
-        timeout = self._next_deadline() - self.clock()
+        timeout = self._next_deadline() - time.monotonic()
         try:
             kind, name, payload = self.events.get(timeout=max(0.0, min(timeout, 1.0)))
         except queue.Empty:
@@ -246,10 +282,10 @@ class Runner:
 
     def _next_deadline(self) -> float:
         times = [r.kill_at if r.kill_at is not None else r.deadline for r in self.state.running.values()]
-        return min(times) if times else self.clock() + 1.0
+        return min(times) if times else time.monotonic() + 1.0
 
     def _enforce_deadlines(self) -> None:
-        now = self.clock()
+        now = time.monotonic()
         for running in self.state.running.values():
             if running.kill_at is not None and now >= running.kill_at:
                 signal_group(running.proc.pid, signal.SIGKILL)
@@ -264,7 +300,7 @@ class Runner:
         running.kill_at = now + self.ctx.kill_grace
 
     def _cancel_all(self) -> None:
-        now = self.clock()
+        now = time.monotonic()
         for running in self.state.running.values():
             if not running.cancelled:
                 running.cancelled = True

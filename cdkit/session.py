@@ -138,9 +138,13 @@ def run_trigger(
 def _kill_grace(environ: Mapping[str, str]) -> float:
     """Seconds between TERM and KILL on a timeout or cancel (CDKIT_KILL_GRACE, default 5)."""
     try:
-        return max(0.0, float(environ.get("CDKIT_KILL_GRACE", DEFAULT_KILL_GRACE)))
+        grace = float(environ.get("CDKIT_KILL_GRACE", DEFAULT_KILL_GRACE))
     except ValueError:
-        raise UsageError(f"CDKIT_KILL_GRACE={environ['CDKIT_KILL_GRACE']!r} is not a number of seconds") from None
+        grace = float("nan")
+    if not 0 <= grace < 3600:  # also refuses nan and inf: the KILL must come
+        raise UsageError(f"CDKIT_KILL_GRACE={environ['CDKIT_KILL_GRACE']!r} is not a number of seconds "
+                         "from 0 to 3600")
+    return grace
 
 
 def load_pipeline_at(ws: Workspace, rev: str) -> Pipeline | None:

@@ -325,3 +325,31 @@ def test_plan_json_says_why_not(repo: Path) -> None:
         ("hook", True, "no paths filter"),
         ("ci", False, "not on pre-push (runs on: ci)"),
     ]
+
+
+def test_a_detached_process_holding_the_output_does_not_hang_the_run(repo: Path, tmp_path: Path) -> None:
+    # The daemon leaves the stage's process group (setsid) but keeps its stdout: the run
+    # must still end when the stage's shell does, instead of waiting for the pipe to close.
+    pidfile = tmp_path / "daemon.pid"
+    daemon = f"import os, time; os.setsid(); open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: start-daemon
+            run: {sys.executable} -c "{daemon}" & sleep 0.5; echo started
+    """)})
+    try:
+        code, doc = run_json(repo)
+        assert code == 0
+        assert stages_by_name(doc)["start-daemon"]["status"] == "passed"
+        assert Path(str(stages_by_name(doc)["start-daemon"]["log"])).read_text() == "started\n"
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_a_kill_grace_that_never_kills_is_refused(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true'}\n"})
+    result = cdkit("run", cwd=repo, env={"CDKIT_KILL_GRACE": "inf"})
+    assert result.returncode == 2
+    assert "CDKIT_KILL_GRACE='inf' is not a number of seconds from 0 to 3600" in result.stderr
