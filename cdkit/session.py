@@ -97,12 +97,14 @@ def run_trigger(
     on_workdir: object = None,
 ) -> RunOutcome:
     skip = parse_skip(environ.get("CDKIT_SKIP"))
+    in_place, dirty = choose_in_place(ws, trigger, allow_dirty=allow_dirty)
+    if not in_place:
+        pipeline, dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
     unknown = sorted((set(only) | skip) - {s.name for s in pipeline.stages})
     if unknown:
         names = ", ".join(s.name for s in pipeline.stages)
         raise UsageError(f"unknown stage(s) {', '.join(unknown)} (in --stage or CDKIT_SKIP); stages are: {names}")
     plan = make_plan(pipeline, trigger, skip=skip, only=only)
-    in_place, dirty = choose_in_place(ws, trigger, allow_dirty=allow_dirty)
     run_id = ledger.start_run(trigger=trigger.kind, event=trigger.event, sha=trigger.head_sha,
                               base_sha=trigger.base_sha, ref=trigger.ref, dirty=dirty,
                               config_path=str(ws.config_path))
@@ -133,6 +135,21 @@ def run_trigger(
     status = overall_status(results)
     ledger.finish_run(run_id, status)
     return RunOutcome(run_id, plan, results, status, workdir, in_place)
+
+
+def _committed_pipeline(ws: Workspace, sha: str, work_tree: Pipeline) -> tuple[Pipeline, bool]:
+    """(the pipeline `sha` itself commits, whether the run must count as dirty).
+
+    A run in a temporary worktree judges a commit, so the stages must be that commit's
+    too: an uncommitted edit of `.cdkit.yml` (say, `run: "true"`) must not pass it. A
+    commit without the file (older than cdkit, or a config outside the repository) is
+    judged by the work tree's file, and such a run never counts for a release.
+    """
+    try:
+        committed = load_pipeline_at(ws, sha)
+    except UsageError:
+        committed = None  # --config outside the repository: nothing committed to read
+    return (work_tree, True) if committed is None else (committed, False)
 
 
 def _kill_grace(environ: Mapping[str, str]) -> float:

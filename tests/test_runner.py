@@ -353,3 +353,13 @@ def test_a_kill_grace_that_never_kills_is_refused(repo: Path) -> None:
     result = cdkit("run", cwd=repo, env={"CDKIT_KILL_GRACE": "inf"})
     assert result.returncode == 2
     assert "CDKIT_KILL_GRACE='inf' is not a number of seconds from 0 to 3600" in result.stderr
+
+
+def test_a_commit_is_judged_by_its_own_pipeline_not_an_uncommitted_edit(repo: Path) -> None:
+    sha = commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: test, run: 'exit 1'}\n"})
+    (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: test, run: 'exit 0'}\n")  # not committed
+    code, doc = run_json(repo, "--head", sha)
+    assert code == 1
+    assert stages_by_name(doc)["test"]["status"] == "failed"
+    with ledger_of(repo) as ledger:
+        assert ledger.latest_stage_results(sha)["test"].status == "failed"
