@@ -107,13 +107,20 @@ class _Where(NamedTuple):
     text: str | None  # the scalar as written, for messages
 
 
+# YAML aliases may repeat a value: a few hundred levels of "billion laughs" would expand to
+# more values than memory holds. No real pipeline comes near this.
+MAX_VALUES = 20_000
+
+
 class _Document:
-    __slots__ = ("data", "where", "errors")
+    __slots__ = ("data", "where", "errors", "values", "open_nodes")
 
     def __init__(self, data: Any, where: dict[JsonPath, _Where], errors: list[str]) -> None:
         self.data = data
         self.where = where
         self.errors = errors
+        self.values = 0  # values converted so far, aliases expanded
+        self.open_nodes: set[int] = set()  # collections being converted: an alias to one is a loop
 
 
 def _scalar_value(node: yaml.ScalarNode) -> Any:
@@ -149,6 +156,10 @@ def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> 
     start = node.start_mark
     text = node.value if isinstance(node, yaml.ScalarNode) else None
     doc.where[path] = _Where(start.line + 1, start.column + 1, text)
+    doc.values += 1
+    if doc.values > MAX_VALUES:
+        raise ConfigError([f"{filename}:{start.line + 1}:{start.column + 1}: {_dotted(path)}: the file expands to "
+                           f"more than {MAX_VALUES:,} values (YAML aliases repeating aliases?); write it out plainly"])
     if isinstance(node, yaml.ScalarNode):
         try:
             return _scalar_value(node)
@@ -164,13 +175,27 @@ def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> 
             f"tag {node.tag} is not allowed (cdkit reads plain YAML data only)"
         )
         return None
+    if id(node) in doc.open_nodes:
+        doc.errors.append(f"{filename}:{start.line + 1}:{start.column + 1}: {_dotted(path)}: "
+                          "an alias refers to a value that contains it (a loop); remove the alias")
+        return None
+    doc.open_nodes.add(id(node))
+    try:
+        return _convert_collection(node, path, doc, filename)
+    finally:
+        doc.open_nodes.discard(id(node))
+
+
+def _convert_collection(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> Any:
+    import yaml
+
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, path + (i,), doc, filename) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.MappingNode)
     result: dict[Any, Any] = {}
     first_seen: dict[Any, int] = {}
     for key_node, value_node in node.value:
-        key = _convert(key_node, path + ("<key>",), doc, filename)
+        key = _convert(key_node, path + ("<key node>",), doc, filename)
         if not isinstance(key, str):
             key = str(key)
         line = key_node.start_mark.line + 1
@@ -183,7 +208,7 @@ def _convert(node: yaml.Node, path: JsonPath, doc: _Document, filename: str) -> 
         first_seen[key] = line
         doc.where[path + (key, "<key>")] = _Where(line, key_node.start_mark.column + 1, None)
         result[key] = _convert(value_node, path + (key,), doc, filename)
-    doc.where.pop(path + ("<key>",), None)
+    doc.where.pop(path + ("<key node>",), None)
     return result
 
 
@@ -317,7 +342,7 @@ class _Validator:
             self.problems.append((path, "must not be empty" if value == "" else f"{_describe(value)} is too short"))
         elif "maxLength" in schema and len(value) > schema["maxLength"]:
             self.problems.append((path, f"is longer than {schema['maxLength']} characters"))
-        elif "pattern" in schema and not re.search(schema["pattern"], value):
+        elif "pattern" in schema and not _matches(schema["pattern"], value):
             hint = _HINTS.get(ref or "", f"does not match {schema['pattern']}")
             self.problems.append((path, f"{_describe(value)} {hint}"))
 
@@ -350,7 +375,7 @@ class _Validator:
                 self.problems.append((path, f"missing required key {key!r}"))
         names = schema.get("propertyNames")
         for key, item in value.items():
-            if names and "pattern" in names and not re.search(names["pattern"], key):
+            if names and "pattern" in names and not _matches(names["pattern"], key):
                 self.problems.append((path + (key,), f"{key!r} is not a valid name"))
             if key in properties:
                 self.validate(item, properties[key], path + (key,))
@@ -360,6 +385,13 @@ class _Validator:
                 self.problems.append((path + (key,), _unknown_key_message(key, list(properties))))
             elif isinstance(extra, dict):
                 self.validate(item, extra, path + (key,))
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """JSON Schema (ECMA-262) `pattern`: a final `$` is the end of the string, not "before a final newline"."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + "\\Z"
+    return re.search(pattern, value) is not None
 
 
 def _unknown_key_message(key: str, allowed: list[str]) -> str:
@@ -381,6 +413,7 @@ def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> I
         return where[path].line if path in where else 0
 
     stages = data.get("stages") or []
+    yield from _glob_problems(stages)
     first_index: dict[str, int] = {}
     for i, stage in enumerate(stages):
         name = stage.get("name")
@@ -413,6 +446,18 @@ def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> I
                 f"{approval['required']} approvals cannot be had via environment: GitHub releases an environment "
                 "after one of its required reviewers approves; use via: review for several approvals"
             )
+
+
+def _glob_problems(stages: list[dict[str, Any]]) -> Iterator[tuple[JsonPath, str]]:
+    """A `paths` glob that cannot be compiled fails here, not in the middle of a run."""
+    from cdkit.globs import glob_regex
+
+    for i, stage in enumerate(stages):
+        for j, pattern in enumerate(stage.get("paths") or []):
+            try:
+                glob_regex(pattern.removeprefix("!"))
+            except re.error as exc:
+                yield ("stages", i, "paths", j), f"{_describe(pattern)} is not a valid glob ({exc.msg})"
 
 
 def _unknown_stage_message(name: str, known: list[str]) -> str:

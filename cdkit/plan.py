@@ -1,13 +1,16 @@
 """Trigger + Pipeline -> Plan: which stages run, and why each other stage does not."""
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from cdkit.config import Pipeline, Stage
 from cdkit.events import Trigger
+from cdkit.globs import matching_files
+
+# Reasons of stages a run did not judge at all (another trigger, not selected): such a result
+# says nothing about the commit, so it never replaces a real one (status, gates, GitHub).
+NOT_JUDGED_PREFIXES = ("not selected", "not on ")
 
 
 class PlannedStage(NamedTuple):
@@ -23,65 +26,6 @@ class Plan(NamedTuple):
     @property
     def to_run(self) -> tuple[Stage, ...]:
         return tuple(p.stage for p in self.stages if p.runs)
-
-
-@functools.lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """GitHub Actions filter semantics: `*` and `?` stay within a directory, `**` crosses them."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif c == "*":
-            out += "[^/]*"
-            i += 1
-        elif c == "?":
-            out += "[^/]"
-            i += 1
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out += re.escape(c)
-                i += 1
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out += f"[{body}]"
-                i = end + 1
-        else:
-            out += re.escape(c)
-            i += 1
-    if pattern.endswith("/"):
-        out += ".*"  # a directory pattern matches everything below it
-    return re.compile(out + r"\Z", re.DOTALL)
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    return _glob_regex(pattern).match(path) is not None
-
-
-def matching_files(patterns: Iterable[str], files: Iterable[str]) -> list[str]:
-    """Files selected by `patterns`, where a later `!pattern` removes earlier matches."""
-    patterns = tuple(patterns)
-    selected = []
-    for path in files:
-        keep = False
-        for pattern in patterns:
-            if pattern.startswith("!"):
-                if keep and glob_match(pattern[1:], path):
-                    keep = False
-            elif not keep and glob_match(pattern, path):
-                keep = True
-        if keep:
-            selected.append(path)
-    return selected
 
 
 def parse_skip(value: str | None) -> frozenset[str]:

@@ -239,3 +239,35 @@ def test_several_approvals_via_environment_are_refused() -> None:
         ".cdkit.yml:7:44: environments[0].approval.required: 2 approvals cannot be had via environment: GitHub "
         "releases an environment after one of its required reviewers approves; use via: review for several approvals"
     ]
+
+
+def test_an_alias_loop_is_an_error_not_a_crash() -> None:
+    text = "version: 1\nstages: &s\n  - {name: a, run: x, needs: *s}\n"
+    messages = errors_of(text)
+    assert any("an alias refers to a value that contains it (a loop); remove the alias" in m for m in messages)
+
+
+def test_billion_laughs_is_refused_quickly() -> None:
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += ["stages: [{name: a, run: x}]"]
+    (message,) = errors_of("\n".join(lines) + "\n")
+    assert "the file expands to more than 20,000 values (YAML aliases repeating aliases?)" in message
+
+
+def test_a_plain_alias_still_works() -> None:
+    text = "version: 1\nx-env: &env {A: '1'}\nstages:\n  - {name: a, run: x, env: *env}\n"
+    assert errors_of(text) == [".cdkit.yml:2:1: x-env: unknown key 'x-env' (allowed: version, minimum_version, "
+                               "release_branch, mode, report, stages, environments)"]
+
+
+def test_an_invalid_glob_is_a_config_error() -> None:
+    text = "version: 1\nstages:\n  - {name: a, run: x, paths: ['src/[z-a]*']}\n"
+    assert errors_of(text) == ['.cdkit.yml:3:31: stages[0].paths[0]: "src/[z-a]*" is not a valid glob '
+                               "(bad character range z-a)"]
+
+
+def test_a_trailing_newline_does_not_pass_a_pattern() -> None:
+    text = "version: 1\nstages:\n  - name: |\n      lint\n    run: x\n"
+    (message,) = errors_of(text)
+    assert "stages[0].name: " in message and "is not a valid name" in message
