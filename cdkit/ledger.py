@@ -107,6 +107,20 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _storable(text: str | None) -> str | None:
+    """Text SQLite can store: names from git keep undecodable bytes as surrogates, shown as \\xNN here.
+
+    A branch or file name need not be UTF-8 (`caf\\xe9`); it must not crash the run that records it.
+    """
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def _to_json(value: Any) -> str:
     import json  # not at import time: the pre-push hook records runs without needing it
 
@@ -262,8 +276,8 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO runs (trigger, event, sha, base_sha, ref, dirty, started_at, pid, host, config_path)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trigger, event, sha, base_sha, ref, int(dirty), self.clock(), os.getpid(), HOST,
-                 config_path),
+                (trigger, event, sha, base_sha, _storable(ref), int(dirty), self.clock(), os.getpid(), HOST,
+                 _storable(config_path)),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -279,7 +293,8 @@ class Ledger:
                 "INSERT OR REPLACE INTO stage_results"
                 " (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command),
+                (run_id, stage, status, _storable(reason), exit_code, started_at, finished_at,
+                 _storable(log_path), _storable(command)),
             )
 
     def finish_run(self, run_id: int, status: str) -> None:
@@ -314,14 +329,20 @@ class Ledger:
         ).fetchall()
         return [StageRecord(**{k: r[k] for k in r.keys()}) for r in rows]
 
-    def latest_stage_results(self, sha: str, *, include_dirty: bool = False) -> dict[str, StageRecord]:
-        """For each stage, its most recent recorded result on `sha` (runs of a dirty tree excluded)."""
+    def latest_stage_results(self, sha: str, *, include_dirty: bool = False,
+                             ignore_reasons: tuple[str, ...] = ()) -> dict[str, StageRecord]:
+        """For each stage, its most recent recorded result on `sha` (runs of a dirty tree excluded).
+
+        Results whose reason starts with one of `ignore_reasons` (a run that did not judge
+        the stage at all) never hide an earlier real one.
+        """
         latest: dict[str, StageRecord] = {}
         for run in self.runs_for_sha(sha):
             if run.dirty and not include_dirty:
                 continue
             for result in self.stage_results(run.id):
-                latest[result.stage] = result
+                if not (ignore_reasons and result.reason.startswith(ignore_reasons)):
+                    latest[result.stage] = result
         return latest
 
     # --- outbox -------------------------------------------------------------------------------

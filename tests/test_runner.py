@@ -363,3 +363,39 @@ def test_a_commit_is_judged_by_its_own_pipeline_not_an_uncommitted_edit(repo: Pa
     assert stages_by_name(doc)["test"]["status"] == "failed"
     with ledger_of(repo) as ledger:
         assert ledger.latest_stage_results(sha)["test"].status == "failed"
+
+
+def test_a_branch_and_file_named_in_latin_1_are_recorded(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'true', paths: ['**']}\n"})
+    subprocess.run(["git", "checkout", "-q", "-b", b"caf\xe9".decode("utf-8", "surrogateescape")], cwd=repo,
+                   check=True)
+    (repo / os.fsdecode(b"men\xfc.txt")).write_text("x")
+    commit(repo, {}, "a file with a Latin-1 name")
+    result = cdkit("run", "--base", "HEAD~1", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    with ledger_of(repo) as ledger:
+        run = ledger.recent_runs(1)[0]
+        assert run.ref == "refs/heads/caf\\xe9"
+    assert "caf\\xe9" in cdkit("log", cwd=repo).stdout
+    plan = subprocess.run([sys.executable, "-m", "cdkit", "plan", "--base", "HEAD~1"], cwd=repo, capture_output=True)
+    assert plan.returncode == 0 and b"paths matched men\xfc.txt" in plan.stdout  # the name's own bytes, as git shows
+
+
+def test_status_keeps_a_real_result_over_a_run_that_did_not_judge_the_stage(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: test, run: "exit 1"}
+          - {name: hook, run: "true", on: [pre-push], needs: []}
+    """)})
+    assert cdkit("run", cwd=repo).returncode == 1
+    assert cdkit("run", "--trigger", "pre-push", cwd=repo).returncode == 0  # test: "not on pre-push"
+    doc = json.loads(cdkit("status", "--json", cwd=repo).stdout)
+    assert doc["stages"]["test"]["status"] == "failed"
+
+
+def test_live_output_never_shows_a_token(repo: Path) -> None:
+    token = "ghp_" + "Z" * 36
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'echo \"Authorization: token $GITHUB_TOKEN\"'}\n"})
+    result = cdkit("run", cwd=repo, env={"GITHUB_TOKEN": token})
+    assert token not in result.stdout and "Authorization: ***" in result.stdout

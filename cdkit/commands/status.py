@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from cdkit import git, output
+from cdkit.plan import NOT_JUDGED_PREFIXES
 from cdkit.report.console import display_path, format_duration, mark
 from cdkit.commands.deploy import chain_data, print_chain
 from cdkit.errors import ConfigError
@@ -22,7 +23,7 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
     ws = find_workspace(config, cwd)
     sha = git.resolve_commit(rev, cwd=ws.root)
     with open_ledger(ws.repo) as ledger:
-        latest = ledger.latest_stage_results(sha, include_dirty=True)
+        latest = ledger.latest_stage_results(sha, include_dirty=True, ignore_reasons=NOT_JUDGED_PREFIXES)
         runs = ledger.runs_for_sha(sha)
         outbox = ledger.outbox_counts()
         chain = _chain(ws, ledger, sha)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import IO
 
 from cdkit import output
+from cdkit.secrets import redact
 from cdkit.config import Stage
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 
@@ -62,7 +63,7 @@ class ConsoleReporter:
     def stage_output(self, stage: Stage, line: bytes) -> None:
         if not self.show_output:
             return
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        text = redact(line.decode("utf-8", "replace").rstrip("\r\n"), os.environ)
         prefix = output.paint(f"{stage.name.ljust(self.width)} │", "dim", enabled=self.color)
         if not _unicode_ok(self.stream):
             prefix = f"{stage.name.ljust(self.width)} |"
