@@ -311,6 +311,19 @@ def peel_to_commits(oids: list[str], cwd: str | os.PathLike[str] | None = None) 
     return peeled
 
 
+def missing_objects(oids: list[str], cwd: str | os.PathLike[str] | None = None) -> set[str]:
+    """The oids this repository has no object for, in one `cat-file --batch-check`.
+
+    `peel_to_commits` cannot tell "not a commit" (a tag of a tree) from "not here at all"
+    (a forged line, or a SHA-256 id in a SHA-1 repository): both are absent. Asked only
+    about the oids that did not peel, so a normal push pays nothing for it.
+    """
+    if not oids:
+        return set()
+    out = git_b("cat-file", "--batch-check=%(objectname)", cwd=cwd, stdin=b"".join(f"{o}\n".encode() for o in oids))
+    return {oid for oid, line in zip(oids, out.decode("ascii", "replace").splitlines()) if line.endswith(" missing")}
+
+
 def commits_not_on_remote(head: str, remote: str | None,
                           cwd: str | os.PathLike[str] | None = None) -> tuple[list[str], tuple[str, ...]]:
     """(commits of `head` no remote-tracking ref of `remote` has, the remote commits they start from).

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cdkit.config import Pipeline
     from cdkit.ledger import Ledger
     from cdkit.prepush import PushTarget
+    from cdkit.runner import StageResult
     from cdkit.session import RunOutcome, Workspace
 
 LEGACY_NAME = "pre-push.legacy"
@@ -203,8 +204,8 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
 
     Parsing is ~1 ms, but importing PyYAML is ~14 ms of every push. The cache holds the
     exact bytes it was built from, so any edit (or another worktree's file) is a miss and
-    is parsed and validated in full; a different cdkit or Python is a miss too. It is a
-    `marshal` of plain data: no import at all to read it.
+    is parsed and validated in full; a different cdkit, schema.json or Python is a miss too.
+    It is a `marshal` of plain data: no import at all to read it.
     """
     import marshal
 
@@ -214,7 +215,10 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
         raw = path.read_bytes()
     except OSError:
         return config.load(path)  # the same error messages as everywhere else
-    key = (CACHE_FORMAT, __version__, sys.version, os.stat(config.__file__).st_mtime_ns, str(path), raw)
+    # The validation rules live in schema.json as well as config.py: an edit to either (an editable
+    # install, an upgrade that keeps __version__) must re-validate, not reuse a pipeline it would reject.
+    key = (CACHE_FORMAT, __version__, sys.version, os.stat(config.__file__).st_mtime_ns,
+           os.stat(config.SCHEMA_PATH).st_mtime_ns, str(path), raw)
     try:
         cached_key, data = marshal.loads(cache.read_bytes())
         if cached_key == key:
@@ -267,6 +271,7 @@ def _jobs(environ: Mapping[str, str], pipeline: Pipeline) -> int:
 def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, ...], *, remote: str | None,
                  url: str | None, environ: MutableMapping[str, str]) -> int:
     from cdkit.events import Trigger
+    from cdkit.plan import parse_skip
     from cdkit.report.console import ConsoleReporter
     from cdkit.session import open_ledger, run_trigger
 
@@ -290,11 +295,11 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
                                   jobs=_jobs(environ, pipeline), on_workdir=announce)
             outcomes.append((target, outcome))
             if repository and _token(environ):
-                enqueue_statuses(ledger, repository, outcome)
+                enqueue_statuses(ledger, repository, outcome, skipped_by_user=parse_skip(environ.get("CDKIT_SKIP")))
             _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {_counts(outcome)}")
             if outcome.exit_code == EXIT_INTERRUPTED:
                 break  # Ctrl-C or SIGTERM: judge nothing more
-    return _verdict(outcomes)
+    return _verdict(outcomes, environ)
 
 
 def _counts(outcome: RunOutcome) -> str:
@@ -304,7 +309,7 @@ def _counts(outcome: RunOutcome) -> str:
     return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items()) or "no stages"
 
 
-def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]]) -> int:
+def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str, str]) -> int:
     """The strictest result across refs wins: interrupted > failed > passed."""
     from cdkit.report.console import display_path
 
@@ -324,8 +329,9 @@ def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]]) -> int:
                  f"{', '.join(target.remote_refs)} {target.range_text}")
             if result.log_path:
                 _say(f"  log: {display_path(result.log_path)}")
+                # A stage's output is the user's code: it may echo a token from the push's environment.
                 for line in _tail(result.log_path):
-                    _say(f"  | {line}")
+                    _say(f"  | {_redact(line, environ)}")
     skip = f"CDKIT_SKIP={','.join(dict.fromkeys(failed_names)) or 'STAGE'} git push"
     width = max(len(skip), len("git push --no-verify"))
     _say("cdkit: push blocked. Fix the commit and push again, or skip:\n"
@@ -371,10 +377,30 @@ def status_description(status: str, reason: str, duration: float | None) -> str:
     return text if len(text) <= 140 else text[:139] + "…"
 
 
-def enqueue_statuses(ledger: Ledger, repository: str, outcome: RunOutcome) -> None:
-    """One outbox entry per stage result, keyed so a re-run of the hook never duplicates one."""
+def judged(result: StageResult, skipped_by_user: frozenset[str]) -> bool:
+    """Whether this run's result for the stage may speak for it on GitHub.
+
+    A stage outside this trigger (`on:`) or `--stage` judged nothing, and a CDKIT_SKIP skip is
+    the user choosing not to judge it (the ledger records that): as `success` on
+    `cdkit/<stage>` either would turn CI's own status for the commit green. A skip by `paths`
+    or by a failed need is this run's decision, and is reported like the checks reporter does.
+    """
+    from cdkit.report import NOT_REPORTED_PREFIXES
+    from cdkit.runner import SKIPPED
+
+    if result.status != SKIPPED:
+        return True
+    # Every stage named in CDKIT_SKIP is skipped by it unless an earlier rule (on:, --stage) already was.
+    return not result.reason.startswith(NOT_REPORTED_PREFIXES) and result.stage not in skipped_by_user
+
+
+def enqueue_statuses(ledger: Ledger, repository: str, outcome: RunOutcome, *,
+                     skipped_by_user: frozenset[str]) -> None:
+    """One outbox entry per stage this run judged, keyed so a re-run of the hook never duplicates one."""
     sha = outcome.plan.trigger.head_sha
     for result in outcome.results:
+        if not judged(result, skipped_by_user):
+            continue
         context = f"cdkit/{result.stage}"
         payload = {
             "repo": repository, "sha": sha, "state": STATUS_STATES.get(result.status, "error"), "context": context,

@@ -15,6 +15,7 @@ for by every push, and a dataclass costs ~0.7 ms to create at import against ~0.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -60,10 +61,27 @@ def _is_oid(text: bytes) -> bool:
     return bool(text) and all(c in b"0123456789abcdef" for c in text) and (len(text) in (40, 64) or text.strip(b"0") == b"")
 
 
+# C0 controls and DEL: git forbids them in ref names. A NUL would reach a git argument or a
+# stage's environment as `ValueError: embedded null byte` (exit 3), an ESC the user's terminal.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _refuse_control_bytes(line: bytes, number: int) -> None:
+    found = _CONTROL_BYTES.search(line)
+    if found is not None:
+        raise PrePushInputError(
+            f"pre-push stdin line {number}: control byte 0x{found.group()[0]:02x} at column {found.start() + 1} "
+            f"in {_decode(line)[:200]!r}; git never writes one in a ref line (is something other than git feeding "
+            "this hook? if you pushed a `:/<text>` expression containing one, push the commit by its SHA instead)"
+        )
+
+
 def parse_line(line: bytes, number: int = 1) -> RefUpdate:
     """One stdin line -> RefUpdate. Split from the right: only `<local ref>` may hold spaces
     (`git push origin ':/fix the bug:refs/heads/x'`); OIDs and remote ref names cannot."""
-    parts = line.rstrip(b"\r").rsplit(b" ", 3)
+    line = line.rstrip(b"\r")
+    _refuse_control_bytes(line, number)
+    parts = line.rsplit(b" ", 3)
     if len(parts) != 4 or not parts[0] or not parts[2]:
         raise PrePushInputError(
             f"pre-push stdin line {number} is not {LINE_FORMAT}: "
@@ -145,6 +163,7 @@ def push_targets(updates: Iterable[RefUpdate], remote: str | None, cwd: str | os
     notes: list[str] = []
     oids = {o for u in updates if not u.is_delete for o in (u.local_oid, u.remote_oid) if not git.is_zero_oid(o)}
     commits = git.peel_to_commits(sorted(oids), cwd=cwd)
+    _refuse_missing_local_objects(updates, commits, cwd)
     ranges: dict[str, list[tuple[RefUpdate, _Range]]] = {}
     for update in updates:
         if update.is_delete:
@@ -163,6 +182,29 @@ def push_targets(updates: Iterable[RefUpdate], remote: str | None, cwd: str | os
         ranges.setdefault(head, []).append((update, found))
     targets = tuple(_merge(head, entries, cwd) for head, entries in ranges.items())
     return PushPlan(targets, tuple(notes))
+
+
+def _refuse_missing_local_objects(updates: Sequence[RefUpdate], commits: Mapping[str, str],
+                                  cwd: str | os.PathLike[str]) -> None:
+    """Block the push when a local oid names no object here at all.
+
+    git only sends objects it has, so such a line was not written by this repository's git
+    (a forged line, a SHA-256 id in a SHA-1 repository). Skipping it as "not a commit" would
+    let a push through unjudged; only an object that exists and is not a commit is skipped.
+    A missing *remote* oid is normal (a force push over a tip never fetched) and is not checked.
+    """
+    unpeeled = sorted({u.local_oid for u in updates if not u.is_delete and u.local_oid not in commits})
+    missing = git.missing_objects(unpeeled, cwd=cwd)
+    lines = [f"  {u.local_ref} -> {u.remote_ref}: local object {u.local_oid} is not in this repository"
+             for u in updates if u.local_oid in missing]
+    if lines:
+        raise PrePushInputError(
+            "pre-push stdin names objects this repository does not have; the push is blocked:\n"
+            + "\n".join(lines)
+            + "\ngit only pushes objects it has, so something other than this repository's git wrote these lines "
+            "(or the id is for another hash algorithm: `git rev-parse --show-object-format` shows this one's). "
+            "Push with `git push`; if the repository is damaged, `git fsck` says how."
+        )
 
 
 def _merge(head: str, entries: list[tuple[RefUpdate, _Range]], cwd: str | os.PathLike[str]) -> PushTarget:

@@ -5,6 +5,7 @@ in the directory cdkit chose, so a stage that looked at the wrong tree would let
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from cdkit import config as cdkit_config
+from cdkit.errors import ConfigError
 from cdkit.hook import LEGACY_NAME, MARKER
+from cdkit.hook_entry import load_pipeline_cached
 from cdkit.ledger import Ledger
 from tests.helpers import ROOT, cdkit, commit, config, git, make_bare, make_repo, write
 
@@ -366,6 +370,48 @@ def test_malformed_stdin_blocks_with_a_clear_error(repo: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def run_hook(repo: Path, stdin: bytes) -> subprocess.CompletedProcess[str]:
+    """The installed hook itself, fed `stdin` as git would (for lines git itself never writes)."""
+    remote_url = git(repo, "remote", "get-url", "origin")
+    return subprocess.run([str(repo / ".git" / "hooks" / "pre-push"), "origin", remote_url], cwd=repo, input=stdin,
+                          capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("oid", ["a" * 40, "c" * 64], ids=["unknown-sha1", "sha256-in-sha1-repo"])
+def test_local_object_missing_from_the_repository_blocks_the_push(repo: Path, oid: str) -> None:
+    before = len(runs(repo))
+    result = run_hook(repo, f"refs/heads/main {oid} refs/heads/main {'0' * 40}\n".encode())
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "pre-push stdin names objects this repository does not have; the push is blocked:" in err
+    assert f"  refs/heads/main -> refs/heads/main: local object {oid} is not in this repository" in err
+    assert "git rev-parse --show-object-format" in err and "not a commit" not in err
+    assert len(runs(repo)) == before
+
+
+def test_tag_of_a_tree_is_pushed_unjudged(repo: Path, remote: Path) -> None:
+    commit(repo, {"BAD": "x"}, "bad")  # HEAD is bad: a tree tag must not judge it, nor be blocked as missing
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    git(repo, "tag", "tree-tag", tree)
+    result = push(repo, "origin", "tree-tag")
+    assert result.returncode == 0, result.stderr
+    note = f"refs/tags/tree-tag: {tree[:12]} is not a commit (a tag of a tree or blob); nothing to check"
+    assert note in result.stderr
+    assert tip(remote, "refs/tags/tree-tag") == tree
+
+
+@pytest.mark.parametrize("byte", [b"\x00", b"\x1b", b"\x7f"])
+def test_control_bytes_in_a_ref_line_block_with_the_line_number(repo: Path, byte: bytes) -> None:
+    sha = git(repo, "rev-parse", "HEAD").encode()
+    stdin = (b"refs/heads/main " + sha + b" refs/heads/main " + b"0" * 40 + b"\n"
+             + b"refs/heads/x" + byte + b"y " + sha + b" refs/heads/x" + byte + b"y " + b"0" * 40 + b"\n")
+    result = run_hook(repo, stdin)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert f"pre-push stdin line 2: control byte 0x{byte[0]:02x} at column 13" in err
+    assert "Traceback" not in err and "internal error" not in err
+
+
 def test_missing_interpreter_blocks_and_says_how_to_reinstall(tmp_path: Path, remote: Path) -> None:
     path = make_repo(tmp_path / "gone")
     commit(path, {".cdkit.yml": PIPELINE}, "initial")
@@ -609,13 +655,68 @@ def test_results_wait_in_the_outbox_as_commit_statuses(repo: Path) -> None:
         run_id = ledger.recent_runs(1)[0].id
         check = ledger.outbox_item(f"status:octo/calc:{bad}:cdkit/check:{run_id}")
         skipped = ledger.outbox_item(f"status:octo/calc:{bad}:cdkit/ci-only:{run_id}")
-    assert check is not None and skipped is not None
+    assert check is not None
     assert check.kind == "status" and check.state == "pending"
     assert check.payload == {"repo": "octo/calc", "sha": bad, "state": "failure", "context": "cdkit/check",
                              "description": "failed: exit code 1 (pre-push)", "target_url": None, "stage": "check",
                              "run_id": run_id}
-    assert skipped.payload["state"] == "success"
-    assert skipped.payload["description"] == "skipped: not on pre-push (runs on: ci)"
+    # the push did not judge a CI-only stage: a `success` would turn CI's own cdkit/ci-only green
+    assert skipped is None
+
+
+JUDGED_PIPELINE = config("""
+    version: 1
+    stages:
+      - name: check
+        run: test ! -e BAD
+        on: [pre-push]
+      - name: after
+        run: "true"
+        on: [pre-push]
+      - name: docs
+        run: "true"
+        on: [pre-push]
+        paths: ["docs/**"]
+        needs: []
+      - name: lint
+        run: "false"
+        on: [pre-push]
+        needs: []
+      - name: ci-only
+        run: "true"
+        on: [ci]
+        needs: []
+    """)
+
+
+def test_statuses_only_for_stages_the_push_judged(repo: Path) -> None:
+    bad = commit(repo, {".cdkit.yml": JUDGED_PIPELINE, "BAD": "x"}, "bad")
+    result = push(repo, "origin", "main", env={"GITHUB_TOKEN": "ghs_" + "x" * 36, "GITHUB_REPOSITORY": "octo/calc",
+                                               "CDKIT_SKIP": "lint"})
+    assert blocked(result)
+    assert stage_statuses(repo)["lint"] == ("skipped", "skipped by CDKIT_SKIP")  # the ledger keeps the skip
+    with Ledger.for_dir(repo / ".git" / "cdkit") as ledger:
+        items = ledger.pending()
+    assert {item.payload["sha"] for item in items} == {bad}
+    queued = {item.payload["context"]: (item.payload["state"], item.payload["description"]) for item in items}
+    # CDKIT_SKIP (the user chose not to judge) and `on: [ci]` (not this trigger) queue nothing;
+    # skips this run decided (a failed need, `paths`) are reported as documented
+    assert queued == {
+        "cdkit/check": ("failure", "failed: exit code 1 (pre-push)"),
+        "cdkit/after": ("success", "skipped: needs 'check', which failed"),
+        "cdkit/docs": ("success", "skipped: paths did not match any of 2 changed file(s) (docs/**)"),
+    }
+
+
+def test_failure_summary_redacts_tokens_from_the_stage_log(repo: Path) -> None:
+    token = "ghp_" + "T0k3n" * 7 + "a"
+    leaky = PIPELINE.replace(
+        "run: test ! -e BAD", """run: 'echo "Authorization: token $GITHUB_TOKEN"; echo "plain $GITHUB_TOKEN"; exit 1'""")
+    commit(repo, {".cdkit.yml": leaky}, "leaky stage")
+    result = push(repo, "origin", "main", env={"GITHUB_TOKEN": token})
+    assert blocked(result)
+    assert len(token) == 40 and token not in result.stdout + result.stderr
+    assert "  | Authorization: ***" in result.stderr and "  | plain ***" in result.stderr
 
 
 def test_no_token_no_outbox(repo: Path) -> None:
@@ -663,6 +764,23 @@ def test_pipeline_cache_follows_every_edit_and_survives_corruption(repo: Path, r
     result = push(repo, "origin", "main")
     assert blocked(result)
     assert ".cdkit.yml:2:9: stages:" in result.stderr, result.stderr
+
+
+def test_pipeline_cache_misses_when_schema_json_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy of the real schema stands in for an upgraded (or edited, in an editable install) cdkit.
+    schema = tmp_path / "schema.json"
+    schema.write_bytes(cdkit_config.SCHEMA_PATH.read_bytes())
+    monkeypatch.setattr(cdkit_config, "SCHEMA_PATH", schema)
+    path, cache = tmp_path / ".cdkit.yml", tmp_path / "pipeline.cache"
+    path.write_text(PIPELINE)
+    assert [s.name for s in load_pipeline_cached(path, cache).stages] == ["check", "ci-only"]
+    stricter = json.loads(schema.read_text())
+    stricter["$defs"]["name"]["maxLength"] = 3  # now "check" and "ci-only" are too long
+    schema.write_text(json.dumps(stricter))
+    stat_before = os.stat(schema)
+    os.utime(schema, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns + 10**9))  # coarse-mtime filesystems
+    with pytest.raises(ConfigError, match="is longer than 3 characters"):
+        load_pipeline_cached(path, cache)
 
 
 def test_demo_shows_a_push_blocked_then_let_through(tmp_path: Path) -> None:

@@ -86,3 +86,21 @@ def test_malformed_lines_are_refused_with_their_line_number(line: bytes) -> None
 def test_parse_line_numbers_default_to_one() -> None:
     with pytest.raises(PrePushInputError, match="line 1"):
         parse_line(b"nope")
+
+
+@pytest.mark.parametrize("byte", [b"\x00", b"\x01", b"\t", b"\x1b", b"\x7f"])
+@pytest.mark.parametrize("where", ["local ref", "remote ref", "oid"])
+def test_control_bytes_are_refused_with_their_line_number(byte: bytes, where: str) -> None:
+    # git forbids them in ref names; a NUL used to escape as `ValueError: embedded null byte` (exit 3)
+    local, remote, oid = b"refs/heads/a", b"refs/heads/a", A.encode()
+    if where == "local ref":
+        local += byte
+    elif where == "remote ref":
+        remote += byte
+    else:
+        oid += byte
+    line = local + b" " + oid + b" " + remote + b" " + Z40.encode()
+    with pytest.raises(PrePushInputError) as info:
+        parse_pre_push(f"refs/heads/ok {A} refs/heads/ok {B}\n".encode() + line + b"\n")
+    assert f"pre-push stdin line 2: control byte 0x{byte[0]:02x} at column " in str(info.value)
+    assert info.value.exit_code == EXIT_USAGE

@@ -40,6 +40,7 @@ from cdkit.outbox import (
     deliver_pending,
     status_key,
 )
+from cdkit.report import NOT_REPORTED_PREFIXES
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 from cdkit.secrets import redact
 
@@ -49,7 +50,6 @@ ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per create/update request
 MAX_ANNOTATIONS = 200  # per stage: each further 50 costs a request against the ~80 writes/minute limit
 TAIL_LINES = 100
 MAX_LINE_CHARS = 2_000
-NOT_REPORTED_PREFIXES = ("not selected", "not on ")  # plan reasons for stages this run did not judge
 
 CONCLUSIONS = {PASSED: "success", FAILED: "failure", TIMED_OUT: "timed_out", CANCELLED: "cancelled",
                SKIPPED: "skipped"}
