@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 
 # Each entry migrates from version i to i+1; a newer schema than this code knows is refused.
@@ -103,6 +104,11 @@ MIGRATIONS: tuple[str, ...] = (
     # is "in doubt": the next delivery first looks for it on GitHub instead of sending it twice.
     """
     ALTER TABLE outbox ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0
+    """,
+    # 2 -> 3: a process sending an item claims it until then, so two processes delivering
+    # at once (`cdkit sync` beside a run in another worktree) never both send it.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_until REAL
     """,
 )
 
@@ -397,6 +403,27 @@ class Ledger:
                 " in_doubt = COALESCE(?, in_doubt) WHERE id = ?",
                 (error, "failed" if final else "pending", None if in_doubt is None else int(in_doubt), item_id),
             )
+
+    def claim(self, item_id: int) -> OutboxItem | None:
+        """Take a pending item to send it; None when it is no longer pending or another process has it.
+
+        The claim also marks the item in doubt: until it is marked delivered or failed, a
+        crash mid-send leaves it for a later delivery to look up before sending again. The
+        item returned is as it was before the claim (`in_doubt` of earlier attempts).
+        """
+        now = self.clock()
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM outbox WHERE id = ?", (item_id,)).fetchone()
+            if row is None or row["state"] != "pending" or (row["claimed_until"] or 0) > now:
+                return None
+            db.execute("UPDATE outbox SET in_doubt = 1, claimed_until = ? WHERE id = ?", (now + CLAIM_SECONDS, item_id))
+        return self._outbox(row)
+
+    def release_claim(self, item_id: int, *, in_doubt: bool | None = None) -> None:
+        """End a claim; `in_doubt` restores the flag when nothing was sent (None: leave it)."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET claimed_until = NULL, in_doubt = COALESCE(?, in_doubt) WHERE id = ?",
+                       (None if in_doubt is None else int(in_doubt), item_id))
 
     def mark_sending(self, item_id: int) -> None:
         """Before a send: until it is marked delivered or failed, the item is in doubt (a crash mid-send)."""

@@ -92,7 +92,24 @@ def deliver_pending(ledger: Ledger, client: GitHubClient, state: DeliveryState |
 
 
 def deliver_item(ledger: Ledger, client: GitHubClient, item: OutboxItem, state: DeliveryState) -> str:
-    """Send one item; return delivered, pending (deferred), blocked, failed or superseded."""
+    """Send one item; return delivered, pending (deferred), blocked, failed or superseded.
+
+    The item is claimed first: another process delivering the same outbox at the same
+    time (a run in another worktree, `cdkit sync`) skips it instead of sending it again.
+    """
+    claimed = ledger.claim(item.id)
+    if claimed is None:
+        return BLOCKED  # delivered meanwhile, or being sent by another process
+    outcome = BLOCKED
+    try:
+        outcome = _deliver_claimed(ledger, client, claimed, state)
+        return outcome
+    finally:
+        # Nothing was sent for a blocked item: it is no more in doubt than it was before.
+        ledger.release_claim(item.id, in_doubt=claimed.in_doubt if outcome == BLOCKED else None)
+
+
+def _deliver_claimed(ledger: Ledger, client: GitHubClient, item: OutboxItem, state: DeliveryState) -> str:
     if item.kind == STATUS:
         return _deliver_status(ledger, client, item, state)
     if item.kind == CHECK_RUN_CREATE:
@@ -110,8 +127,7 @@ def _send(ledger: Ledger, item: OutboxItem, state: DeliveryState, send: Any, *,
     `refused` may take over a refusal (the check-run -> status fallback): it returns True
     when it handled it, and the refusal is then not an error.
     """
-    ledger.mark_sending(item.id)
-    try:
+    try:  # the claim has marked the item in doubt: a crash from here on leaves it to be looked up
         remote_id = send()
     except GitHubRefused as exc:
         ledger.mark_failed(item.id, str(exc), final=True, in_doubt=False)

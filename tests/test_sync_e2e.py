@@ -233,3 +233,26 @@ def test_a_hanging_github_never_holds_the_stages_back(repo: Path, fake_github: F
     assert proc.returncode == 0, err
     assert json.loads(out)["github"]["delivered"] == 2 * len(STAGES)
     assert len(fake_github.requests) == 2 * len(STAGES)
+
+
+def test_two_syncs_at_once_send_each_report_once(repo: Path, fake_github: FakeGitHub) -> None:
+    sha = commit(repo, {".cdkit.yml": pipeline("lint")})
+    with Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3") as ledger:
+        for n in range(6):
+            ledger.enqueue(f"status:{REPO}:{sha}:cdkit/s{n}:1", "status", {
+                "repo": REPO, "sha": sha, "state": "success", "context": f"cdkit/s{n}", "description": "passed",
+                "target_url": None, "stage": f"s{n}", "run_id": 1})
+    fake_github.hold()  # both processes reach GitHub before either hears back
+    env = {**os.environ, **env_for(fake_github, PAT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "cdkit", "sync"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while len(fake_github.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fake_github.release()
+    for proc in procs:
+        proc.communicate(timeout=60)
+    contexts = [r.body["context"] for r in fake_github.requests if r.method == "POST"]
+    assert sorted(contexts) == [f"cdkit/s{n}" for n in range(6)], "each report sent exactly once"
+    with Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3") as ledger:
+        assert ledger.outbox_counts() == {"delivered": 6}
