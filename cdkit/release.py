@@ -528,7 +528,12 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str,
     try:
         if ctx.remote is not None:
             payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval}
-            github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
+            try:
+                github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
+            except GateFailed as exc:
+                # Another machine's deploy started first (the remote set ours to failure): nothing ran.
+                status, reason = REFUSED, str(exc)
+                raise
         what = "rolling back" if rollback else "deploying"
         ctx.say(f"cdkit: {what} {env.name} to {sha[:12]} (deployment #{deployment_id}, log: {log_path})")
         with _deploy_workdir(ctx, sha) as workdir:

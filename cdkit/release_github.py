@@ -19,6 +19,7 @@ Entry points for the Action (`cdkit action`):
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import uuid
 from urllib.parse import quote
@@ -41,6 +42,8 @@ from cdkit.session import Workspace
 RELEASE_PREFIX = "cdkit/release/"
 DEPLOYED_PREFIX = "cdkit/deployed/"
 ACTIVE_STATES = frozenset({"queued", "pending", "in_progress"})
+REVIEW_EVENT = "pull_request_review"
+STARTED_FIRST = "another deploy started first"
 STALE_DEPLOY_SECONDS = 3600.0  # an in-progress GitHub deployment older than this is a crashed one, not a lock
 _CHECK_STATUS = {"success": "passed", "failure": "failed", "timed_out": "timed_out", "cancelled": "cancelled",
                  "skipped": "skipped"}
@@ -63,6 +66,19 @@ def _login_identity(login: str | None) -> Identity | None:
     return Identity(login=login) if login else None
 
 
+def _same_repo(head: Mapping[str, Any], base: Mapping[str, Any], repo: str) -> bool:
+    """Whether a pull request's head lives in its base repository, `repo` (not a fork).
+
+    The REST API and webhook payloads carry both repositories (a deleted fork's
+    head is null); a pull request without them is not trusted as a release one.
+    """
+    head_repo, base_repo = head.get("repo") or {}, base.get("repo") or {}
+    names = [str(r.get("full_name") or "").casefold() for r in (head_repo, base_repo)]
+    if names != [repo.casefold()] * 2:
+        return False
+    return head_repo.get("id") == base_repo.get("id")
+
+
 @dataclasses.dataclass
 class GitHubRemote:
     """Reads and writes one repository's releases on GitHub (see `cdkit.release.Remote`)."""
@@ -75,6 +91,7 @@ class GitHubRemote:
     run_id: str | None = None
     run_sha: str | None = None  # the commit the Actions run is for (environment approvals bind to it)
     own_deployment_id: int | None = None  # a `deployment` event's deployment: not someone else's deploy
+    event_name: str | None = None  # GITHUB_EVENT_NAME: on a review event the actor is the reviewer
     clock: Callable[[], float] = time.time
 
     # --- reads -----------------------------------------------------------------------------------
@@ -129,29 +146,71 @@ class GitHubRemote:
                                                 "deployments: read")
         return found  # newest first
 
+    def _of_this_run(self, statuses: list[dict[str, Any]]) -> bool:
+        """Whether a deployment's statuses point at this Actions run (any attempt, any job).
+
+        GitHub creates a deployment for every job that declares `environment:` and
+        links its statuses to the job's page (`.../actions/runs/<id>/job/<job>`);
+        cdkit's own finished statuses link to the run too.
+        """
+        if not self.run_id:
+            return False
+        link = re.compile(rf"/{re.escape(self.repo)}/actions/runs/{re.escape(self.run_id)}(?:[/?#]|$)",
+                          re.IGNORECASE)
+        return any(link.search(str(s.get(key) or "")) for s in statuses for key in ("log_url", "target_url"))
+
+    def _is_job_deployment(self, deployment: Mapping[str, Any], statuses: list[dict[str, Any]]) -> bool:
+        """GitHub's deployment for this run's job (not one cdkit created): it says nothing about what is deployed.
+
+        While the deploy job runs its status is `in_progress`; taking it for another
+        deploy would make every `environment:` job refuse itself.
+        """
+        if deployment.get("id") == self.own_deployment_id:
+            return False
+        created_by_cdkit = isinstance(deployment.get("payload"), Mapping) and "cdkit_token" in deployment["payload"]
+        return not created_by_cdkit and self._of_this_run(statuses)
+
     def current_sha(self, environment: str) -> str | None:
         for deployment in self._deployments(environment):
-            states = [s.get("state") for s in self._statuses(int(deployment["id"]))]
-            if states and states[0] == "success":
+            statuses = self._statuses(int(deployment["id"]))
+            if self._is_job_deployment(deployment, statuses):
+                continue
+            if statuses and statuses[0].get("state") == "success":
                 return str(deployment["sha"])
         return None
 
     def has_deployed(self, environment: str, sha: str) -> bool:
-        return any(any(s.get("state") in ("success", "inactive") for s in self._statuses(int(d["id"])))
-                   for d in self._deployments(environment, sha))
+        for deployment in self._deployments(environment, sha):
+            statuses = self._statuses(int(deployment["id"]))
+            if self._is_job_deployment(deployment, statuses):
+                continue
+            if any(s.get("state") in ("success", "inactive") for s in statuses):
+                return True
+        return False
 
     def deploy_in_progress(self, environment: str) -> str | None:
+        return self._active_deployment(environment)
+
+    def _active_deployment(self, environment: str, *, older_than: int | None = None) -> str | None:
+        """Another deploy to `environment` still running (younger than the stale cutoff), described; else None.
+
+        Ours (a `deployment` event's, or `older_than` itself) and this run's don't count.
+        With `older_than`, only deployments with a lower id do: they were created first.
+        """
         now = self.clock()
         for deployment in self._deployments(environment):
-            if deployment.get("id") == self.own_deployment_id:
+            deployment_id = int(deployment["id"])
+            if deployment_id == self.own_deployment_id or (older_than is not None and deployment_id >= older_than):
                 continue
             created = _epoch(deployment.get("created_at")) or now
             if now - created > STALE_DEPLOY_SECONDS:
                 break  # newest first: everything further is older still
-            statuses = self._statuses(int(deployment["id"]))
+            statuses = self._statuses(deployment_id)
+            if self._of_this_run(statuses):
+                continue  # this run's job deployment (or a deploy this run already finished)
             state = statuses[0].get("state") if statuses else "pending"
             if state in ACTIVE_STATES:
-                return f"deployment {deployment['id']} of {str(deployment.get('sha'))[:12]} is {state}"
+                return f"deployment {deployment_id} of {str(deployment.get('sha'))[:12]} is {state}"
         return None
 
     def preflight(self, environment: Environment) -> None:
@@ -188,8 +247,19 @@ class GitHubRemote:
         owner = self.repo.split("/")[0]
         pulls = self._all("/pulls", "list the release pull requests", "pull-requests: read", state="open",
                           head=f"{owner}:{RELEASE_PREFIX}{environment}")
-        mine = [p for p in pulls if (p.get("head") or {}).get("ref") == f"{RELEASE_PREFIX}{environment}"]
+        mine = [p for p in pulls if self.is_release_pull(p, environment)]
         return mine[0] if mine else None
+
+    def is_release_pull(self, pull: Mapping[str, Any], environment: str) -> bool:
+        """Whether `pull` is E's release PR: `cdkit/release/E -> cdkit/deployed/E`, both in this repository.
+
+        A look-alike (a fork's branch of that name, or another base) shows other
+        commits than the ones the release adds, so its reviews release nothing.
+        """
+        head, base = pull.get("head") or {}, pull.get("base") or {}
+        if head.get("ref") != f"{RELEASE_PREFIX}{environment}" or base.get("ref") != f"{DEPLOYED_PREFIX}{environment}":
+            return False
+        return _same_repo(head, base, self.repo)
 
     def review_decision(self, environment: Environment, sha: str, pull: Mapping[str, Any],
                         commit_people: tuple[Identity, ...]) -> Decision:
@@ -212,8 +282,24 @@ class GitHubRemote:
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
             permissions=permissions, pr_author=_identity(pull.get("user")), commit_people=tuple(people),
-            actor=_login_identity(self.actor), triggering_actor=_login_identity(self.triggering_actor),
+            **self._review_run_people(),
         ))
+
+    def _review_run_people(self) -> dict[str, Identity | None]:
+        """Who started this run, for `Facts.actor` / `Facts.triggering_actor` of a review decision.
+
+        The actor of a `pull_request_review` run is the reviewer: excluding them would
+        make the approval that triggered the run never count, so they are judged by
+        the other rules (PR author, commit people, permission, reviewers). Someone else
+        who re-ran that workflow (triggering actor) still cannot approve. On any other
+        event (push, dispatch, re-run) the actor started the release and cannot approve it.
+        """
+        actor, triggering = _login_identity(self.actor), _login_identity(self.triggering_actor)
+        if self.event_name != REVIEW_EVENT:
+            return {"actor": actor, "triggering_actor": triggering}
+        if triggering is not None and actor is not None and triggering.same_as(actor):
+            triggering = None
+        return {"actor": None, "triggering_actor": triggering}
 
     def permission(self, person: Identity) -> str:
         """The reviewer's permission now (role_name knows maintain/triage; `permission` is the legacy field)."""
@@ -273,15 +359,31 @@ class GitHubRemote:
                                           scope="deployments: write", recover=recover)
             deployment_id = int(data["id"])
         self._status(deployment_id, environment, "in_progress")
+        self._refuse_if_started_second(environment, deployment_id)
         return deployment_id
+
+    def _refuse_if_started_second(self, environment: Environment, deployment_id: int) -> None:
+        """Close the race between checking for another deploy and creating ours.
+
+        The ledger lock holds on one machine only, and `deploy_in_progress` reads
+        before we create: two machines can both get here. Deployment ids grow, so of
+        two active deployments the lower id started first and goes on; the other fails.
+        """
+        first = self._active_deployment(environment.name, older_than=deployment_id)
+        if first is None:
+            return
+        self._status(deployment_id, environment, "failure", description=STARTED_FIRST)
+        raise GateFailed(f"another deploy to {environment.name} started first on GitHub ({first}); deployment "
+                         f"{deployment_id} was set to failure and nothing was deployed: wait for it to finish, "
+                         "then deploy again")
 
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
                           log_url: str | None) -> None:
         self._status(github_id, environment, state, log_url=log_url)
 
     def _status(self, deployment_id: int, environment: Environment, state: str, *,
-                log_url: str | None = None) -> None:
-        body: dict[str, Any] = {"state": state, "description": f"cdkit: {state.replace('_', ' ')}"}
+                log_url: str | None = None, description: str | None = None) -> None:
+        body: dict[str, Any] = {"state": state, "description": description or f"cdkit: {state.replace('_', ' ')}"}
         if log_url:
             body["log_url"] = log_url
         if environment.url:
@@ -335,7 +437,7 @@ def remote_from_environ(pipeline: Pipeline, environ: Mapping[str, str], *, root:
     return GitHubRemote(client=client, repo=repo, root=root, actor=environ.get("GITHUB_ACTOR") or None,
                         triggering_actor=environ.get("GITHUB_TRIGGERING_ACTOR") or None,
                         run_id=environ.get("GITHUB_RUN_ID") or None, run_sha=environ.get("GITHUB_SHA") or None,
-                        own_deployment_id=own_deployment_id)
+                        own_deployment_id=own_deployment_id, event_name=environ.get("GITHUB_EVENT_NAME") or None)
 
 
 def action_context(ws: Workspace, pipeline: Pipeline, ledger: Ledger, *, environ: Mapping[str, str],
@@ -365,11 +467,11 @@ def on_review(ctx: ReleaseContext, payload: Mapping[str, Any]) -> list[DeployRes
     commits from the REST API now. A review of any other pull request releases nothing.
     """
     pull = payload.get("pull_request") or {}
-    ref = str((pull.get("head") or {}).get("ref") or "")
     sha = str((pull.get("head") or {}).get("sha") or "")
+    remote = _github(ctx)
     results = []
     for env in ctx.pipeline.environments:
-        if env.mode == "delivery" and env.approval.via == "review" and ref == f"{RELEASE_PREFIX}{env.name}":
+        if env.mode == "delivery" and env.approval.via == "review" and remote.is_release_pull(pull, env.name):
             result = deploy_if_approved(ctx, env.name, sha)
             _merge_if_configured(ctx, env, sha, result.status)
             results.append(result)

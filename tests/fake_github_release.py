@@ -4,14 +4,89 @@ Registered on every `FakeGitHub` when imported (see tests/fake_github.py). State
 `server.state.extra`: "deployments" (id -> deployment), "deployment_statuses" (id -> newest first),
 "environments" (name -> environment), "run_approvals" (run id -> entries), "pulls" (number -> pull),
 "reviews" / "pull_commits" (number -> list), "permissions" (login -> role), "refs" (ref -> sha).
+
+What GitHub does on its own, for tests to script:
+    start_job_deployment(server, ...)      a job with `environment:` starts: its deployment, `in_progress`,
+                                           linked to the job (sent as real requests, so validated)
+    before_next_deployment(server, fn)     run `fn` when cdkit's next POST /deployments arrives, before
+                                           GitHub creates it (another machine creating one in between)
+    before_next_deployment_status(...)     the same, right after cdkit's deployment exists
+    add_deployment(server, ...)            another machine's deployment, written straight into the state
 """
 from __future__ import annotations
 
+import json
+import urllib.request
+import zlib
+from collections.abc import Callable
 from typing import Any
 
-from tests.fake_github import FakeGitHub, Reply, Request, now_iso, paginate, route
+from tests.fake_github import ROUTES, FakeGitHub, Reply, Request, now_iso, paginate, route
 
 NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+FAKE_TOKEN = "ghs_fakegithubitself"  # what GitHub's own writes are sent with in these tests
+
+
+def _send(server: FakeGitHub, method: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method=method,
+                                     headers={"Authorization": f"token {FAKE_TOKEN}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def start_job_deployment(server: FakeGitHub, *, repo: str, environment: str, sha: str, run_id: str, job: int = 1,
+                         state: str = "in_progress") -> int:
+    """GitHub starting a job that declares `environment:`: a deployment whose status links the job's page."""
+    created = _send(server, "POST", f"/repos/{repo}/deployments",
+                    {"ref": sha, "environment": environment, "auto_merge": False, "required_contexts": []})
+    job_url = f"https://github.com/{repo}/actions/runs/{run_id}/job/{job}"
+    _send(server, "POST", f"/repos/{repo}/deployments/{created['id']}/statuses",
+          {"state": state, "log_url": job_url, "target_url": job_url, "environment": environment})
+    return int(created["id"])
+
+
+def before_next(server: FakeGitHub, method: str, template: str, action: Callable[[], None]) -> None:
+    """Run `action` once, when the next request to `template` arrives and before GitHub handles it."""
+    pending = [action]
+    handler = next(r.handler for r in ROUTES if (r.method, r.template) == (method, template))
+
+    def first_the_action(srv: FakeGitHub, req: Request) -> Reply:
+        while pending:
+            pending.pop()()
+        return handler(srv, req)
+
+    server.add_route(method, template, first_the_action)
+
+
+def before_next_deployment(server: FakeGitHub, action: Callable[[], None]) -> None:
+    """`action` runs before GitHub creates the next deployment (it gets a lower id than that one)."""
+    before_next(server, "POST", "/repos/{owner}/{repo}/deployments", action)
+
+
+def before_next_deployment_status(server: FakeGitHub, action: Callable[[], None]) -> None:
+    """`action` runs after the next deployment exists, before its next status (it gets a higher id)."""
+    before_next(server, "POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", action)
+
+
+def add_deployment(server: FakeGitHub, *, environment: str, sha: str, state: str | None,
+                   log_url: str | None = None) -> int:
+    """A deployment (and its status) written straight into the state, as if another machine had created it."""
+    deployment_id = next(server.state.ids)
+    _extra(server, "deployments")[deployment_id] = {
+        "id": deployment_id, "sha": sha, "ref": sha, "environment": environment, "payload": {},
+        "description": "another machine", "created_at": now_iso(), "_request": {}}
+    if state is not None:
+        status = {"id": next(server.state.ids), "created_at": now_iso(), "state": state,
+                  **({"log_url": log_url, "target_url": log_url} if log_url else {})}
+        _extra(server, "deployment_statuses").setdefault(deployment_id, []).insert(0, status)
+    return deployment_id
+
+
+def _repository(owner: str, name: str) -> dict[str, Any]:
+    full_name = f"{owner}/{name}"
+    return {"id": zlib.crc32(full_name.lower().encode()), "full_name": full_name, "name": name,
+            "owner": {"login": owner}}
 
 
 def _extra(server: FakeGitHub, key: str) -> Any:
@@ -103,8 +178,10 @@ def create_pull(server: FakeGitHub, req: Request) -> Reply:
     pull = {"number": number, "state": "open", "title": body["title"], "body": body.get("body"),
             "user": server.state.extra.get("token_user", {"login": "github-actions[bot]", "id": 41898282,
                                                           "type": "Bot"}),
-            "head": {"ref": head_ref, "sha": refs[f"refs/heads/{head_ref}"]},
-            "base": {"ref": base_ref, "sha": refs[f"refs/heads/{base_ref}"]}}
+            "head": {"ref": head_ref, "sha": refs[f"refs/heads/{head_ref}"],
+                     "repo": _repository(req.params["owner"], req.params["repo"])},
+            "base": {"ref": base_ref, "sha": refs[f"refs/heads/{base_ref}"],
+                     "repo": _repository(req.params["owner"], req.params["repo"])}}
     _extra(server, "pulls")[number] = pull
     return Reply(201, pull)
 

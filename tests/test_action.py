@@ -392,6 +392,9 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
                              "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
     payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: head, ev.PR_BASE: base})
     payload["pull_request"]["head"]["ref"] = "cdkit/release/production"
+    payload["pull_request"]["base"]["ref"] = "cdkit/deployed/production"
+    for side in ("head", "base"):  # the release PR lives in this repository (not a fork)
+        payload["pull_request"][side]["repo"]["full_name"] = "octo-org/octo-repo"
     payload["pull_request"]["number"] = 1
     approved = run_action(repo, "pull_request_review", payload, sha=head, env=github(fake_github))
     assert approved.proc.returncode == 0, approved.proc.stderr + approved.proc.stdout

@@ -14,8 +14,13 @@ from typing import Any
 import pytest
 
 import tests.fake_github_release  # noqa: F401 - registers the release endpoints
+from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
+from tests.fake_github_release import (
+    add_deployment, before_next_deployment, before_next_deployment_status, start_job_deployment,
+)
 from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.test_action import run_action
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
 BOB = {"login": "bob", "id": 2, "type": "User"}
@@ -100,8 +105,9 @@ def test_release_pull_request_lists_the_commits_as_inert_text(
         review_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
     _, sha = review_repo
     pull = fake_github.state.extra["pulls"][1]
-    assert pull["head"] == {"ref": "cdkit/release/prod", "sha": sha}
+    assert (pull["head"]["ref"], pull["head"]["sha"]) == ("cdkit/release/prod", sha)
     assert pull["base"]["ref"] == "cdkit/deployed/prod"
+    assert pull["head"]["repo"]["full_name"] == pull["base"]["repo"]["full_name"] == "acme/app"
     assert f"`{sha[:12]}` add \\`$\\(rm \\-rf /\\)\\` \\@everyone \\[x\\]\\(y\\)" in pull["body"]
     assert "| `build` | passed |" in pull["body"]
 
@@ -217,3 +223,196 @@ def test_a_deployed_release_pull_request_is_merged_when_configured(tmp_path: Pat
     else:
         assert refs["refs/heads/cdkit/deployed/prod"] != sha
         assert pull["state"] == "open"
+
+
+# --- who triggered the run: a reviewer, a pusher, someone re-running ------------------------------------------
+
+
+def review_event(sha: str, *, reviewer: str, **pull: Any) -> dict[str, Any]:
+    """A `pull_request_review` payload for release PR #1 of acme/app at `sha`; `side__key=value` overrides."""
+    payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: sha})
+    repository = {"id": 1296269, "full_name": "acme/app", "name": "app", "owner": {"login": "acme"}}
+    payload["pull_request"]["number"] = 1
+    payload["pull_request"]["head"].update(ref="cdkit/release/prod", sha=sha, repo=dict(repository))
+    payload["pull_request"]["base"].update(ref="cdkit/deployed/prod", repo=dict(repository))
+    for dotted, value in pull.items():
+        side, key = dotted.split("__")
+        payload["pull_request"][side][key] = value
+    payload["review"]["user"]["login"] = reviewer
+    return payload
+
+
+def action_env(server: FakeGitHub, sha: str, *, actor: str, triggering_actor: str) -> dict[str, str]:
+    return {**gh_env(server, sha), "INPUT_TOKEN": "ghs_faketoken", "GITHUB_ACTOR": actor,
+            "GITHUB_TRIGGERING_ACTOR": triggering_actor, "GITHUB_RUN_ID": "77"}
+
+
+def test_the_reviewer_who_triggered_the_review_run_is_counted_and_it_deploys(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+    repo, sha = review_repo
+    fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
+    run = run_action(repo, "pull_request_review", review_event(sha, reviewer="bob"), sha=sha,
+                     env=action_env(fake_github, sha, actor="bob", triggering_actor="bob"))
+    assert run.proc.returncode == 0, run.proc.stderr + run.proc.stdout
+    assert (run.outputs["result"], run.outputs["sha"]) == ("deployed", sha), run.summary
+    (deployment,) = github_deployments(fake_github)
+    assert deployment["_request"]["payload"]["approval"]["counted"][0]["who"] == "bob"
+
+
+@pytest.mark.parametrize("event, actor, triggering, reason", [
+    ("push", "bob", "bob", "bob triggered this run (actor), so cannot approve it"),
+    ("workflow_dispatch", "dave", "bob", "bob re-ran this run (triggering actor), so cannot approve it"),
+    ("pull_request_review", "dave", "bob", "bob re-ran this run (triggering actor), so cannot approve it"),
+], ids=["pusher", "re-run of a dispatch", "re-run of a review"])
+def test_whoever_started_a_release_still_cannot_approve_it(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub, event: str, actor: str, triggering: str,
+        reason: str) -> None:
+    repo, sha = review_repo
+    fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
+    env = {**gh_env(fake_github, sha), "GITHUB_EVENT_NAME": event, "GITHUB_ACTOR": actor,
+           "GITHUB_TRIGGERING_ACTOR": triggering}
+    result = cdkit("release", "check", "--env", "prod", "--json", cwd=repo, env=env)
+    data = json.loads(result.stdout)
+    assert result.returncode == 1 and not data["released"]
+    assert any(f"bob's approval does not count: {reason}" in p for p in data["problems"]), data["problems"]
+    assert github_deployments(fake_github) == []
+
+
+# --- a review of a look-alike pull request ----------------------------------------------------------------------
+
+
+FORK = {"id": 99, "full_name": "mallory/app", "name": "app", "owner": {"login": "mallory"}}
+
+
+@pytest.mark.parametrize("pull", [{"head__repo": FORK}, {"head__repo": None}, {"base__ref": "main"}],
+                         ids=["fork head", "deleted fork head", "another base"])
+def test_a_review_of_a_look_alike_pull_request_deploys_nothing(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub, pull: dict[str, Any]) -> None:
+    repo, sha = review_repo
+    fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
+    # Dave reviewed the look-alike; Bob's approval of the real release PR would count.
+    run = run_action(repo, "pull_request_review", review_event(sha, reviewer="dave", **pull), sha=sha,
+                     env=action_env(fake_github, sha, actor="dave", triggering_actor="dave"))
+    assert run.proc.returncode == 0, run.proc.stderr + run.proc.stdout
+    assert run.outputs["result"] == "skipped" and "nothing to release" in run.summary
+    assert github_deployments(fake_github) == []
+
+
+@pytest.mark.parametrize("change", ["base", "fork"])
+def test_release_check_ignores_a_release_branch_pull_request_into_another_base_or_from_a_fork(
+        review_repo: tuple[Path, str], fake_github: FakeGitHub, change: str) -> None:
+    repo, sha = review_repo
+    pull = fake_github.state.extra["pulls"][1]
+    if change == "base":
+        pull["base"]["ref"] = "main"
+    else:
+        pull["head"]["repo"] = FORK
+    fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
+    result = cdkit("release", "check", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 1
+    assert "there is no open release pull request for prod" in result.stderr
+    assert github_deployments(fake_github) == []
+
+
+# --- the deploy job's own GitHub deployment, and deploys started on two machines --------------------------------
+
+
+@pytest.fixture
+def environment_repo(tmp_path: Path, fake_github: FakeGitHub) -> tuple[Path, str]:
+    repo = make_repo(tmp_path / "repo")
+    sha = commit(repo, {".cdkit.yml": pipeline("environment")})
+    assert cdkit("run", cwd=repo).returncode == 0
+    extra = fake_github.state.extra
+    extra["environments"] = {"prod": {"id": 1, "name": "prod", "protection_rules": [
+        {"id": 6, "type": "required_reviewers", "reviewers": [{"type": "User", "reviewer": BOB}]}]}}
+    extra["run_approvals"] = {"77": [{"state": "approved", "comment": "go", "user": BOB,
+                                      "environments": [{"id": 1, "name": "prod"}]}]}
+    return repo, sha
+
+
+def push_deploy(repo: Path, server: FakeGitHub, sha: str) -> Any:
+    """The workflow's deploy job (`environment: prod`) running `cdkit action` with command: deploy."""
+    payload = ev.event("push.5.json", {ev.PUSH_AFTER: sha}, ref="refs/heads/main")
+    env = {**action_env(server, sha, actor="ada", triggering_actor="ada"),
+           "INPUT_COMMAND": "deploy", "INPUT_ENVIRONMENT": "prod"}
+    return run_action(repo, "push", payload, sha=sha, env=env)
+
+
+@pytest.mark.parametrize("how", ["cdkit deploy", "cdkit action"])
+def test_the_deploy_jobs_own_github_deployment_does_not_block_it(
+        environment_repo: tuple[Path, str], fake_github: FakeGitHub, how: str) -> None:
+    repo, sha = environment_repo
+    job = start_job_deployment(fake_github, repo="acme/app", environment="prod", sha=sha, run_id="77")
+    if how == "cdkit deploy":
+        result = cdkit("deploy", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "success"
+    else:
+        run = push_deploy(repo, fake_github, sha)
+        assert run.proc.returncode == 0, run.proc.stderr + run.proc.stdout
+        assert run.outputs["result"] == "deployed"
+    ours = [d for d in github_deployments(fake_github) if d["id"] != job]
+    assert len(ours) == 1
+    assert fake_github.state.extra["deployment_statuses"][ours[0]["id"]][0]["state"] == "success"
+
+
+def test_a_deploy_in_progress_from_another_run_still_refuses(
+        environment_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+    repo, sha = environment_repo
+    other = start_job_deployment(fake_github, repo="acme/app", environment="prod", sha=sha, run_id="771")
+    result = cdkit("deploy", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 1
+    assert f"another deploy to prod is in progress on GitHub (deployment {other} of {sha[:12]} is in_progress)" \
+        in result.stderr
+    assert [d["id"] for d in github_deployments(fake_github)] == [other]
+
+
+def staging_repo(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A deployment-mode repository whose HEAD passed its stages off the release branch (so nothing deployed it)."""
+    marker = tmp_path / "deployed"
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, {"README": "app"}, "start")
+    git(repo, "checkout", "-q", "-b", "feature")
+    sha = commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages: [{{name: build, run: "true"}}]
+        environments:
+          - {{name: staging, mode: deployment, deploy: "echo $CDKIT_SHA >> {marker}"}}
+    """)})
+    assert cdkit("run", cwd=repo).returncode == 0
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--ff-only", "feature")
+    assert not marker.exists()
+    return repo, sha, marker
+
+
+def test_of_two_deploys_started_at_once_the_later_one_steps_back(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo, sha, marker = staging_repo(tmp_path)
+    rival: list[int] = []
+    # Another machine passed its checks too and created its deployment just before ours.
+    before_next_deployment(fake_github, lambda: rival.append(
+        add_deployment(fake_github, environment="staging", sha=sha, state="in_progress")))
+    result = cdkit("deploy", "--env", "staging", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 1
+    assert f"another deploy to staging started first on GitHub (deployment {rival[0]} of {sha[:12]} is in_progress)" \
+        in result.stderr
+    assert not marker.exists()  # nothing deployed
+    (ours,) = [d for d in github_deployments(fake_github) if d["id"] != rival[0]]
+    latest = fake_github.state.extra["deployment_statuses"][ours["id"]][0]
+    assert (latest["state"], latest["description"]) == ("failure", "another deploy started first")
+    status = cdkit("status", sha, "--json", cwd=repo)
+    assert '"status": "refused"' in status.stdout, status.stdout  # the ledger records it as refused
+
+
+def test_of_two_deploys_started_at_once_the_first_one_goes_on(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo, sha, marker = staging_repo(tmp_path)
+    later: list[int] = []
+    # The other machine created its deployment right after ours: it is the one to step back.
+    before_next_deployment_status(fake_github, lambda: later.append(
+        add_deployment(fake_github, environment="staging", sha=sha, state="in_progress")))
+    result = cdkit("deploy", "--env", "staging", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text().split() == [sha]
+    (ours,) = [d for d in github_deployments(fake_github) if d["id"] != later[0]]
+    assert ours["id"] < later[0]
+    assert fake_github.state.extra["deployment_statuses"][ours["id"]][0]["state"] == "success"
