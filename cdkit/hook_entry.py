@@ -385,13 +385,13 @@ def judged(result: StageResult, skipped_by_user: frozenset[str]) -> bool:
     `cdkit/<stage>` either would turn CI's own status for the commit green. A skip by `paths`
     or by a failed need is this run's decision, and is reported like the checks reporter does.
     """
-    from cdkit.report import NOT_REPORTED_PREFIXES
+    from cdkit.plan import NOT_JUDGED_PREFIXES
     from cdkit.runner import SKIPPED
 
     if result.status != SKIPPED:
         return True
     # Every stage named in CDKIT_SKIP is skipped by it unless an earlier rule (on:, --stage) already was.
-    return not result.reason.startswith(NOT_REPORTED_PREFIXES) and result.stage not in skipped_by_user
+    return not result.reason.startswith(NOT_JUDGED_PREFIXES) and result.stage not in skipped_by_user
 
 
 def enqueue_statuses(ledger: Ledger, repository: str, outcome: RunOutcome, *,

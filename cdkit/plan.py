@@ -11,6 +11,8 @@ from cdkit.globs import matching_files
 # Reasons of stages a run did not judge at all (another trigger, not selected): such a result
 # says nothing about the commit, so it never replaces a real one (status, gates, GitHub).
 NOT_JUDGED_PREFIXES = ("not selected", "not on ")
+# The reason of a stage the user skipped (CDKIT_SKIP): recorded, but never reported as a pass.
+SKIPPED_BY_USER = "skipped by CDKIT_SKIP"
 
 
 class PlannedStage(NamedTuple):
@@ -39,7 +41,7 @@ def _decide(stage: Stage, trigger: Trigger, *, skip: frozenset[str], only: froze
     if trigger.kind not in stage.on:
         return PlannedStage(stage, False, f"not on {trigger.kind} (runs on: {', '.join(stage.on)})")
     if stage.name in skip:
-        return PlannedStage(stage, False, "skipped by CDKIT_SKIP")
+        return PlannedStage(stage, False, SKIPPED_BY_USER)
     if stage.paths is None:
         return PlannedStage(stage, True, "no paths filter")
     matched = matching_files(stage.paths, trigger.changed_files)

@@ -151,14 +151,15 @@ def test_a_stage_is_two_requests_create_in_progress_then_complete(ledger: Ledger
 def test_a_stage_skipped_by_the_plan_is_one_completed_check_run(ledger: Ledger) -> None:
     responses.post(CHECK_RUNS, json={"id": 11}, status=201)
     reporter = ChecksReporter(ledger=ledger, client=client(), repo=REPO, sha=SHA, environ={})
-    reporter.stage_finished(stage("docs"), StageResult("docs", SKIPPED, "skipped by CDKIT_SKIP"))
+    reporter.stage_finished(stage("docs"), StageResult("docs", SKIPPED, "paths did not match any of 2 changed file(s) (docs/**)"))
+    reporter.stage_finished(stage("fmt"), StageResult("fmt", SKIPPED, "skipped by CDKIT_SKIP"))  # not a pass: unreported
     reporter.stage_finished(stage("lint"), StageResult("lint", SKIPPED, "not on ci (runs on: pre-push)"))
     reporter.stage_finished(stage("e2e"), StageResult("e2e", SKIPPED, "not selected (--stage)"))
     reporter.flush()
     create, = bodies("POST")
     assert create["status"] == "completed" and create["conclusion"] == "skipped"
     assert create["name"] == "cdkit/docs"
-    assert "skipped by CDKIT_SKIP" in create["output"]["title"]
+    assert "paths did not match" in create["output"]["title"]
 
 
 @responses.activate

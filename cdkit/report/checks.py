@@ -40,7 +40,7 @@ from cdkit.outbox import (
     deliver_pending,
     status_key,
 )
-from cdkit.report import NOT_REPORTED_PREFIXES
+from cdkit.plan import NOT_JUDGED_PREFIXES, SKIPPED_BY_USER
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 from cdkit.secrets import redact
 
@@ -269,7 +269,7 @@ class ChecksReporter:
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
         if stage.name not in self.started and result.status == SKIPPED and \
-                result.reason.startswith(NOT_REPORTED_PREFIXES):
+                (result.reason.startswith(NOT_JUDGED_PREFIXES) or result.reason == SKIPPED_BY_USER):
             return
         description = describe(result)
         create_key = check_run_key(self.repo, self.sha, stage.name, self.run_id)

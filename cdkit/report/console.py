@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import IO
 
 from cdkit import output
+from cdkit.plan import SKIPPED_BY_USER
 from cdkit.secrets import redact
 from cdkit.config import Stage
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
@@ -70,7 +71,7 @@ class ConsoleReporter:
         output.write_line(f"{prefix} {text}", stream=self.stream)
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
-        if result.status == SKIPPED and result.started_at is None and "CDKIT_SKIP" not in result.reason \
+        if result.status == SKIPPED and result.started_at is None and result.reason != SKIPPED_BY_USER \
                 and not result.reason.startswith("needs"):
             return  # planned out (trigger, paths): the summary lists it; no noise while running
         output.write_line(self.result_line(result), stream=self.stream)
