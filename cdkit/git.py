@@ -114,6 +114,11 @@ def commit_exists(oid: str, cwd: str | os.PathLike[str] | None = None) -> bool:
     return _succeeds("cat-file", "-e", f"{oid}^{{commit}}", cwd=cwd)
 
 
+def first_parents(head: str, *, limit: int, cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """`head` and up to `limit - 1` of its first-parent ancestors, newest first."""
+    return git("rev-list", "--first-parent", f"--max-count={limit}", head, "--", cwd=cwd).split()
+
+
 def file_at(rev: str, path: str, cwd: str | os.PathLike[str] | None = None) -> bytes | None:
     """The bytes of `path` as committed in `rev`, or None when that commit has no such file."""
     code, out, _ = cmd_output_b("git", "cat-file", "blob", f"{rev}:{path}", cwd=cwd, check=False)

@@ -13,6 +13,8 @@ from cdkit.globs import matching_files
 NOT_JUDGED_PREFIXES = ("not selected", "not on ")
 # The reason of a stage the user skipped (CDKIT_SKIP): recorded, but never reported as a pass.
 SKIPPED_BY_USER = "skipped by CDKIT_SKIP"
+# How the reason of a stage whose `paths` matched none of the changed files begins.
+PATHS_SKIP_PREFIX = "paths did not match"
 
 
 class PlannedStage(NamedTuple):
@@ -48,7 +50,7 @@ def _decide(stage: Stage, trigger: Trigger, *, skip: frozenset[str], only: froze
     if not matched:
         return PlannedStage(
             stage, False,
-            f"paths did not match any of {len(trigger.changed_files)} changed file(s) ({', '.join(stage.paths)})",
+            f"{PATHS_SKIP_PREFIX} any of {len(trigger.changed_files)} changed file(s) ({', '.join(stage.paths)})",
         )
     more = f" and {len(matched) - 1} more" if len(matched) > 1 else ""
     return PlannedStage(stage, True, f"paths matched {matched[0]}{more}")

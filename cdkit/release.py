@@ -35,6 +35,7 @@ from cdkit.approval import Decision, Facts, Identity, Review, evaluate
 from cdkit.config import Environment, Pipeline, Stage
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
+from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import signal_group
 from cdkit.util import HOST, local_process_gone
 
@@ -47,10 +48,8 @@ LOCAL_VIA = "local"
 SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
 UNCHANGED, REFUSED = "unchanged", "refused"
 
-# A stage skipped because the commits did not touch its paths is not needed for this release.
-_PATHS_SKIP_PREFIX = "paths did not match"
-# Results that say nothing about the commit: the stage was not part of that run at all.
-_NOT_APPLICABLE_PREFIXES = ("not on ", "not selected")
+# How far back a stage skipped by `paths` may find the commit it last judged (first parents).
+PATHS_LOOKBACK = 50
 
 
 @dataclass(frozen=True)
@@ -155,26 +154,56 @@ def ledger_stage_verdicts(ledger: Ledger, sha: str) -> dict[str, StageVerdict]:
         if run.dirty:
             continue  # a dirty work tree is not the commit: it never counts for a gate
         for result in ledger.stage_results(run.id):
-            if result.status == "running" or result.reason.startswith(_NOT_APPLICABLE_PREFIXES):
+            if result.status == "running" or result.reason.startswith(NOT_JUDGED_PREFIXES):
                 continue
             verdicts[result.stage] = StageVerdict(result.stage, result.status, result.reason, f"run #{run.id}")
     return verdicts
 
 
-def stage_problems(pipeline: Pipeline, sha: str, verdicts: Mapping[str, StageVerdict]) -> list[str]:
+def stage_problems(pipeline: Pipeline, sha: str, verdicts: Mapping[str, StageVerdict],
+                   paths_skip: Callable[[Stage], str | None] = lambda _stage: None) -> list[str]:
+    """What keeps `sha`'s stages from allowing a release; `paths_skip` judges a stage skipped by `paths`."""
     problems = []
     for stage in required_stages(pipeline):
         verdict = verdicts.get(stage.name)
         if verdict is None:
             problems.append(f"stage {stage.name!r} has no result for {sha[:12]} "
                             f"(run the pipeline on that commit: cdkit run --head {sha[:12]})")
-        elif verdict.status == "skipped" and verdict.reason.startswith(_PATHS_SKIP_PREFIX):
-            continue
+        elif verdict.status == "skipped" and verdict.reason.startswith(PATHS_SKIP_PREFIX):
+            problem = paths_skip(stage)
+            if problem:
+                problems.append(problem)
         elif verdict.status != "passed":
             why = f": {verdict.reason}" if verdict.reason else ""
             problems.append(f"stage {stage.name!r} {verdict.status} on {sha[:12]} ({verdict.source}{why}); "
                             "fix it and run the pipeline again")
     return problems
+
+
+def paths_skip_problem(ctx: ReleaseContext, stage: Stage, sha: str) -> str | None:
+    """None when a stage skipped by `paths` on `sha` passed on a commit with the same files under its paths.
+
+    A skip only says the *pushed range* did not touch the stage's paths; the commit may
+    still carry an earlier change there that failed (or was pushed with --no-verify). So
+    walk back along first parents: the first commit whose files under `paths` differ from
+    `sha`'s ends the search; before that, a pass of the stage vouches for `sha`, a failure
+    refuses it, and another paths skip sends the search one commit further.
+    """
+    from cdkit.globs import matching_files
+
+    assert stage.paths is not None
+    for ancestor in git.first_parents(sha, limit=PATHS_LOOKBACK, cwd=ctx.root)[1:]:
+        if matching_files(stage.paths, git.changed_files(ancestor, sha, cwd=ctx.root)):
+            break  # files under its paths differ from here on: no earlier result speaks for `sha`
+        verdict = combined_verdicts(ctx, ancestor).get(stage.name)
+        if verdict is None or (verdict.status == "skipped" and verdict.reason.startswith(PATHS_SKIP_PREFIX)):
+            continue
+        if verdict.status == "passed":
+            return None
+        return (f"stage {stage.name!r} was skipped on {sha[:12]} by its paths, but it {verdict.status} on "
+                f"{ancestor[:12]}, which has the same files under them; fix it and run the pipeline again")
+    return (f"stage {stage.name!r} was skipped on {sha[:12]} by its paths, and no earlier commit with the same "
+            f"files under them passed it; run it on this commit: cdkit run --head {sha[:12]} --stage {stage.name}")
 
 
 def combined_verdicts(ctx: ReleaseContext, sha: str) -> dict[str, StageVerdict]:
@@ -304,7 +333,8 @@ def _chain_problems(ctx: ReleaseContext, env: Environment, sha: str) -> list[str
 
 def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = False) -> Check:
     """Every precondition for deploying `sha` to `env`, evaluated now (no side effects)."""
-    problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha))
+    problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha),
+                              lambda stage: paths_skip_problem(ctx, stage, sha))
     decision = None
     if env.mode == "delivery":
         decision = approval_decision(ctx, env, sha)

@@ -467,3 +467,47 @@ def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) ->
     assert "deploying it would roll prod back: pass --rollback" in text
     assert "cdkit: rolling back prod to" in text
     assert text.count("  cdkit: deploying ") + text.count("  cdkit: rolling back ") == 5
+
+
+PATHS_PIPELINE = config(f"""
+    version: 1
+    stages:
+      - name: test
+        run: test ! -e src/bad
+        paths: ["src/**"]
+    environments:
+      - name: staging
+        mode: deployment
+        deploy: '{DEPLOY}'
+""")
+
+
+def test_a_paths_skip_does_not_vouch_for_an_earlier_unchecked_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, {".cdkit.yml": PATHS_PIPELINE, "src/ok.py": "1"}, "first")
+    assert cdkit("run", cwd=repo).returncode == 0  # test passes on the first commit
+    bad = commit(repo, {"src/bad": "x"}, "a bad change pushed with --no-verify: never checked")
+    docs = commit(repo, {"docs/readme.md": "x"}, "docs only")
+    run = cdkit("run", "--base", bad, cwd=repo)  # the pushed range touches docs only: test skipped
+    assert "paths did not match" in cdkit("status", cwd=repo).stdout
+    assert run.returncode == 1, run.stdout  # deployment mode tried to release it, and the gate refused
+    deployed_first = (tmp_path / "deploys.txt").read_text()
+    result = cdkit("deploy", "--env", "staging", "--sha", docs, cwd=repo)
+    assert result.returncode == 1, result.stdout
+    assert (f"stage 'test' was skipped on {docs[:12]} by its paths, and no earlier commit with the same files "
+            "under them passed it") in result.stderr + result.stdout
+    assert (tmp_path / "deploys.txt").read_text() == deployed_first  # only the first commit was ever deployed
+
+
+def test_a_paths_skip_is_vouched_for_by_a_pass_with_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
+    repo = make_repo(tmp_path / "repo")
+    first = commit(repo, {".cdkit.yml": PATHS_PIPELINE, "src/ok.py": "1"}, "first")
+    assert cdkit("run", cwd=repo).returncode == 0
+    docs = commit(repo, {"docs/readme.md": "x"}, "docs only")
+    assert cdkit("run", "--base", first, cwd=repo).returncode == 0  # test skipped by paths
+    result = cdkit("deploy", "--env", "staging", "--sha", docs, cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line.split()[:2] for line in (tmp_path / "deploys.txt").read_text().splitlines()] == \
+        [["staging", first], ["staging", docs]]  # each released by its passing run (deployment mode)
