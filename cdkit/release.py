@@ -46,7 +46,7 @@ LOCAL_VIA = "local"
 
 # What a deploy ends as. `unchanged`: the environment already runs the SHA; `refused`: a gate said no.
 SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
-UNCHANGED, REFUSED = "unchanged", "refused"
+UNCHANGED, REFUSED, WAITING = "unchanged", "refused", "waiting"
 
 # How far back a stage skipped by `paths` may find the commit it last judged (first parents).
 PATHS_LOOKBACK = 50
@@ -513,9 +513,17 @@ def _approval_record(env: Environment, decision: Decision | None) -> dict[str, A
     return {"via": env.approval.via, "required": env.approval.required, **decision.as_data()}
 
 
-def _refuse(env: Environment, sha: str, problems: Sequence[str]) -> GateFailed:
+class Refused(GateFailed):
+    """A gate said no; `only_approval` when the one thing missing is the approval (delivery waits)."""
+
+    def __init__(self, message: str, *, only_approval: bool = False) -> None:
+        super().__init__(message)
+        self.only_approval = only_approval
+
+
+def _refuse(env: Environment, sha: str, problems: Sequence[str], *, only_approval: bool = False) -> Refused:
     lines = "\n".join(f"  - {p}" for p in problems)
-    return GateFailed(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}")
+    return Refused(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}", only_approval=only_approval)
 
 
 def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False) -> DeployResult:
@@ -538,7 +546,9 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
             ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
             return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
         if not result.ok:
-            raise _refuse(env, sha, result.problems)
+            # The approval adds exactly one problem; when it is the only one, the release waits.
+            waiting = result.decision is not None and not result.decision.approved and len(result.problems) == 1
+            raise _refuse(env, sha, result.problems, only_approval=waiting)
         return _deploy_now(ctx, env, sha, holder=holder, rollback=rollback, decision=result.decision,
                            current=result.current)
 
@@ -624,10 +634,13 @@ def after_pipeline(ctx: ReleaseContext, *, sha: str, ref: str | None, passed: bo
 def deploy_if_approved(ctx: ReleaseContext, environment: str, sha: str) -> DeployResult:
     """Delivery mode: deploy `sha` to `environment` when its approval now holds (the review and `release check` path).
 
-    Returns a `refused` result (not an exception) when it does not, so an event
-    handler can report "waiting for approval" without failing the workflow.
+    Returns a `waiting` result (not an exception) when only the approval is missing,
+    so an event handler can say so without failing the workflow; any other refusal
+    (a failed stage, a busy environment, a SHA off the release branch) is `refused`.
     """
     try:
         return deploy(ctx, environment, sha)
+    except Refused as exc:
+        return DeployResult(environment, sha, WAITING if exc.only_approval else REFUSED, reasons=(str(exc),))
     except GateFailed as exc:
         return DeployResult(environment, sha, REFUSED, reasons=(str(exc),))

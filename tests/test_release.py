@@ -511,3 +511,19 @@ def test_a_paths_skip_is_vouched_for_by_a_pass_with_the_same_files(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split()[:2] for line in (tmp_path / "deploys.txt").read_text().splitlines()] == \
         [["staging", first], ["staging", docs]]  # each released by its passing run (deployment mode)
+
+
+def test_only_a_missing_approval_waits_any_other_refusal_is_refused(world: Path) -> None:
+    from cdkit.release import deploy_if_approved
+
+    good = git(world, "rev-parse", "HEAD")
+    assert cdkit("run", cwd=world).returncode == 0  # passes; staging deploys it (deployment mode)
+    bad = commit(world, {"fail-build": "x"}, "breaks the build")
+    assert cdkit("run", cwd=world).returncode == 1
+    pipeline = load(world / ".cdkit.yml")
+    with ledger_of(world) as ledger:
+        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
+        waiting = deploy_if_approved(ctx, "prod", good)
+        assert waiting.status == "waiting" and "is not approved for prod" in waiting.reasons[0]
+        refused = deploy_if_approved(ctx, "prod", bad)
+        assert refused.status == "refused" and "stage 'build' failed" in refused.reasons[0]
