@@ -305,6 +305,13 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
             result = release.deploy_if_approved(ctx, target.name, sha)
             return _deploy_outcome(actions, result, results, notes, links)
         if target.mode == "delivery" and target.approval.via == "environment" and decision.action == RUN:
+            if env.sha and sha != env.sha:
+                # GitHub's reviewers approve the run, which is bound to GITHUB_SHA: an approval
+                # there would be for another commit than the one this run judged.
+                note = (f"{sha[:12]} is not this run's commit ({env.sha[:12]}), and {target.name}'s reviewers "
+                        "approve the run's commit: dispatch the workflow on a branch whose head is the commit")
+                return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
+                               notes=(*notes, f"not deployed to {target.name}: {note}"), links=links)
             note = (f"{sha[:12]} passed; the deploy job waits for a required reviewer of the {target.name} "
                     "environment, then cdkit checks every gate again")
             return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
