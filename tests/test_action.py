@@ -494,3 +494,23 @@ def test_run_and_plan_never_release_on_a_release_event(repo: Path) -> None:
         assert run.proc.returncode == 0, run.proc.stderr
         assert run.outputs["result"] == "skipped" and run.outputs["deploy"] == "false"
         assert f"command\\: {command} never releases" in run.summary  # Markdown-escaped
+
+
+def test_environment_approval_is_never_offered_for_a_commit_other_than_the_runs(repo: Path) -> None:
+    # GitHub's environment reviewers approve the run, and the run is bound to GITHUB_SHA:
+    # a dispatch that judges another commit (inputs.sha) must not set deploy=true.
+    commit(repo, {".cdkit.yml": PIPELINE + config("""
+        environments:
+          - name: production
+            deploy: "true"
+            approval: {via: environment}
+    """)}, "add production")
+    older = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"b.txt": "b"}, "newer")
+    payload = ev.event("workflow_dispatch.json", inputs={"sha": older}, ref="refs/heads/main")
+    run = run_action(repo, "workflow_dispatch", payload, sha=head)
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    assert run.outputs["sha"] == older and run.outputs["deploy"] == "false"
+    assert "whose head is the commit" in run.summary
+    same = run_action(repo, "workflow_dispatch", ev.event("workflow_dispatch.json", ref="refs/heads/main"), sha=head)
+    assert same.outputs["sha"] == head and same.outputs["deploy"] == "true", same.summary
