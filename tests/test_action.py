@@ -514,3 +514,28 @@ def test_environment_approval_is_never_offered_for_a_commit_other_than_the_runs(
     assert "whose head is the commit" in run.summary
     same = run_action(repo, "workflow_dispatch", ev.event("workflow_dispatch.json", ref="refs/heads/main"), sha=head)
     assert same.outputs["sha"] == head and same.outputs["deploy"] == "true", same.summary
+
+
+@pytest.mark.parametrize("protected", [False, True])
+def test_environment_approval_preflight_runs_before_deploy_is_offered(repo: Path, fake_github: FakeGitHub,
+                                                                      protected: bool) -> None:
+    commit(repo, {".cdkit.yml": PIPELINE + config("""
+        environments:
+          - name: production
+            deploy: "true"
+            approval: {via: environment}
+    """)}, "add production")
+    head = git(repo, "rev-parse", "HEAD")
+    if protected:
+        fake_github.state.extra["environments"] = {"production": {"id": 1, "name": "production", "protection_rules": [
+            {"id": 6, "type": "required_reviewers", "reviewers": [{"type": "User", "reviewer": {"login": "bob",
+                                                                                               "id": 2}}]}]}}
+    payload = ev.event("workflow_dispatch.json", ref="refs/heads/main")
+    run = run_action(repo, "workflow_dispatch", payload, sha=head, env=github(fake_github))
+    if protected:
+        assert run.proc.returncode == 0 and run.outputs["deploy"] == "true", run.summary
+    else:
+        assert run.proc.returncode == 1 and run.outputs["deploy"] == "false"
+        assert run.outputs["result"] == "refused"
+        assert "does not exist" in run.summary
+    assert ("GET", "/repos/octo-org/octo-repo/environments/production") in requests_made(fake_github)

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from cdkit import output
 from cdkit.config import Environment, Pipeline
-from cdkit.errors import EXIT_FAILED, EXIT_OK, UsageError
+from cdkit.errors import EXIT_FAILED, EXIT_OK, GateFailed, UsageError
 from cdkit.github_events import NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
 from cdkit.plan import make_plan, parse_skip
 from cdkit.report.actions import Actions, ActionsReporter, md_code, md_escape, safe_url, summary_table
@@ -312,6 +312,15 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
                         "approve the run's commit: dispatch the workflow on a branch whose head is the commit")
                 return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
                                notes=(*notes, f"not deployed to {target.name}: {note}"), links=links)
+            if ctx.remote is not None:
+                # Before deploy=true: the deploy job's `environment:` would make GitHub create a
+                # missing environment, unprotected, and nothing would wait for an approval.
+                try:
+                    ctx.remote.preflight(target)
+                except GateFailed as exc:
+                    actions.annotate("error", str(exc), title=f"cdkit: {target.name} cannot wait for approval")
+                    return Outcome("refused", EXIT_FAILED, sha=sha, results=results, environment=target.name,
+                                   notes=(*notes, str(exc)), links=links)
             note = (f"{sha[:12]} passed; the deploy job waits for a required reviewer of the {target.name} "
                     "environment, then cdkit checks every gate again")
             return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
