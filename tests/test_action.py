@@ -452,7 +452,11 @@ def test_the_composite_steps_run_cdkit_action_with_the_inputs_from_env(repo: Pat
         env[key] = defaults[match.group(1)]
     runner_temp = tmp_path / "runner-temp"
     (runner_temp / "cdkit-venv" / "bin").mkdir(parents=True)
-    (runner_temp / "cdkit-venv" / "bin" / "python").symlink_to(sys.executable)  # the venv the install step makes
+    # The venv the install step makes, standing in as a wrapper: a symlink to a venv's python
+    # loses the venv (its site-packages) on some Pythons.
+    python = runner_temp / "cdkit-venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     head = git(repo, "rev-parse", "HEAD")
     event = tmp_path / "event.json"
     ev.write_event(event, push_payload(ZERO, head))
