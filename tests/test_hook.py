@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -412,13 +413,26 @@ def test_control_bytes_in_a_ref_line_block_with_the_line_number(repo: Path, byte
     assert "Traceback" not in err and "internal error" not in err
 
 
+def interpreter_we_can_remove(root: Path) -> Path:
+    """This test's Python under another path, which the test may delete afterwards.
+
+    Inside a virtualenv the copy must be that virtualenv too (its pyvenv.cfg and lib/), or
+    Python 3.10 would start it as the bare base interpreter, without cdkit installed.
+    """
+    python = root / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    if sys.prefix != sys.base_prefix:
+        shutil.copy(Path(sys.prefix) / "pyvenv.cfg", root / "pyvenv.cfg")
+        (root / "lib").symlink_to(Path(sys.prefix) / "lib")
+    return python
+
+
 def test_missing_interpreter_blocks_and_says_how_to_reinstall(tmp_path: Path, remote: Path) -> None:
     path = make_repo(tmp_path / "gone")
     commit(path, {".cdkit.yml": PIPELINE}, "initial")
     git(path, "remote", "add", "origin", str(remote))
-    python = tmp_path / "bin" / "python"
-    python.parent.mkdir()
-    python.symlink_to(sys.executable)
+    python = interpreter_we_can_remove(tmp_path / "interpreter")
     subprocess.run([str(python), "-m", "cdkit", "hook", "install"], cwd=path, check=True, capture_output=True)
     python.unlink()
     result = push(path, "origin", "main")
