@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,7 +94,7 @@ def run_trigger(
     only: Sequence[str] = (),
     allow_dirty: bool = False,
     kill_grace: float | None = None,
-    on_workdir: object = None,
+    on_workdir: Callable[[Path, bool], None] | None = None,
 ) -> RunOutcome:
     skip = parse_skip(environ.get("CDKIT_SKIP"))
     in_place, dirty = choose_in_place(ws, trigger, allow_dirty=allow_dirty)
@@ -121,8 +121,8 @@ def run_trigger(
         "CDKIT_CHANGED_FILES": str(changed),
     }
     with _workdir(ws, trigger, in_place=in_place) as workdir:
-        if callable(on_workdir):
-            on_workdir(workdir, in_place)
+        if on_workdir is not None:
+            on_workdir(workdir, in_place)  # say where the stages run (work tree or a worktree)
         ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
                          environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
                          kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
