@@ -203,6 +203,16 @@ def stage_environment(environ: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def checkout_of(sha: str, root: Path, *, in_place: bool) -> Iterator[Path]:
+    """`root` itself when `in_place` (the caller knows it holds `sha`), else a temporary worktree at `sha`."""
+    if in_place:
+        yield root
+    else:
+        with temporary_worktree(sha, cwd=root) as path:
+            yield path
+
+
+@contextlib.contextmanager
 def temporary_worktree(sha: str, cwd: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """A detached worktree checked out at `sha`, removed afterwards whatever happens.
 

@@ -36,7 +36,7 @@ from cdkit.config import Environment, Pipeline, Stage
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
-from cdkit.runner import signal_group
+from cdkit.runner import cancel_on_signals, pump_output, signal_group
 from cdkit.util import HOST, local_process_gone
 
 DEFAULT_LOCK_TTL = 600.0  # a crashed deploy blocks its environment for at most this long
@@ -409,42 +409,36 @@ def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
 # --- running the deploy command ---------------------------------------------------------------
 
 
-@contextmanager
-def _deploy_workdir(ctx: ReleaseContext, sha: str) -> Iterator[Path]:
-    """The deploy command sees exactly `sha`: the work tree when it is a clean checkout of it, else a worktree."""
-    if git.work_tree_state(ctx.root) == (sha, True):
-        yield ctx.root
-    else:
-        with git.temporary_worktree(sha, cwd=ctx.root) as path:
-            yield path
+def _wait_for_deploy(ctx: ReleaseContext, env: Environment, proc: subprocess.Popen[bytes], lock_holder: str,
+                     cancelled: list[str]) -> int:
+    """Wait for the deploy command: a timeout or a signal stops it (TERM, then KILL after the grace period),
+    noted in `cancelled`; the lock is refreshed meanwhile, so a long deploy keeps it."""
 
+    def cancel(reason: str) -> None:
+        cancelled.append(reason)
+        signal_group(proc.pid, signal.SIGTERM)
 
-def _pump(proc: subprocess.Popen[bytes], log_path: Path, on_output: Callable[[bytes], None] | None) -> None:
-    assert proc.stdout is not None
-    with log_path.open("ab") as log:
-        for line in iter(proc.stdout.readline, b""):
-            log.write(line)
-            log.flush()
-            if on_output is not None:
-                on_output(line)
-
-
-@contextmanager
-def _cancel_on_signals(cancel: Callable[[str], None]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    reasons = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
-
-    def handler(signum: int, _frame: object) -> None:
-        cancel(reasons[signal.Signals(signum)])
-
-    previous = {sig: signal.signal(sig, handler) for sig in reasons}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    deadline = time.monotonic() + ctx.deploy_timeout
+    kill_at: float | None = None
+    heartbeat = max(1.0, ctx.lock_ttl / 3)
+    refreshed = time.monotonic()
+    with cancel_on_signals(cancel):
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now >= deadline and kill_at is None:
+                cancel(f"timed out after {int(ctx.deploy_timeout)}s")
+                kill_at = now + ctx.kill_grace
+            elif cancelled and kill_at is None:
+                kill_at = now + ctx.kill_grace
+            if kill_at is not None and now >= kill_at:
+                signal_group(proc.pid, signal.SIGKILL)
+            if now - refreshed >= heartbeat:
+                ctx.ledger.acquire_lock(_lock_name(env.name), lock_holder, ttl=ctx.lock_ttl)
+                refreshed = now
 
 
 def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int, lock_holder: str,
@@ -463,39 +457,20 @@ def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deplo
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         return FAILURE, f"could not start the deploy command: {exc}"
-    reader = threading.Thread(target=_pump, args=(proc, log_path, ctx.on_output), daemon=True)
-    reader.start()
-    cancelled: list[str] = []
-
-    def cancel(reason: str) -> None:
-        cancelled.append(reason)
-        signal_group(proc.pid, signal.SIGTERM)
-
-    deadline = time.monotonic() + ctx.deploy_timeout
-    kill_at: float | None = None
-    heartbeat = max(1.0, ctx.lock_ttl / 3)
-    refreshed = time.monotonic()
-    with _cancel_on_signals(cancel):
-        while True:
-            try:
-                code = proc.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if now >= deadline and kill_at is None:
-                cancelled.append(f"timed out after {int(ctx.deploy_timeout)}s")
-                signal_group(proc.pid, signal.SIGTERM)
-                kill_at = now + ctx.kill_grace
-            elif cancelled and kill_at is None:
-                kill_at = now + ctx.kill_grace
-            if kill_at is not None and now >= kill_at:
-                signal_group(proc.pid, signal.SIGKILL)
-            if now - refreshed >= heartbeat:
-                ctx.ledger.acquire_lock(_lock_name(env.name), lock_holder, ttl=ctx.lock_ttl)
-                refreshed = now
-    signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
-    reader.join()
+    cancelled: list[str] = []  # why the deploy was stopped, if it was
+    exited = threading.Event()
+    with log_path.open("ab") as log:
+        reader = threading.Thread(target=pump_output, daemon=True,
+                                  args=(proc, log, ctx.on_output or (lambda _line: None), exited))
+        reader.start()
+        try:
+            code = _wait_for_deploy(ctx, env, proc, lock_holder, cancelled)
+        finally:
+            signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
+            exited.set()
+            reader.join()
+    if proc.stdout is not None:
+        proc.stdout.close()
     if cancelled:
         status = TIMED_OUT if cancelled[0].startswith("timed out") else CANCELLED
         return status, cancelled[0]
@@ -576,7 +551,9 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str,
                 raise
         what = "rolling back" if rollback else "deploying"
         ctx.say(f"cdkit: {what} {env.name} to {sha[:12]} (deployment #{deployment_id}, log: {log_path})")
-        with _deploy_workdir(ctx, sha) as workdir:
+        # The deploy command sees exactly `sha`: the work tree only when it is a clean checkout of it.
+        in_place = git.work_tree_state(ctx.root) == (sha, True)
+        with git.checkout_of(sha, ctx.root, in_place=in_place) as workdir:
             status, reason = run_deploy_command(ctx, env, sha, deployment_id=deployment_id, lock_holder=holder,
                                                 rollback=rollback, log_path=log_path, workdir=workdir)
     except KeyboardInterrupt:

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
 
@@ -100,13 +101,13 @@ class _State:
 QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
 
 
-def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queue.SimpleQueue[tuple[str, str, object]],
-          exited: threading.Event) -> None:
-    """Copy the stage's output to its log and, line by line, to the event queue.
+def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
+                exited: threading.Event) -> None:
+    """Copy a process group's output to its log and, line by line, to `emit` (stages and deploy commands).
 
-    Reads until end of file, or until the stage has exited and the pipe has gone quiet:
-    a process that left the stage's group (`setsid`, a daemon) may hold the pipe open
-    forever, and must not keep the run waiting.
+    Reads until end of file, or until `exited` is set and the pipe has gone quiet: a
+    process that left the group (`setsid`, a daemon) may hold the pipe open forever, and
+    must not keep the run waiting.
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -127,18 +128,19 @@ def _pump(proc: subprocess.Popen[bytes], log: IO[bytes], name: str, events: queu
         log.flush()
         *lines, partial = (partial + chunk).split(b"\n")
         for line in lines:
-            events.put(("output", name, line + b"\n"))
+            emit(line + b"\n")
         if stop_at is not None and time.monotonic() >= stop_at:
             break
     if partial:
-        events.put(("output", name, partial))
+        emit(partial)
 
 
 def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
            events: queue.SimpleQueue[tuple[str, str, object]]) -> None:
     exited = threading.Event()
     with log_path.open("wb") as log:
-        reader = threading.Thread(target=_pump, args=(proc, log, name, events, exited), daemon=True)
+        reader = threading.Thread(target=pump_output, daemon=True,
+                                  args=(proc, log, lambda line: events.put(("output", name, line)), exited))
         reader.start()
         code = proc.wait()
         # The shell is gone; anything it left behind in its group would hold the pipe open
@@ -341,24 +343,27 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _cancel_handler(runner: Runner, reason: str) -> Callable[[int, object], None]:
-    def handle(signum: int, frame: object) -> None:
-        runner.cancel(reason)
-
-    return handle
+CANCEL_REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
 
 
-def install_cancel_handlers(runner: Runner) -> Callable[[], None]:
-    """SIGINT and SIGTERM cancel the run instead of killing cdkit; returns a function restoring the old handlers."""
+@contextmanager
+def cancel_on_signals(cancel: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM call `cancel(reason)` instead of killing cdkit.
+
+    `cancel` runs in a signal handler: it may only set state and send signals (a run's
+    cancel puts on a SimpleQueue, which is reentrant). Outside the main thread, Python
+    cannot install handlers, and the block runs as it is.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    names = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
-    previous = {}
-    for sig, reason in names.items():
-        previous[sig] = signal.signal(sig, _cancel_handler(runner, reason))
+        yield
+        return
 
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def handle(signum: int, _frame: object) -> None:
+        cancel(CANCEL_REASONS[signal.Signals(signum)])
 
-    return restore
+    previous = {sig: signal.signal(sig, handle) for sig in CANCEL_REASONS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

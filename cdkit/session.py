@@ -18,7 +18,7 @@ from cdkit.events import Trigger
 from cdkit.ledger import Ledger, LedgerError
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.report.ledger import LedgerReporter
-from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, install_cancel_handlers, overall_status
+from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, cancel_on_signals, overall_status
 
 
 class Workspace(NamedTuple):
@@ -55,15 +55,6 @@ class RunOutcome(NamedTuple):
     @property
     def exit_code(self) -> int:
         return {"passed": 0, CANCELLED: 130}.get(self.status, 1)
-
-
-@contextlib.contextmanager
-def _workdir(ws: Workspace, trigger: Trigger, *, in_place: bool) -> Iterator[Path]:
-    if in_place:
-        yield ws.root
-    else:
-        with git.temporary_worktree(trigger.head_sha, cwd=ws.root) as path:
-            yield path
 
 
 def choose_in_place(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> tuple[bool, bool]:
@@ -120,18 +111,15 @@ def run_trigger(
         "CDKIT_TRIGGER": trigger.kind,
         "CDKIT_CHANGED_FILES": str(changed),
     }
-    with _workdir(ws, trigger, in_place=in_place) as workdir:
+    with git.checkout_of(trigger.head_sha, ws.root, in_place=in_place) as workdir:
         if on_workdir is not None:
             on_workdir(workdir, in_place)  # say where the stages run (work tree or a worktree)
         ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
                          environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
                          kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
         runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env)
-        restore = install_cancel_handlers(runner)
-        try:
+        with cancel_on_signals(runner.cancel):
             results = runner.run()
-        finally:
-            restore()
     status = overall_status(results)
     ledger.finish_run(run_id, status)
     return RunOutcome(run_id, plan, results, status, workdir, in_place)

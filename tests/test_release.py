@@ -527,3 +527,20 @@ def test_only_a_missing_approval_waits_any_other_refusal_is_refused(world: Path)
         assert waiting.status == "waiting" and "is not approved for prod" in waiting.reasons[0]
         refused = deploy_if_approved(ctx, "prod", bad)
         assert refused.status == "refused" and "stage 'build' failed" in refused.reasons[0]
+
+
+def test_a_deploy_that_leaves_a_detached_process_holding_its_output_still_ends(world: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    daemon = f"import os, time; os.setsid(); open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    (world / "deploy.py").write_text(daemon)
+    text = PIPELINE.replace(f"deploy: '{DEPLOY}'", f"deploy: {sys.executable} deploy.py & sleep 0.5; echo started", 1)
+    commit(world, {".cdkit.yml": text}, "a deploy that starts a daemon")
+    try:
+        assert cdkit("run", cwd=world).returncode == 0  # staging (deployment mode) deploys it
+        with ledger_of(world) as ledger:
+            (deployment,) = ledger.deployments(environment="staging")
+        assert deployment["status"] == "success"
+        assert Path(deployment["log_path"]).read_text().endswith("started\n")
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
