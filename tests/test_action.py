@@ -500,15 +500,18 @@ def test_run_and_plan_never_release_on_a_release_event(repo: Path) -> None:
         assert f"command\\: {command} never releases" in run.summary  # Markdown-escaped
 
 
+ENVIRONMENT_APPROVAL = config("""
+    environments:
+      - name: production
+        deploy: "true"
+        approval: {via: environment}
+""")
+
+
 def test_environment_approval_is_never_offered_for_a_commit_other_than_the_runs(repo: Path) -> None:
     # GitHub's environment reviewers approve the run, and the run is bound to GITHUB_SHA:
     # a dispatch that judges another commit (inputs.sha) must not set deploy=true.
-    commit(repo, {".cdkit.yml": PIPELINE + config("""
-        environments:
-          - name: production
-            deploy: "true"
-            approval: {via: environment}
-    """)}, "add production")
+    commit(repo, {".cdkit.yml": PIPELINE + ENVIRONMENT_APPROVAL}, "add production")
     older = git(repo, "rev-parse", "HEAD")
     head = commit(repo, {"b.txt": "b"}, "newer")
     payload = ev.event("workflow_dispatch.json", inputs={"sha": older}, ref="refs/heads/main")
@@ -523,12 +526,7 @@ def test_environment_approval_is_never_offered_for_a_commit_other_than_the_runs(
 @pytest.mark.parametrize("protected", [False, True])
 def test_environment_approval_preflight_runs_before_deploy_is_offered(repo: Path, fake_github: FakeGitHub,
                                                                       protected: bool) -> None:
-    commit(repo, {".cdkit.yml": PIPELINE + config("""
-        environments:
-          - name: production
-            deploy: "true"
-            approval: {via: environment}
-    """)}, "add production")
+    commit(repo, {".cdkit.yml": PIPELINE + ENVIRONMENT_APPROVAL}, "add production")
     head = git(repo, "rev-parse", "HEAD")
     if protected:
         fake_github.state.extra["environments"] = {"production": {"id": 1, "name": "production", "protection_rules": [
