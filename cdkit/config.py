@@ -43,6 +43,8 @@ class Stage(NamedTuple):
     timeout: float = DEFAULT_TIMEOUT
     env: Mapping[str, str] = MappingProxyType({})
     working_directory: str | None = None
+    # A stage that rewrites files (a formatter, a code generator) fails unless this says it may.
+    allow_changes: bool = False
 
 
 class ApprovalPolicy(NamedTuple):
@@ -618,6 +620,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                 timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
                 env=dict(raw.get("env") or {}),
                 working_directory=raw.get("working_directory"),
+                allow_changes=bool(raw.get("allow_changes", False)),
             )
         )
     environments = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,8 +41,12 @@ LOCAL_ENV_VARS = (
 OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
-def _decode(data: bytes) -> str:
+def decode(data: bytes) -> str:
+    """Git's bytes as text; undecodable bytes (non-UTF-8 file names) survive the round trip."""
     return data.decode("utf-8", "surrogateescape")
+
+
+_decode = decode
 
 
 def git_b(*args: str, cwd: str | os.PathLike[str] | None = None, stdin: bytes | None = None) -> bytes:
@@ -54,6 +58,22 @@ def git_b(*args: str, cwd: str | os.PathLike[str] | None = None, stdin: bytes | 
         raise GitError(f"git {' '.join(args)} failed: {message}") from None
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH; install git and try again") from None
+
+
+def with_env(env: Mapping[str, str], *args: str, cwd: str | os.PathLike[str] | None = None,
+             stdin: bytes | None = None) -> bytes:
+    """`git_b` with its own environment: a temporary index (GIT_INDEX_FILE) for snapshots of the work tree."""
+    try:
+        return cmd_output_b("git", *args, cwd=cwd, env=env, stdin=stdin)[1]
+    except CalledProcessError as exc:
+        message = _decode(exc.stderr).strip() or _decode(exc.stdout).strip()
+        raise GitError(f"git {' '.join(args)} failed: {message}") from None
+
+
+def config_true(key: str, cwd: str | os.PathLike[str] | None = None) -> bool:
+    """Whether a boolean git setting is on (`git config --type=bool`)."""
+    code, out, _ = cmd_output_b("git", "config", "--type=bool", "--get", key, cwd=cwd, check=False)
+    return code == 0 and out.strip() == b"true"
 
 
 def git(*args: str, cwd: str | os.PathLike[str] | None = None) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cdkit.ledger import Ledger
     from cdkit.prepush import PushTarget
     from cdkit.runner import StageResult
-    from cdkit.session import RunOutcome, Workspace
+    from cdkit.session import RunOutcome, Where, Workspace
 
 LEGACY_NAME = "pre-push.legacy"
 TOKEN_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
@@ -284,16 +284,15 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
                               changed_files=target.changed_files, ref=target.remote_refs[0], repo=repository,
                               extra={"remote": remote or "", "refs": refs})
 
-            def announce(workdir: object, in_place: bool, target: PushTarget = target, refs: str = refs) -> None:
-                where = "in the work tree" if in_place else (
-                    f"in a temporary worktree at {target.head_sha[:12]} (the work tree is another commit or has "
-                    "uncommitted changes)")
-                _say(f"cdkit: {refs}: checking {target.range_text} ({target.how}) {where}")
+            def announce(workdir: object, where: Where, target: PushTarget = target, refs: str = refs) -> None:
+                _say(f"cdkit: {refs}: checking {target.range_text} ({target.how}) {where.describe(target.head_sha)}")
 
             console = ConsoleReporter(pipeline.stages, stream=sys.stderr, show_output=False)
             outcome = run_trigger(ws, pipeline, trigger, ledger=ledger, reporters=[console], environ=environ,
                                   jobs=_jobs(environ, pipeline), on_workdir=announce)
             outcomes.append((target, outcome))
+            for note in outcome.notes:
+                _say(f"cdkit: {note}")
             if repository and _token(environ):
                 enqueue_statuses(ledger, repository, outcome, skipped_by_user=parse_skip(environ.get("CDKIT_SKIP")))
             _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {_counts(outcome)}")

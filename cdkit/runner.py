@@ -191,8 +191,12 @@ class Runner:
     """Owns the processes of one run."""
 
     def __init__(self, plan: Plan, ctx: RunContext, reporters: Sequence[Reporter], *,
-                 extra_env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 extra_env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
+                 check_result: Callable[[Stage, StageResult], StageResult] | None = None) -> None:
         self.plan = plan
+        # Called as each stage exits, before anyone hears of the result: it may turn a pass into a
+        # failure (a stage that rewrote files in the work tree).
+        self.check_result = check_result
         self.ctx = ctx
         self.reporters = reporters
         self.extra_env = dict(extra_env or {})
@@ -324,10 +328,11 @@ class Runner:
         else:
             status = FAILED
             reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        self._finish(running.stage, StageResult(
-            name, status, reason, exit_code=code, started_at=running.started_at, finished_at=now,
-            log_path=str(running.log_path), command=running.stage.run,
-        ))
+        result = StageResult(name, status, reason, exit_code=code, started_at=running.started_at, finished_at=now,
+                             log_path=str(running.log_path), command=running.stage.run)
+        if self.check_result is not None and not running.cancelled:
+            result = self.check_result(running.stage, result)
+        self._finish(running.stage, result)
 
     def _finish(self, stage: Stage, result: StageResult) -> None:
         self.state.results[stage.name] = result

@@ -44,6 +44,30 @@ def open_ledger(repo: git.Repo) -> Ledger:
         raise UsageError(str(exc)) from None
 
 
+class Where(NamedTuple):
+    """Where a run's stages run, and why."""
+
+    mode: str  # WORK_TREE, IN_PLACE or WORKTREE
+    dirty: bool  # the run cannot count for a release
+    why: str = ""  # why a temporary worktree (a tree that cannot be judged in place)
+
+    @property
+    def in_work_tree(self) -> bool:
+        return self.mode != WORKTREE
+
+    def describe(self, sha: str) -> str:
+        if self.mode == WORK_TREE:
+            return "in the work tree" + (" as it is (uncommitted changes included: the run does not count)"
+                                         if self.dirty else "")
+        if self.mode == IN_PLACE:
+            return (f"in the work tree, checked out at {sha[:12]} (your uncommitted work is set aside and put back "
+                    "afterwards)")
+        return f"in a temporary worktree at {sha[:12]} ({self.why}: the run does not count for a release)"
+
+
+WORK_TREE, IN_PLACE, WORKTREE = "work tree", "in place", "worktree"
+
+
 class RunOutcome(NamedTuple):
     run_id: int
     plan: Plan
@@ -51,6 +75,7 @@ class RunOutcome(NamedTuple):
     status: str
     workdir: Path
     in_place: bool
+    notes: tuple[str, ...] = ()  # what became of files the stages changed, for the console
 
     @property
     def exit_code(self) -> int:
@@ -58,19 +83,36 @@ class RunOutcome(NamedTuple):
 
 
 def choose_in_place(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> tuple[bool, bool]:
-    """(run in the work tree?, is the work tree dirty?).
+    """(run in the work tree as it is?, is the work tree dirty?)."""
+    where = choose_where(ws, trigger, allow_dirty=allow_dirty)
+    return where.mode == WORK_TREE, where.dirty
 
-    Stages judge the commit: in place only when HEAD is that commit and nothing is
-    uncommitted, or when the user asked to test the work tree as it is (`cdkit run`
-    without --head), in which case the run is recorded as dirty and gates ignore it.
+
+def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where:
+    """Where the stages judge `trigger.head_sha`.
+
+    - The work tree as it is, when HEAD is that commit and nothing is uncommitted (the
+      common push: no cost at all), or when the user asked to test the work tree as it is
+      (`cdkit run` without --head), in which case the run is dirty and gates ignore it.
+    - Otherwise the work tree itself, checked out at the commit with the user's work set
+      aside (`cdkit.setaside`): tools that recorded the work tree's path (editable
+      installs) see the commit's code, so the verdict is the commit's.
+    - A tree that cannot be switched safely (sparse checkout, skip-worktree or
+      assume-unchanged entries, a merge in progress) runs in a temporary worktree, and the
+      run is dirty: an editable install there would still point at the work tree.
     """
+    from cdkit import setaside
+
     head, clean = git.work_tree_state(ws.root)
     at_head = head == trigger.head_sha
     if at_head and clean:
-        return True, False
+        # Clean by `git status` is not clean when git was told not to look at some files.
+        why = setaside.hidden_files(ws.root, ws.repo.git_dir)
+        return Where(WORKTREE, True, why) if why else Where(WORK_TREE, False)
     if at_head and allow_dirty:
-        return True, True
-    return False, False
+        return Where(WORK_TREE, True)
+    why = setaside.cannot_switch(ws.root, ws.repo.git_dir)
+    return Where(WORKTREE, True, why) if why else Where(IN_PLACE, False)
 
 
 def run_trigger(
@@ -85,12 +127,18 @@ def run_trigger(
     only: Sequence[str] = (),
     allow_dirty: bool = False,
     kill_grace: float | None = None,
-    on_workdir: Callable[[Path, bool], None] | None = None,
+    on_workdir: Callable[[Path, Where], None] | None = None,
 ) -> RunOutcome:
+    from cdkit import setaside
+
+    if setaside.pending(ws.repo.git_dir) is not None:
+        raise setaside.SetAsideError(setaside.busy_message(setaside.paths_for(ws.root)))
     skip = parse_skip(environ.get("CDKIT_SKIP"))
-    in_place, dirty = choose_in_place(ws, trigger, allow_dirty=allow_dirty)
-    if not in_place:
-        pipeline, dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
+    where = choose_where(ws, trigger, allow_dirty=allow_dirty)
+    dirty = where.dirty
+    if where.mode != WORK_TREE:
+        pipeline, committed_dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
+        dirty = dirty or committed_dirty
     unknown = sorted((set(only) | skip) - {s.name for s in pipeline.stages})
     if unknown:
         names = ", ".join(s.name for s in pipeline.stages)
@@ -111,18 +159,47 @@ def run_trigger(
         "CDKIT_TRIGGER": trigger.kind,
         "CDKIT_CHANGED_FILES": str(changed),
     }
-    with git.checkout_of(trigger.head_sha, ws.root, in_place=in_place) as workdir:
+    notes: list[str] = []
+    with _stage_tree(ws, trigger.head_sha, where, log_dir, notes) as workdir:
         if on_workdir is not None:
-            on_workdir(workdir, in_place)  # say where the stages run (work tree or a worktree)
-        ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
-                         environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
-                         kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
-        runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env)
-        with cancel_on_signals(runner.cancel):
-            results = runner.run()
+            on_workdir(workdir, where)  # say where the stages run
+        results = _run_stages(plan, workdir, ledger, reporters, run_id=run_id, log_dir=log_dir,
+                              environ=environ, jobs=jobs, kill_grace=kill_grace, extra_env=extra_env)
     status = overall_status(results)
     ledger.finish_run(run_id, status)
-    return RunOutcome(run_id, plan, results, status, workdir, in_place)
+    return RunOutcome(run_id, plan, results, status, workdir, where.in_work_tree, tuple(notes))
+
+
+def _run_stages(plan: Plan, workdir: Path, ledger: Ledger, reporters: Sequence[Reporter], *,
+                run_id: int, log_dir: Path, environ: Mapping[str, str], jobs: int | None, kill_grace: float | None,
+                extra_env: Mapping[str, str]) -> list[StageResult]:
+    from cdkit import setaside
+    from cdkit.treewatch import TreeWatch
+
+    watch = TreeWatch(setaside.paths_for(workdir))
+    ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
+                     environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
+                     kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
+    runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env,
+                    check_result=watch.check)
+    with cancel_on_signals(runner.cancel):
+        return runner.run()
+
+
+@contextlib.contextmanager
+def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: list[str]) -> Iterator[Path]:
+    """The directory the stages run in, for as long as they run (see `choose_where`)."""
+    if where.mode == WORK_TREE:
+        yield ws.root
+    elif where.mode == WORKTREE:
+        with git.temporary_worktree(sha, cwd=ws.root) as path:
+            yield path
+    else:
+        from cdkit import setaside
+
+        with setaside.InPlace(setaside.paths_for(ws.root), sha, log_dir) as handle:
+            yield ws.root
+        notes.extend(handle.leftovers.notes())
 
 
 def _committed_pipeline(ws: Workspace, sha: str, work_tree: Pipeline) -> tuple[Pipeline, bool]:

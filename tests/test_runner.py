@@ -222,14 +222,14 @@ def test_stage_environment(repo: Path) -> None:
     assert "sub/file name.txt" in log
 
 
-def test_head_other_than_work_tree_runs_in_a_temporary_worktree(repo: Path) -> None:
+def test_head_other_than_work_tree_runs_checked_out_in_place(repo: Path) -> None:
     commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: check, run: 'test \"$(cat v)\" = good'}\n", "v": "bad"})
     good = commit(repo, {"v": "good"})
     commit(repo, {"v": "bad"})
     result = cdkit("run", "--head", good, cwd=repo)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"in a temporary worktree at {good[:12]}" in result.stdout
-    assert git(repo, "worktree", "list").count("\n") == 0, "the temporary worktree is removed"
+    assert f"in the work tree, checked out at {good[:12]}" in result.stdout
+    assert (repo / "v").read_text() == "bad", "the work tree is back at HEAD"
     assert cdkit("run", cwd=repo).returncode == 1
 
 

@@ -14,6 +14,7 @@ from cdkit.report.console import ConsoleReporter, print_summary
 from cdkit.runner import StageResult
 from cdkit.session import (
     RunOutcome,
+    Where,
     Workspace,
     choose_in_place,
     find_workspace,
@@ -51,9 +52,9 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
 
     github: Any = None
 
-    def announce(workdir: object, in_place: bool) -> None:
-        where = "in the work tree" if in_place else f"in a temporary worktree at {the_trigger.head_sha[:12]}"
-        output.write_line(f"cdkit: running {trigger} stages on {the_trigger.range_text} {where}", stream=stream)
+    def announce(workdir: object, where: Where) -> None:
+        output.write_line(f"cdkit: running {trigger} stages on {the_trigger.range_text} "
+                          f"{where.describe(the_trigger.head_sha)}", stream=stream)
         if github is not None:
             github.workdir = workdir  # annotations name files relative to it
 
@@ -64,6 +65,8 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
                               reporters=[console, *([github] if github is not None else [])], environ=environ,
                               jobs=jobs, only=stages, allow_dirty=head is None, on_workdir=announce)
         reported = github.finish() if github is not None else None
+    for note in outcome.notes:
+        output.write_line(f"cdkit: {note}", stream=stream)
     for line in reported.lines() if reported is not None else []:
         output.write_line(line, stream=stream)
     if not as_json:

@@ -1,0 +1,540 @@
+"""Judge a commit in the work tree itself: set the user's work aside, check the commit out, put it all back.
+
+Why in place, and not in a temporary worktree: an editable install (`pip install -e .`,
+`npm link`, a Go `replace`, any absolute path a tool recorded) points at the work tree, so
+stages run in another directory still import the work tree's code, and a broken commit
+passes on the strength of an uncommitted fix. Checked out where the tools look, the
+commit's own code is what runs.
+
+Nothing of the user's may be lost, even after a SIGKILL, so every step is recorded before
+it is taken, in the git dir (`<git dir>/cdkit/setaside/`):
+
+1. `mkdir setaside/` (the lock: one set-aside per work tree at a time) and the owner's pid;
+2. the index, byte for byte (partial staging, intent-to-add, flags);
+3. a tree of the whole work tree, tracked and untracked files (not ignored ones), as git
+   objects held by a ref, and the mode and mtime of every file the switch will rewrite;
+4. the manifest (HEAD, the snapshot, the commit judged), written atomically;
+5. only then the switch: the commit's files written, the user's untracked files removed,
+   the index set to the commit, HEAD detached at it.
+
+Putting back writes every file that differs between the snapshot and the commit from the
+snapshot (so the user's version wins over anything a stage wrote), removes the commit's
+files the user did not have, restores the index bytes, HEAD, modes and mtimes, and
+deletes the record last. `cdkit hook recover` does the same from the record after a crash;
+each step is idempotent, so a recovery interrupted in its turn can simply run again.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cdkit import git
+from cdkit.errors import CdkitError, EXIT_USAGE
+from cdkit.util import HOST, cmd_output_b, local_process_gone
+
+SETASIDE_DIR = "setaside"
+MANIFEST = "manifest.json"
+OWNER = "owner"
+INDEX_COPY = "index"
+REF_PREFIX = "refs/cdkit/setaside/"
+FORMAT = 1
+GITLINK = "160000"
+
+
+class SetAsideError(CdkitError):
+    """The work could not be set aside (nothing was changed), or a previous set-aside waits for recovery."""
+
+    exit_code = EXIT_USAGE
+
+
+class Paths(NamedTuple):
+    """Where one work tree's set-aside lives."""
+
+    root: Path  # the work tree
+    git_dir: Path  # its own git dir (a linked worktree's is under .git/worktrees/)
+    index_file: Path  # its index file
+
+    @property
+    def dir(self) -> Path:
+        return self.git_dir / "cdkit" / SETASIDE_DIR
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / MANIFEST
+
+    @property
+    def ref(self) -> str:
+        # Refs are shared by all worktrees of a repository: one name per work tree.
+        import hashlib
+
+        return REF_PREFIX + hashlib.sha1(os.fsencode(str(self.git_dir))).hexdigest()[:16]
+
+
+def paths_for(root: Path) -> Paths:
+    git_dir = Path(git.git("rev-parse", "--path-format=absolute", "--git-dir", cwd=root))
+    index = Path(git.git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=root))
+    return Paths(root=root, git_dir=git_dir, index_file=index)
+
+
+def pending(git_dir: Path) -> Path | None:
+    """The set-aside record of an interrupted run in this git dir, if any (one stat: cheap enough for every command)."""
+    directory = git_dir / "cdkit" / SETASIDE_DIR
+    return directory if directory.is_dir() else None
+
+
+# --- why a work tree cannot be judged in place -------------------------------------------------
+
+
+def cannot_switch(root: Path, git_dir: Path) -> str | None:
+    """Why this work tree cannot safely hold another commit for a while (None when it can).
+
+    Such a tree is judged in a temporary worktree instead, and the run is recorded dirty:
+    a sparse checkout or skip-worktree entries would leave files of the commit unwritten,
+    assume-unchanged entries hide the user's edits from git, and a merge, rebase or
+    cherry-pick in progress has state a checkout would disturb.
+    """
+    for marker, what in (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"), ("rebase-apply", "a rebase"),
+                         ("CHERRY_PICK_HEAD", "a cherry-pick"), ("REVERT_HEAD", "a revert"),
+                         ("BISECT_LOG", "a bisect")):
+        if (git_dir / marker).exists():
+            return f"{what} is in progress"
+    return hidden_files(root, git_dir)
+
+
+def hidden_files(root: Path, git_dir: Path) -> str | None:
+    """Why `git status` may call this tree clean while files differ from the commit (None: it may not)."""
+    if git.config_true("core.sparseCheckout", cwd=root):
+        return "the work tree is a sparse checkout"
+    for entry in git.git_b("ls-files", "-v", "-z", cwd=root).split(b"\0"):
+        if not entry:
+            continue
+        tag = entry[:1]
+        if tag == b"S":
+            return f"{git.decode(entry[2:])} is marked --skip-worktree"
+        if tag.islower():
+            return f"{git.decode(entry[2:])} is marked --assume-unchanged"
+        if tag == b"M":
+            return "the index has unmerged paths"
+    return None
+
+
+# --- the record --------------------------------------------------------------------------------
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _take_lock(p: Paths) -> None:
+    p.dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(p.dir, 0o700)
+    except FileExistsError:
+        raise SetAsideError(busy_message(p)) from None
+    _fsync_write(p.dir / OWNER, json.dumps({"pid": os.getpid(), "host": HOST, "at": time.time()}).encode())
+
+
+def busy_message(p: Paths) -> str:
+    owner = _read_json(p.dir / OWNER) or {}
+    pid, host = owner.get("pid"), owner.get("host")
+    if isinstance(pid, int) and not local_process_gone(pid, host if isinstance(host, str) else None):
+        return (f"another cdkit run (pid {pid}) is judging a commit in this work tree ({p.root}); "
+                "wait for it to finish, then push again")
+    return (f"an interrupted cdkit run set your work aside in {p.dir}; nothing is lost: run `cdkit hook recover` "
+            "to put it back, then push again")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Manifest(NamedTuple):
+    head_ref: str | None  # refs/heads/x, or None on a detached HEAD
+    head_sha: str | None  # None on an unborn branch
+    snapshot: str  # tree of the user's work tree (tracked + untracked, not ignored)
+    target: str  # the commit judged
+    stats: dict[str, tuple[int, int]]  # path -> (mode, mtime_ns) of every file the switch rewrites or removes
+    dirs: list[str]  # directories that existed before, under which the commit adds files
+    created_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, **self._asdict()}).encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise SetAsideError(f"the set-aside record was written by another cdkit (format {data.get('format')}); "
+                                "recover with that version")
+        return cls(head_ref=data["head_ref"], head_sha=data["head_sha"], snapshot=data["snapshot"],
+                   target=data["target"], stats={k: (v[0], v[1]) for k, v in data["stats"].items()},
+                   dirs=list(data["dirs"]), created_at=float(data["created_at"]))
+
+
+# --- trees ------------------------------------------------------------------------------------
+
+
+def snapshot_tree(p: Paths, *, force: Sequence[str] = ()) -> str:
+    """A tree of the work tree as it is now: tracked and untracked files, ignored ones left out.
+
+    Built in a copy of the index, so the user's index is never touched and unchanged
+    files are not hashed again (their stat data is in the copy). `force` adds ignored
+    paths that a checkout would overwrite.
+    """
+    p.dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.dir.parent / f"snapshot-index.{os.getpid()}.{threading.get_ident()}"
+    try:
+        if p.index_file.exists():
+            shutil.copyfile(p.index_file, tmp)
+        env = _index_env(tmp)
+        _add_all(p, env, force)
+        return git.decode(git.with_env(env, "write-tree", cwd=p.root)).strip()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _add_all(p: Paths, env: Mapping[str, str], force: Sequence[str]) -> None:
+    git.with_env(env, "add", "-A", "--ignore-errors", cwd=p.root)
+    if force:
+        git.with_env(env, "add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul", cwd=p.root,
+                     stdin=b"".join(os.fsencode(f) + b"\0" for f in force))
+
+
+class TreeDiff(NamedTuple):
+    only_in_a: list[str]
+    differ: list[str]  # in both, with other content or mode
+    only_in_b: list[str]
+
+
+def diff_trees(a: str, b: str, cwd: Path) -> TreeDiff:
+    """Files that differ between two trees (submodule entries left out: a checkout never writes them)."""
+    out = git.git_b("diff-tree", "-r", "-z", "--no-renames", "--raw", a, b, cwd=cwd)
+    fields = out.split(b"\0")
+    only_a: list[str] = []
+    differ: list[str] = []
+    only_b: list[str] = []
+    i = 0
+    while i + 1 < len(fields):
+        meta, path = fields[i], git.decode(fields[i + 1])
+        i += 2
+        if not meta.startswith(b":"):
+            continue
+        mode_a, mode_b, _, _, status = git.decode(meta[1:]).split(" ")
+        if GITLINK in (mode_a, mode_b):
+            continue
+        {"D": only_a, "A": only_b}.get(status[:1], differ).append(path)
+    return TreeDiff(only_a, differ, only_b)
+
+
+# --- the switch and the way back --------------------------------------------------------------
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_mode, st.st_mtime_ns
+
+
+def _index_env(index: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in git.LOCAL_ENV_VARS}
+    env["GIT_INDEX_FILE"] = str(index)
+    return env
+
+
+def _write_from_tree(p: Paths, tree: str, files: list[str]) -> None:
+    """Write `files` exactly as `tree` has them (over whatever is there)."""
+    if not files:
+        return
+    p.dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.dir.parent / f"restore-index.{os.getpid()}"
+    env = _index_env(tmp)
+    try:
+        git.with_env(env, "read-tree", tree, cwd=p.root)
+        for path in files:  # a directory a stage left where a file goes would stop checkout-index
+            target = p.root / path
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+        git.with_env(env, "checkout-index", "-f", "-z", "--stdin", cwd=p.root,
+                     stdin=b"".join(os.fsencode(f) + b"\0" for f in files))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _remove(p: Paths, files: list[str], keep_dirs: set[str]) -> None:
+    """Delete `files`, and the directories that emptied and did not exist before."""
+    parents: set[Path] = set()
+    for path in files:
+        target = p.root / path
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            target.unlink()
+        parents.update(target.parents)
+    root = p.root.resolve()
+    for directory in sorted(parents, key=lambda d: len(d.parts), reverse=True):
+        try:
+            relative = directory.relative_to(p.root).as_posix()
+        except ValueError:
+            continue
+        if relative in ("", ".") or relative in keep_dirs or directory.resolve() == root:
+            continue
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
+
+
+def _existing_dirs(p: Paths, files: list[str]) -> list[str]:
+    dirs: set[str] = set()
+    for path in files:
+        for parent in Path(path).parents:
+            text = parent.as_posix()
+            if text not in ("", ".") and (p.root / parent).is_dir():
+                dirs.add(text)
+    return sorted(dirs)
+
+
+def _set_head(p: Paths, manifest: Manifest) -> None:
+    if manifest.head_ref is not None:
+        git.git("symbolic-ref", "HEAD", manifest.head_ref, cwd=p.root)
+    elif manifest.head_sha is not None:
+        git.git("update-ref", "--no-deref", "HEAD", manifest.head_sha, cwd=p.root)
+
+
+def _restore_stats(p: Paths, stats: dict[str, tuple[int, int]]) -> None:
+    for path, (mode, mtime_ns) in stats.items():
+        target = p.root / path
+        if target.is_symlink() or not target.exists():
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(target, mode & 0o7777)
+            os.utime(target, ns=(mtime_ns, mtime_ns))
+
+
+def switch_to(p: Paths, target: str) -> Manifest:
+    """Set the work aside and check `target` out in the work tree (steps 1-5 of the module doc)."""
+    _take_lock(p)
+    try:
+        manifest, forced = _record(p, target)
+    except BaseException:
+        _drop_record(p)  # nothing of the work tree was changed yet
+        raise
+    # From here on the record says how to come back; a failure below is undone by `restore`.
+    tmp = p.dir / "switch-index"
+    if p.index_file.exists():
+        shutil.copyfile(p.index_file, tmp)  # its stat data spares hashing every unchanged file again
+    env = _index_env(tmp)
+    _add_all(p, env, forced)  # the copy now describes the work tree, untracked files included
+    git.with_env(env, "read-tree", "--reset", "-u", f"{target}^{{tree}}", cwd=p.root)
+    os.replace(tmp, p.index_file)
+    git.git("update-ref", "--no-deref", "HEAD", target, cwd=p.root)
+    return manifest
+
+
+def _record(p: Paths, target: str) -> tuple[Manifest, list[str]]:
+    """Steps 2-4: the index bytes, the snapshot and the manifest, all durable before anything changes."""
+    if p.index_file.exists():
+        shutil.copyfile(p.index_file, p.dir / INDEX_COPY)
+        with open(p.dir / INDEX_COPY, "rb+") as copy:
+            os.fsync(copy.fileno())
+    target_tree = git.git("rev-parse", f"{target}^{{tree}}", cwd=p.root)
+    snapshot = snapshot_tree(p)
+    # Ignored files at paths the commit tracks would be overwritten: they go into the snapshot too.
+    forced = [f for f in diff_trees(snapshot, target_tree, p.root).only_in_b if os.path.lexists(p.root / f)]
+    if forced:
+        snapshot = snapshot_tree(p, force=forced)
+    diff = diff_trees(snapshot, target_tree, p.root)
+    stats = {f: s for f in diff.only_in_a + diff.differ if (s := _stat(p.root / f)) is not None}
+    git.git("update-ref", p.ref, snapshot, cwd=p.root)  # the snapshot's objects survive a gc
+    manifest = Manifest(head_ref=git.current_branch(p.root), head_sha=git.head_sha(p.root), snapshot=snapshot,
+                        target=target, stats=stats, dirs=_existing_dirs(p, diff.only_in_b), created_at=time.time())
+    _fsync_write(p.manifest, manifest.to_json())
+    return manifest, forced
+
+
+def restore(p: Paths, manifest: Manifest) -> None:
+    """Put the user's work back exactly as the record says; idempotent."""
+    target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=p.root)
+    diff = diff_trees(manifest.snapshot, target_tree, p.root)
+    _remove(p, diff.only_in_b, set(manifest.dirs))
+    _write_from_tree(p, manifest.snapshot, diff.only_in_a + diff.differ)
+    index_copy = p.dir / INDEX_COPY
+    if index_copy.exists():
+        tmp = p.index_file.with_name(f"{p.index_file.name}.cdkit-restore")
+        shutil.copyfile(index_copy, tmp)
+        os.replace(tmp, p.index_file)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.index_file.unlink()  # there was none (an unborn branch with nothing staged)
+    _set_head(p, manifest)
+    _restore_stats(p, manifest.stats)
+    _drop_record(p)
+
+
+def _drop_record(p: Paths) -> None:
+    cmd_output_b("git", "update-ref", "-d", p.ref, cwd=p.root, check=False)
+    shutil.rmtree(p.dir, ignore_errors=True)
+
+
+def recover(p: Paths) -> str:
+    """`cdkit hook recover`: put back what an interrupted run set aside; says what it did."""
+    if pending(p.git_dir) is None:
+        return "nothing to recover: no cdkit run set work aside in this work tree"
+    owner = _read_json(p.dir / OWNER) or {}
+    pid, host = owner.get("pid"), owner.get("host")
+    if isinstance(pid, int) and pid != os.getpid() and not local_process_gone(pid, host if isinstance(host, str)
+                                                                                 else None):
+        raise SetAsideError(f"cdkit run pid {pid} is still judging a commit in this work tree; "
+                            "wait for it to finish (it puts your work back itself)")
+    data = _read_json(p.manifest)
+    if data is None:
+        _drop_record(p)  # stopped before the record was complete: nothing was changed
+        return "an interrupted run had not changed anything yet; its record is removed"
+    manifest = Manifest.from_json(data)
+    restore(p, manifest)
+    where = manifest.head_ref.removeprefix("refs/heads/") if manifest.head_ref else (manifest.head_sha or "")[:12]
+    return (f"put back the work set aside at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(manifest.created_at))}"
+            f": HEAD is {where} again, with your uncommitted changes, untracked files and index")
+
+
+# --- around a run -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[Callable[[], bool]]:
+    """SIGINT/SIGTERM wait until the block ends (a half-restored work tree is the one thing to avoid)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if received:
+            os.kill(os.getpid(), received[0])  # delivered now, to whatever handler was there before
+
+
+def switch_to_or_undo(p: Paths, target: str) -> Manifest:
+    try:
+        return switch_to(p, target)
+    except BaseException:
+        data = _read_json(p.manifest) if pending(p.git_dir) else None
+        if data is not None:
+            restore(p, Manifest.from_json(data))
+        raise
+
+
+# --- what the stages left behind ----------------------------------------------------------------
+
+
+class Leftovers(NamedTuple):
+    """What became of the files the stages changed, once the user's work was back."""
+
+    applied: list[str]  # files the user had not changed: the stage's version is left, as pre-commit does
+    kept_yours: list[str]  # files the user had changed too: the user's version won
+    patch: Path | None  # every change the stages made, for `git apply`
+
+    def notes(self) -> list[str]:
+        lines = []
+        if self.applied:
+            lines.append(f"the stages' changes to {_count(self.applied)} are left in your work tree for you to "
+                         f"review and commit: {_listing(self.applied)}")
+        if self.kept_yours:
+            lines.append(f"the stages also changed {_count(self.kept_yours)} you had uncommitted changes to; "
+                         f"your version was kept: {_listing(self.kept_yours)}")
+        if self.patch is not None and self.kept_yours:
+            lines.append(f"every change the stages made is saved in {self.patch} (`git apply` it to see them)")
+        return lines
+
+
+def _count(files: list[str]) -> str:
+    return "1 file" if len(files) == 1 else f"{len(files)} files"
+
+
+def _listing(files: list[str], limit: int = 10) -> str:
+    shown = ", ".join(files[:limit])
+    return shown + (f" (+{len(files) - limit} more)" if len(files) > limit else "")
+
+
+class InPlace:
+    """`with InPlace(paths, sha, keep_dir) as handle:` the work tree holds `sha` inside the block.
+
+    Afterwards the user's work is back, and `handle.leftovers` says what became of the
+    stages' own changes: saved as a patch in `keep_dir`, and left in the work tree where
+    they do not touch a file the user had changed (the user's changes always win).
+    """
+
+    def __init__(self, p: Paths, target: str, keep_dir: Path) -> None:
+        self.p = p
+        self.target = target
+        self.keep_dir = keep_dir
+        self.manifest: Manifest | None = None
+        self.leftovers = Leftovers([], [], None)
+
+    def __enter__(self) -> InPlace:
+        with deferred_signals():
+            self.manifest = switch_to_or_undo(self.p, self.target)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.manifest is not None
+        with deferred_signals():
+            changed, patch = self._save_stage_changes(self.manifest)
+            restore(self.p, self.manifest)
+            if changed is not None:
+                self.leftovers = self._reapply(self.manifest, changed, patch)
+
+    def _save_stage_changes(self, manifest: Manifest) -> tuple[str | None, Path | None]:
+        try:
+            now = snapshot_tree(self.p)
+        except CdkitError:
+            return None, None  # nothing to keep: the way back does not depend on it
+        target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=self.p.root)
+        if now == target_tree:
+            return None, None
+        patch = self.keep_dir / "stage-changes.patch"
+        self.keep_dir.mkdir(parents=True, exist_ok=True)
+        patch.write_bytes(git.git_b("diff", "--binary", target_tree, now, "--", cwd=self.p.root))
+        return now, patch
+
+    def _reapply(self, manifest: Manifest, changed: str, patch: Path | None) -> Leftovers:
+        target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=self.p.root)
+        by_stages = diff_trees(target_tree, changed, self.p.root)
+        users = diff_trees(manifest.snapshot, target_tree, self.p.root)
+        yours = set(users.only_in_a + users.differ + users.only_in_b)
+        files = by_stages.only_in_a + by_stages.differ + by_stages.only_in_b
+        applied = [f for f in files if f not in yours]
+        deleted = set(by_stages.only_in_a)
+        _write_from_tree(self.p, changed, [f for f in applied if f not in deleted])
+        _remove(self.p, [f for f in applied if f in deleted], keep_dirs=set())
+        return Leftovers(sorted(applied), sorted(f for f in files if f in yours), patch)

@@ -1,0 +1,52 @@
+"""Stages that rewrite the tree fail: a verdict is about the commit, not about what a stage made of it.
+
+A fixer (`ruff --fix`, `black`, `prettier --write`, a code generator) that edits files
+and exits 0 would let the unfixed commit through. After each stage the tree is compared
+with how it was before (tracked and untracked files, ignored ones left out, like
+`git status`); a stage that modified, added or deleted files fails with the list, as
+pre-commit's "files were modified by this hook" does, unless it says `allow_changes: true`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cdkit.config import Stage
+from cdkit.runner import FAILED, PASSED, StageResult
+from cdkit.setaside import Paths, diff_trees, snapshot_tree
+
+LISTED = 20  # files named in the reason; the stage's log has them all
+
+
+class TreeWatch:
+    """Remembers the tree between stages and blames each change on the stage that just ended."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.tree = snapshot_tree(paths)
+
+    def check(self, stage: Stage, result: StageResult) -> StageResult:
+        now = snapshot_tree(self.paths)
+        if now == self.tree:
+            return result
+        diff = diff_trees(self.tree, now, self.paths.root)
+        self.tree = now  # the next stage is judged from here: one change, one culprit
+        changes = ([f"deleted:  {f}" for f in diff.only_in_a] + [f"modified: {f}" for f in diff.differ]
+                   + [f"added:    {f}" for f in diff.only_in_b])
+        files = diff.only_in_a + diff.differ + diff.only_in_b
+        _append_to_log(result.log_path, changes, allowed=stage.allow_changes)
+        listing = ", ".join(files[:LISTED]) + (f" (+{len(files) - LISTED} more)" if len(files) > LISTED else "")
+        if stage.allow_changes:
+            note = f"modified files (allowed by allow_changes): {listing}"
+            return result._replace(reason=f"{result.reason}; {note}" if result.reason else note)
+        if result.status == PASSED:
+            return result._replace(status=FAILED, reason=f"files were modified by this stage: {listing}")
+        return result._replace(reason=f"{result.reason}; files were modified by this stage: {listing}")
+
+
+def _append_to_log(log_path: str | None, changes: list[str], *, allowed: bool) -> None:
+    if log_path is None:
+        return
+    heading = ("cdkit: this stage changed the work tree (allow_changes: true):" if allowed
+               else "cdkit: files were modified by this stage:")
+    with Path(log_path).open("ab") as log:
+        log.write(("\n" + "\n".join([heading, *(f"  {c}" for c in changes)]) + "\n").encode("utf-8", "surrogateescape"))
