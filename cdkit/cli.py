@@ -42,12 +42,19 @@ MAX_WAIT_OPTION = click.option(
     epilog=EXIT_CODES_HELP,
 )
 @click.version_option(__version__, "--version", prog_name="cdkit", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """cdkit: one pipeline (.cdkit.yml) for the pre-push hook, CI checks and releases.
 
     Continuous deployment releases every commit that passes all stages;
     continuous delivery also waits for an explicit approval of that exact commit.
     """
+    if ctx.invoked_subcommand != "hook":  # `hook recover` is the remedy; `hook run` refuses by itself
+        from cdkit.setaside import pending_warning
+
+        warning = pending_warning(os.getcwd())
+        if warning:
+            click.echo(f"cdkit: warning: {warning}", err=True)
 
 
 @cli.command()
@@ -76,7 +83,8 @@ def plan(config: str | None, base: str | None, head: str | None, trigger: str, a
 @CONFIG_OPTION
 @click.option("--base", metavar="REV", help="Compare with this commit for `paths` (default: every file counts).")
 @click.option("--head", metavar="REV",
-              help="Run on this commit, in a temporary worktree unless it is a clean HEAD (default: the work tree).")
+              help="Run on this commit, checked out in the work tree with your uncommitted work set aside and put "
+                   "back afterwards (default: the work tree as it is).")
 @click.option("--stage", "stages", metavar="NAME", multiple=True, help="Run only this stage (repeatable).")
 @click.option("--trigger", type=TRIGGER_CHOICE, default="ci", show_default=True, help="Which `on:` stages apply.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel stages (default: CPU count).")
@@ -182,6 +190,19 @@ def hook_uninstall() -> int:
 def hook_status() -> int:
     """Show where the hook is, what it runs and what needs repair (exit 1 if it cannot run)."""
     from cdkit.commands.hook import status as command
+
+    return command()
+
+
+@hook.command("recover")
+def hook_recover() -> int:
+    """Put back the work a killed cdkit run set aside (uncommitted changes, index, branch).
+
+    To judge a pushed commit in place, cdkit records your work in the git dir before it
+    touches anything; a SIGKILL or power loss in the middle leaves that record, and this
+    command restores exactly what it holds. Exit 0 when the work tree is yours again.
+    """
+    from cdkit.commands.hook import recover as command
 
     return command()
 

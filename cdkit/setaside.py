@@ -90,6 +90,31 @@ def pending(git_dir: Path) -> Path | None:
     return directory if directory.is_dir() else None
 
 
+def pending_warning(cwd: str) -> str | None:
+    """A warning when the repository around `cwd` holds an interrupted set-aside (no git process: every command pays it)."""
+    for directory in (Path(cwd), *Path(cwd).parents):
+        dot_git = directory / ".git"
+        if dot_git.is_dir():
+            git_dir = dot_git
+        elif dot_git.is_file():  # a linked worktree or submodule: "gitdir: PATH"
+            text = dot_git.read_text(errors="replace").strip()
+            if not text.startswith("gitdir: "):
+                return None
+            git_dir = (directory / text[len("gitdir: "):]).resolve()
+        else:
+            continue
+        record = pending(git_dir)
+        if record is None:
+            return None
+        owner = _read_json(record / OWNER) or {}
+        pid, host = owner.get("pid"), owner.get("host")
+        if isinstance(pid, int) and not local_process_gone(pid, host if isinstance(host, str) else None):
+            return None  # a run in progress: it puts the work back itself
+        return (f"an interrupted cdkit run left your work set aside in {record} and the work tree checked out at "
+                "another commit; run `cdkit hook recover` to put your work back (nothing is lost)")
+    return None
+
+
 # --- why a work tree cannot be judged in place -------------------------------------------------
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from cdkit import hook, output
 from cdkit.errors import EXIT_FAILED, EXIT_OK
@@ -31,6 +32,13 @@ def status() -> int:
     if not problems:
         output.write_line("ok: every push runs the pre-push stages of .cdkit.yml")
     return EXIT_OK if state.healthy and not problems else EXIT_FAILED
+
+
+def recover() -> int:
+    from cdkit import git, setaside
+
+    output.write_line(f"cdkit: {setaside.recover(setaside.paths_for(git.find_repo().root or Path.cwd()))}")
+    return EXIT_OK
 
 
 def run_pre_push(*, remote: str | None, url: str | None) -> int:
