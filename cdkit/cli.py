@@ -286,6 +286,51 @@ def environments(config: str | None, as_json: bool) -> int:
 
     return command(config=config, as_json=as_json)
 
+# --- history, metrics, report, audit (cdkit/commands/history.py and beside it) -------------------
+
+ENV_FILTER_OPTION = click.option("--env", "environment", metavar="NAME", default=None, help="Only this environment.")
+SOURCE_OPTION = click.option(
+    "--source", type=click.Choice(["ledger", "github"]), default="ledger", show_default=True,
+    help="The ledger in this repository's git dir, or GitHub's deployments (token and repository as for `run`).")
+
+
+def _since_option(default: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--since", metavar="30d|DATE", default=default, show_default=bool(default),
+                        help="Only deployments since then: 12h, 30d, 2w, or a date (2026-01-31, local time).")
+
+
+@cli.command()
+@CONFIG_OPTION
+@ENV_FILTER_OPTION
+@_since_option(None)
+@SOURCE_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def history(config: str | None, environment: str | None, since: str | None, source: str, token: str | None,
+            as_json: bool) -> int:
+    """Deployments newest first: range, outcome, approvals, who deployed, how long, rollbacks and forced deploys."""
+    from cdkit.commands.history import history as command
+
+    return command(config=config, environment=environment, since=since, source=source, token=token,
+                   as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
+@ENV_FILTER_OPTION
+@_since_option("90d")
+@SOURCE_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def metrics(config: str | None, environment: str | None, since: str, source: str, token: str | None,
+            as_json: bool) -> int:
+    """The four DORA keys per environment: deployment frequency, lead time, change failure rate, time to restore."""
+    from cdkit.commands.metrics import metrics as command
+
+    return command(config=config, environment=environment, since=since, source=source, token=token,
+                   as_json=as_json)
+
+
 @cli.command()
 def action() -> int:
     """Run inside a GitHub Actions job (the reusable Action calls this).

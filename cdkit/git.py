@@ -403,3 +403,29 @@ def hooks_dir(cwd: str | os.PathLike[str] | None = None) -> Path:
     dir) and submodules (their git dir lives under the superproject's `.git/modules`).
     """
     return Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks", cwd=cwd))
+
+
+class CommitNode(NamedTuple):
+    sha: str
+    parents: tuple[str, ...]
+    author_time: int  # epoch seconds: when the change was first written (a rebase keeps it)
+    subject: str
+
+
+def commit_graph(heads: list[str], cwd: str | os.PathLike[str] | None = None) -> dict[str, CommitNode]:
+    """Every commit reachable from `heads` (those this repository has), in one `git log`.
+
+    The history's lead times and fix detection walk this graph in memory instead of
+    running git once per deployment (a ledger can hold thousands).
+    """
+    present = sorted(set(heads) - missing_objects(sorted(set(heads)), cwd=cwd))
+    if not present:
+        return {}
+    out = git_b("log", "-z", "--format=%H%x00%P%x00%at%x00%s", "--stdin", "--",
+                cwd=cwd, stdin="".join(f"{sha}\n" for sha in present).encode())
+    fields = out.split(b"\0")
+    graph: dict[str, CommitNode] = {}
+    for index in range(0, len(fields) - 3, 4):
+        sha, parents, when, subject = (_decode(f).lstrip("\n") for f in fields[index:index + 4])
+        graph[sha] = CommitNode(sha, tuple(parents.split()), int(when or 0), subject)
+    return graph

@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 
@@ -109,6 +110,10 @@ MIGRATIONS: tuple[str, ...] = (
     # at once (`cdkit sync` beside a run in another worktree) never both send it.
     """
     ALTER TABLE outbox ADD COLUMN claimed_until REAL
+    """,
+    # 3 -> 4: the tamper-evident audit chain (cdkit.history.chain), and who started each deployment.
+    chain.SCHEMA + """;
+    ALTER TABLE deployments ADD COLUMN deployed_by TEXT
     """,
 )
 
@@ -449,6 +454,7 @@ class Ledger:
                 (sha, environment, approver, via, comment, self.clock()),
             )
             assert cursor.lastrowid is not None
+            chain.append(db, "approval", cursor.lastrowid, self.clock())
             return cursor.lastrowid
 
     def approvals(self, *, sha: str | None = None, environment: str | None = None) -> list[dict[str, Any]]:
@@ -461,14 +467,17 @@ class Ledger:
 
     def start_deployment(
         self, *, environment: str, sha: str, rollback: bool, approval: dict[str, Any] | None,
+        deployed_by: str | None = None,
     ) -> int:
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at)"
-                " VALUES (?, ?, 'in_progress', ?, ?, ?)",
-                (environment, sha, int(rollback), _to_json(approval) if approval else None, self.clock()),
+                "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at, deployed_by)"
+                " VALUES (?, ?, 'in_progress', ?, ?, ?, ?)",
+                (environment, sha, int(rollback), _to_json(approval) if approval else None, self.clock(),
+                 _storable(deployed_by)),
             )
             assert cursor.lastrowid is not None
+            chain.append(db, "deployment", cursor.lastrowid, self.clock())
             return cursor.lastrowid
 
     def finish_deployment(self, deployment_id: int, status: str, *, github_id: int | None = None,
@@ -479,6 +488,7 @@ class Ledger:
                 " log_path = COALESCE(?, log_path) WHERE id = ?",
                 (status, self.clock(), github_id, log_path, deployment_id),
             )
+            chain.append(db, "deployment", deployment_id, self.clock())
 
     def deployments(self, *, environment: str | None = None, sha: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM deployments WHERE 1=1", list[str]()
@@ -507,8 +517,7 @@ class Ledger:
             if row and row["expires_at"] > now and row["holder"] != holder:
                 return str(row["holder"])
             if row and row["expires_at"] <= now:
-                db.execute("INSERT INTO audit (at, what) VALUES (?, ?)",
-                           (now, f"lock {name} held by {row['holder']} expired; taken over by {holder}"))
+                self._audit(db, now, f"lock {name} held by {row['holder']} expired; taken over by {holder}")
             db.execute("INSERT OR REPLACE INTO locks (name, holder, expires_at) VALUES (?, ?, ?)",
                        (name, holder, now + ttl))
         return None
@@ -519,7 +528,13 @@ class Ledger:
 
     def audit(self, what: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO audit (at, what) VALUES (?, ?)", (self.clock(), what))
+            self._audit(db, self.clock(), what)
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, at: float, what: str) -> None:
+        cursor = db.execute("INSERT INTO audit (at, what) VALUES (?, ?)", (at, _storable(what)))
+        assert cursor.lastrowid is not None
+        chain.append(db, "audit", cursor.lastrowid, at)
 
     def audit_lines(self) -> Sequence[tuple[float, str]]:
         return [(r["at"], r["what"]) for r in self.db.execute("SELECT at, what FROM audit ORDER BY id")]

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate
 from cdkit.config import Environment, Pipeline, Stage
-from cdkit.errors import GateFailed, UsageError
+from cdkit.errors import CdkitError, GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
@@ -528,10 +528,22 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
                            current=result.current)
 
 
+def deployer(ctx: ReleaseContext) -> str:
+    """Who starts a deploy, for the history: the Actions actor in CI, else the git identity here."""
+    actor = ctx.environ.get("GITHUB_ACTOR", "").strip() if ctx.environ.get("GITHUB_ACTIONS") == "true" else ""
+    if actor:
+        return f"@{actor}"
+    try:
+        return format_local_identity(*git.identity(cwd=ctx.root))
+    except CdkitError:
+        return "unknown"
+
+
 def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str, rollback: bool,
                 decision: Decision | None, current: str | None) -> DeployResult:
     approval = _approval_record(env, decision)
-    deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval)
+    deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval,
+                                                deployed_by=deployer(ctx))
     if rollback:
         ctx.ledger.audit(f"deployment #{deployment_id}: explicit rollback of {env.name} from "
                          f"{(current or 'nothing')[:12]} to {sha[:12]}")

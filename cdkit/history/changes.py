@@ -1,0 +1,82 @@
+"""Which changes each deployment brought to its environment, from the commit graph (pure functions).
+
+A *change* is one commit on the first-parent line of what was deployed, together with
+the commits a merge brings in beside it (a merged pull request is one change; so is a
+squashed or rebased one). Its *first commit* is the earliest authored commit in it:
+lead time runs from there to the deployment that first made it live in the environment.
+
+The first deployment to an environment has nothing before it to measure from: it sets
+the baseline (everything it runs counts as already there) and brings no changes.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cdkit.git import CommitNode
+from cdkit.history.records import Deployment
+
+# A commit that says it repairs an earlier one: `git revert`'s subject, or a conventional-commit fix.
+FIX_SUBJECT = re.compile(r'^(?:Revert "|(?:fix|hotfix)(?:\([^)]*\))?!?:)', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Change:
+    head: str  # the first-parent commit
+    commits: tuple[str, ...]
+    first_commit_at: float
+    is_fix: bool
+
+
+def _group(graph: Mapping[str, CommitNode], head: str, seen: set[str]) -> list[str]:
+    """`head` and every commit it brings that is not yet in the environment (marks them seen)."""
+    stack, group = [head], []
+    while stack:
+        sha = stack.pop()
+        if sha in seen or sha not in graph:
+            continue
+        seen.add(sha)
+        group.append(sha)
+        stack.extend(graph[sha].parents)
+    return group
+
+
+def new_changes(graph: Mapping[str, CommitNode], sha: str, seen: set[str]) -> list[Change]:
+    """The changes `sha` brings to an environment that already has `seen` (ancestor-closed; updated), oldest first."""
+    line = []
+    cursor: str | None = sha
+    while cursor is not None and cursor in graph and cursor not in seen:
+        line.append(cursor)
+        parents = graph[cursor].parents
+        cursor = parents[0] if parents else None
+    changes = []
+    for head in reversed(line):  # oldest first: each group then stops at what older ones covered
+        group = _group(graph, head, seen)
+        if group:
+            nodes = [graph[c] for c in group]
+            changes.append(Change(head, tuple(group), float(min(n.author_time for n in nodes)),
+                                  any(FIX_SUBJECT.match(n.subject) for n in nodes)))
+    return changes
+
+
+def changes_by_deployment(deployments: Sequence[Deployment],
+                          graph: Mapping[str, CommitNode]) -> dict[str, list[Change]]:
+    """For each live deployment (by key), the changes it first brought to its environment.
+
+    Deployments in start order. A rollback brings nothing new: what it runs was there
+    before. A SHA missing from the graph (not in this clone) brings nothing measurable.
+    """
+    seen: dict[str, set[str]] = {}
+    result: dict[str, list[Change]] = {}
+    for d in deployments:
+        if not (d.live or d.outcome == "baseline") or d.sha not in graph:
+            continue
+        env_seen = seen.get(d.environment)
+        if env_seen is None:
+            seen[d.environment] = env_seen = set()
+            _group(graph, d.sha, env_seen)  # the baseline: its whole history was there already
+            result[d.key] = []
+            continue
+        result[d.key] = new_changes(graph, d.sha, env_seen)
+    return result
