@@ -542,8 +542,9 @@ def deployer(ctx: ReleaseContext) -> str:
 def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str, rollback: bool,
                 decision: Decision | None, current: str | None) -> DeployResult:
     approval = _approval_record(env, decision)
+    deployed_by = deployer(ctx)
     deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval,
-                                                deployed_by=deployer(ctx))
+                                                deployed_by=deployed_by)
     if rollback:
         ctx.ledger.audit(f"deployment #{deployment_id}: explicit rollback of {env.name} from "
                          f"{(current or 'nothing')[:12]} to {sha[:12]}")
@@ -554,7 +555,8 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str,
     status, reason = CRASHED, "cdkit stopped before the deploy command finished"
     try:
         if ctx.remote is not None:
-            payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval}
+            payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
+                       "deployed_by": deployed_by}
             try:
                 github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
             except GateFailed as exc:

@@ -70,17 +70,26 @@ def before_next_deployment_status(server: FakeGitHub, action: Callable[[], None]
 
 
 def add_deployment(server: FakeGitHub, *, environment: str, sha: str, state: str | None,
-                   log_url: str | None = None) -> int:
-    """A deployment (and its status) written straight into the state, as if another machine had created it."""
+                   log_url: str | None = None, created_at: str | None = None, finished_at: str | None = None,
+                   payload: dict[str, Any] | None = None, creator: str = "octocat") -> int:
+    """A deployment (and its status) written straight into the state, as if another machine had created it.
+
+    `created_at` / `finished_at` (ISO 8601) set when it was created and when its status was; default now.
+    """
     deployment_id = next(server.state.ids)
     _extra(server, "deployments")[deployment_id] = {
-        "id": deployment_id, "sha": sha, "ref": sha, "environment": environment, "payload": {},
-        "description": "another machine", "created_at": now_iso(), "_request": {}}
+        "id": deployment_id, "sha": sha, "ref": sha, "environment": environment, "payload": payload or {},
+        "description": "another machine", "created_at": created_at or now_iso(), "creator": _user(creator),
+        "_request": {}}
     if state is not None:
-        status = {"id": next(server.state.ids), "created_at": now_iso(), "state": state,
+        status = {"id": next(server.state.ids), "created_at": finished_at or created_at or now_iso(), "state": state,
                   **({"log_url": log_url, "target_url": log_url} if log_url else {})}
         _extra(server, "deployment_statuses").setdefault(deployment_id, []).insert(0, status)
     return deployment_id
+
+
+def _user(login: str) -> dict[str, Any]:
+    return {"login": login, "id": zlib.crc32(login.encode()), "type": "Bot" if login.endswith("[bot]") else "User"}
 
 
 def _repository(owner: str, name: str) -> dict[str, Any]:
@@ -107,9 +116,10 @@ def combined_status(server: FakeGitHub, req: Request) -> Reply:
 def create_deployment(server: FakeGitHub, req: Request) -> Reply:
     body = req.body or {}
     deployment_id = next(server.state.ids)
+    token_user = server.state.extra.get("token_user", {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"})
     deployment = {"id": deployment_id, "sha": body["ref"], "ref": body["ref"], "environment": body.get("environment"),
                   "payload": body.get("payload") or {}, "description": body.get("description"),
-                  "created_at": now_iso(), "_request": body}
+                  "created_at": now_iso(), "creator": token_user, "_request": body}
     _extra(server, "deployments")[deployment_id] = deployment
     return Reply(201, {k: v for k, v in deployment.items() if not k.startswith("_")})
 
