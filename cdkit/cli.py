@@ -332,6 +332,25 @@ def metrics(config: str | None, environment: str | None, since: str, source: str
 
 
 @cli.command()
+@CONFIG_OPTION
+@ENV_FILTER_OPTION
+@_since_option("90d")
+@SOURCE_OPTION
+@TOKEN_OPTION
+@click.option("-o", "--output", "output_path", metavar="FILE", required=True, help="Where to write the HTML page.")
+def report(config: str | None, environment: str | None, since: str, source: str, token: str | None,
+           output_path: str) -> int:
+    """One self-contained HTML page (opens offline): the four keys, charts per environment, the history.
+
+    The charts need the report extra: pip install 'cdkit[report]'.
+    """
+    from cdkit.commands.report import report as command
+
+    return command(config=config, environment=environment, since=since, source=source, token=token,
+                   output_path=output_path)
+
+
+@cli.command()
 def action() -> int:
     """Run inside a GitHub Actions job (the reusable Action calls this).
 

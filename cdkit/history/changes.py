@@ -12,41 +12,47 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cdkit.git import CommitNode
-from cdkit.history.records import Deployment
+from cdkit.history.records import LIVE, Deployment
 
 # A commit that says it repairs an earlier one: `git revert`'s subject, or a conventional-commit fix.
 FIX_SUBJECT = re.compile(r'^(?:Revert "|(?:fix|hotfix)(?:\([^)]*\))?!?:)', re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     head: str  # the first-parent commit
     commits: tuple[str, ...]
     first_commit_at: float
     is_fix: bool
 
 
-def _group(graph: Mapping[str, CommitNode], head: str, seen: set[str]) -> list[str]:
+def _group(graph: Mapping[str, CommitNode], head: str, seen: set[str]) -> list[CommitNode]:
     """`head` and every commit it brings that is not yet in the environment (marks them seen)."""
     stack, group = [head], []
     while stack:
         sha = stack.pop()
-        if sha in seen or sha not in graph:
+        if sha in seen:
+            continue
+        node = graph.get(sha)
+        if node is None:
             continue
         seen.add(sha)
-        group.append(sha)
-        stack.extend(graph[sha].parents)
+        group.append(node)
+        stack.extend(node.parents)
     return group
 
 
 def new_changes(graph: Mapping[str, CommitNode], sha: str, seen: set[str]) -> list[Change]:
     """The changes `sha` brings to an environment that already has `seen` (ancestor-closed; updated), oldest first."""
+    node = graph.get(sha)
+    if node is not None and sha not in seen and len(node.parents) == 1 and node.parents[0] in seen:
+        seen.add(sha)  # the common case, one commit on top of what runs: no walk needed
+        return [Change(sha, (sha,), float(node.author_time), FIX_SUBJECT.match(node.subject) is not None)]
     line = []
     cursor: str | None = sha
-    while cursor is not None and cursor in graph and cursor not in seen:
+    while cursor is not None and cursor not in seen and cursor in graph:
         line.append(cursor)
         parents = graph[cursor].parents
         cursor = parents[0] if parents else None
@@ -54,9 +60,9 @@ def new_changes(graph: Mapping[str, CommitNode], sha: str, seen: set[str]) -> li
     for head in reversed(line):  # oldest first: each group then stops at what older ones covered
         group = _group(graph, head, seen)
         if group:
-            nodes = [graph[c] for c in group]
-            changes.append(Change(head, tuple(group), float(min(n.author_time for n in nodes)),
-                                  any(FIX_SUBJECT.match(n.subject) for n in nodes)))
+            first = min(node.author_time for node in group) if len(group) > 1 else group[0].author_time
+            fix = any(FIX_SUBJECT.match(node.subject) for node in group)
+            changes.append(Change(head, tuple(node.sha for node in group), float(first), fix))
     return changes
 
 
@@ -70,7 +76,7 @@ def changes_by_deployment(deployments: Sequence[Deployment],
     seen: dict[str, set[str]] = {}
     result: dict[str, list[Change]] = {}
     for d in deployments:
-        if not (d.live or d.outcome == "baseline") or d.sha not in graph:
+        if not (d.outcome in LIVE or d.outcome == "baseline") or d.sha not in graph:
             continue
         env_seen = seen.get(d.environment)
         if env_seen is None:

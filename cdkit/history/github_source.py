@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cdkit.github import GitHubClient
-from cdkit.history.records import Deployment, approvals_of, with_previous
+from cdkit.history.records import Deployment, approvals_of, outcome_of, with_previous
 from cdkit.history.timeutil import parse_iso
 
 _JOB_LINK = re.compile(r"/actions/runs/\d+/job/\d+")
@@ -64,7 +64,8 @@ def to_deployment(item: Mapping[str, Any], statuses: list[dict[str, Any]]) -> De
     notes = tuple(str(s.get("description")) for s in statuses[:1] if s.get("description"))
     return Deployment(
         key=f"github:{item['id']}", number=int(item["id"]), environment=str(item.get("environment") or "?"),
-        sha=str(item.get("sha") or ""), status=status, started_at=started, finished_at=finished,
+        sha=str(item.get("sha") or ""), status=status, outcome=outcome_of(status), started_at=started,
+        finished_at=finished,
         rollback=bool(payload.get("rollback")), approvals=approvals, approval_via=via,
         deployed_by=str(payload.get("deployed_by") or (f"@{creator}" if creator else "")) or None,
         forced=bool(payload.get("forced")), break_glass=bool(payload.get("break_glass")), notes=notes,

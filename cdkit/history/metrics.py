@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from cdkit.history.changes import Change
-from cdkit.history.records import FAILED, NOT_COUNTED, Deployment
+from cdkit.history.records import FAILED, LIVE, NOT_COUNTED, Deployment
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -52,14 +52,12 @@ def median(values: Sequence[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     deployment: Deployment
     reason: str  # "failed", "rolled back by ledger:7", "fixed by ledger:9"...
 
 
-@dataclass(frozen=True)
-class Restore:
+class Restore(NamedTuple):
     failed: Deployment
     restored_by: Deployment | None  # None: still not restored
     seconds: float | None
@@ -121,34 +119,30 @@ class EnvironmentMetrics:
         }
 
 
-@dataclass
-class _Walk:
-    """One environment's deployments in order, with what follows each (built once, so 100,000 stay fast)."""
-
-    deployments: list[Deployment]
-    next_live: list[int | None] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        following: int | None = None
-        self.next_live = [None] * len(self.deployments)
-        for index in range(len(self.deployments) - 1, -1, -1):
-            self.next_live[index] = following
-            if self.deployments[index].live:
-                following = index
+def _next_live(deployments: Sequence[Deployment]) -> list[int | None]:
+    """For each deployment, the index of the next live one in its environment (built once: 100,000 stay fast)."""
+    following: int | None = None
+    result: list[int | None] = [None] * len(deployments)
+    for index in range(len(deployments) - 1, -1, -1):
+        result[index] = following
+        if deployments[index].outcome in LIVE:
+            following = index
+    return result
 
 
-def _failure_reason(walk: _Walk, index: int, changes: Mapping[str, Sequence[Change]]) -> str | None:
-    d = walk.deployments[index]
-    if d.outcome in FAILED:
-        return d.outcome
-    if d.outcome == "rolled back":
+def failure_reason(deployments: Sequence[Deployment], index: int, next_live: Sequence[int | None],
+                   changes: Mapping[str, Sequence[Change]]) -> str | None:
+    """Why deployment `index` counts as a failed change, or None (see the module docstring)."""
+    d = deployments[index]
+    outcome = d.outcome
+    if outcome in FAILED:
+        return outcome
+    if outcome == "rolled back":
         return "rolled back"
-    if not d.live:
-        return None
-    following = walk.next_live[index]
+    following = next_live[index] if outcome in LIVE else None
     if following is None:
         return None
-    nxt = walk.deployments[following]
+    nxt = deployments[following]
     if nxt.rollback:
         return f"rolled back by {nxt.key}"
     if nxt.started_at - d.done_at <= FIX_WINDOW and any(c.is_fix for c in changes.get(nxt.key, ())):
@@ -160,24 +154,28 @@ def environment_metrics(environment: str, deployments: Sequence[Deployment],
                         changes: Mapping[str, Sequence[Change]], *, since: float | None, until: float,
                         fix_detection: bool = True) -> EnvironmentMetrics:
     """The four keys for one environment; `deployments` is its whole history in start order."""
-    walk = _Walk(list(deployments))
+    next_live = _next_live(deployments)
     start = since if since is not None else (deployments[0].started_at if deployments else until)
     restore_outcome = "verified" if any(d.outcome == "verified" for d in deployments) else "deployed"
     counted, live, lead_times, failures, restores = [], [], [], [], []
     broken: Deployment | None = None
-    for index, d in enumerate(walk.deployments):
+    for index, d in enumerate(deployments):
+        if d.outcome in NOT_COUNTED:
+            continue
         inside = start <= d.started_at < until
-        reason = _failure_reason(walk, index, changes) if d.outcome not in NOT_COUNTED else None
-        if inside and d.outcome not in NOT_COUNTED:
+        reason = failure_reason(deployments, index, next_live, changes)
+        if inside:
             counted.append(d)
             if reason:
                 failures.append(Failure(d, reason))
-        if inside and d.live:
-            live.append(d)
-            lead_times += [max(0.0, d.done_at - c.first_commit_at) for c in changes.get(d.key, ())]
-        if reason and broken is None:
-            broken = d
-        elif broken is not None and not reason and d.outcome == restore_outcome:
+            if d.outcome in LIVE:
+                live.append(d)
+                done = d.done_at
+                lead_times += [max(0.0, done - c.first_commit_at) for c in changes.get(d.key, ())]
+        if reason:
+            if broken is None:
+                broken = d
+        elif broken is not None and d.outcome == restore_outcome:
             if start <= broken.started_at < until:
                 restores.append(Restore(broken, d, max(0.0, d.done_at - broken.done_at)))
             broken = None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 # Ledger (and GitHub) statuses -> the outcome shown and counted.
 OUTCOMES = {
@@ -45,6 +46,9 @@ FAILED = frozenset({"failed", "failed verification", "quarantined", "cancelled",
 NOT_COUNTED = frozenset({"in progress", "refused", "baseline"})
 
 
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def outcome_of(status: str) -> str:
     return OUTCOMES.get(status, status.replace("_", " "))
 
@@ -60,15 +64,15 @@ class Approval:
         return {"who": self.who, "via": self.via, "at": self.at, "comment": self.comment}
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """One deployment of one SHA to one environment."""
+class Deployment(NamedTuple):
+    """One deployment of one SHA to one environment (a NamedTuple: a ledger can hold 100,000 of them)."""
 
     key: str  # "ledger:12" or "github:345": unique across sources
     number: int  # the ledger's or GitHub's id
     environment: str
     sha: str
     status: str  # as recorded
+    outcome: str  # as shown and counted: outcome_of(status)
     started_at: float
     finished_at: float | None
     rollback: bool = False
@@ -80,11 +84,7 @@ class Deployment:
     notes: tuple[str, ...] = ()  # reasons for force / break-glass, GitHub descriptions
     previous_sha: str | None = None  # what the environment ran before (the range's base)
     source: str = "ledger"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def outcome(self) -> str:
-        return outcome_of(self.status)
+    extra: Mapping[str, Any] = EMPTY
 
     @property
     def live(self) -> bool:
@@ -114,41 +114,72 @@ def approvals_of(data: Any) -> tuple[tuple[Approval, ...], str | None]:
     return approvals, str(via) if via else None
 
 
-def _flag(row: dict[str, Any], *names: str) -> bool:
-    return any(bool(row.get(name)) for name in names)
+_KNOWN_COLUMNS = frozenset({"id", "environment", "sha", "status", "rollback", "approval", "started_at",
+                            "finished_at", "deployed_by", "github_id", "log_path"})
+_NOTE_COLUMNS = ("reason", "force_reason", "break_glass_reason")
 
 
-def from_ledger_row(row: dict[str, Any]) -> Deployment:
-    """A ledger `deployments` row (any schema version: unknown columns are kept in `extra`)."""
+def from_ledger_row(row: Mapping[str, Any], previous_sha: str | None = None) -> Deployment:
+    """A ledger `deployments` row (any schema version: columns this code does not know are kept in `extra`)."""
     raw_approval = row.get("approval")
     if isinstance(raw_approval, str):
         try:
             raw_approval = json.loads(raw_approval)
         except ValueError:
             raw_approval = None
-    approvals, via = approvals_of(raw_approval)
-    notes = tuple(str(row[k]) for k in ("reason", "force_reason", "break_glass_reason") if row.get(k))
-    break_glass = _flag(row, "break_glass") or (isinstance(raw_approval, dict) and bool(raw_approval.get("break_glass")))
-    known = {"id", "environment", "sha", "status", "rollback", "approval", "started_at", "finished_at",
-             "deployed_by", "github_id", "log_path"}
+    approvals, via = approvals_of(raw_approval) if raw_approval else ((), None)
+    notes = tuple(str(row[k]) for k in _NOTE_COLUMNS if row.get(k))
+    break_glass = bool(row.get("break_glass")) or (isinstance(raw_approval, dict)
+                                                   and bool(raw_approval.get("break_glass")))
+    extra = {k: v for k, v in row.items() if k not in _KNOWN_COLUMNS and v is not None}
+    if row.get("log_path") or row.get("github_id"):
+        extra.update(log=row.get("log_path"), github_id=row.get("github_id"))
+    status = str(row["status"])
+    finished = row.get("finished_at")
     return Deployment(
-        key=f"ledger:{row['id']}", number=int(row["id"]), environment=str(row["environment"]), sha=str(row["sha"]),
-        status=str(row["status"]), started_at=float(row["started_at"]),
-        finished_at=float(row["finished_at"]) if row.get("finished_at") is not None else None,
-        rollback=bool(row.get("rollback")), deployed_by=row.get("deployed_by"), approvals=approvals,
-        approval_via=via, forced=_flag(row, "forced", "force"), break_glass=break_glass, notes=notes,
-        extra={k: v for k, v in row.items() if k not in known} | {"log": row.get("log_path"),
-                                                                  "github_id": row.get("github_id")},
+        f"ledger:{row['id']}", int(row["id"]), str(row["environment"]), str(row["sha"]), status, outcome_of(status),
+        float(row["started_at"]), float(finished) if finished is not None else None, bool(row.get("rollback")),
+        row.get("deployed_by"), approvals, via, bool(row.get("forced") or row.get("force")), break_glass, notes,
+        previous_sha, "ledger", extra or EMPTY,
     )
 
 
 def load_ledger(db: sqlite3.Connection, *, environment: str | None = None) -> list[Deployment]:
-    """Every deployment in the ledger, oldest first, with each one's range base filled in (read only)."""
+    """Every deployment in the ledger, oldest first, with each one's range base filled in (read only).
+
+    The common row (no approval, no columns from a newer schema) takes a fast path:
+    100,000 deployments load in a fraction of a second (bench/bench_metrics.py).
+    """
     query, args = "SELECT * FROM deployments", []
     if environment:
         query, args = query + " WHERE environment = ?", [environment]
-    rows = db.execute(query + " ORDER BY id", args).fetchall()
-    return with_previous(from_ledger_row(dict(r)) for r in rows)
+    cursor = db.cursor()
+    cursor.row_factory = None  # plain tuples: sqlite3.Row lookups by name cost more than the rest together
+    rows = cursor.execute(query + " ORDER BY id", args)
+    columns = [c[0] for c in cursor.description]
+    at = {name: columns.index(name) for name in columns}
+    simple_schema = set(columns) <= _KNOWN_COLUMNS | {"deployed_by"}
+    i_id, i_env, i_sha, i_status, i_rollback, i_approval, i_start, i_end, i_log, i_gh = (
+        at[n] for n in ("id", "environment", "sha", "status", "rollback", "approval", "started_at", "finished_at",
+                        "log_path", "github_id"))
+    i_by = at.get("deployed_by")
+    running: dict[str, str] = {}
+    found = []
+    for values in rows:
+        environment_name = values[i_env]
+        if simple_schema and values[i_approval] is None and values[i_log] is None and values[i_gh] is None:
+            status = values[i_status]
+            end = values[i_end]
+            d = Deployment(f"ledger:{values[i_id]}", values[i_id], environment_name, values[i_sha], status,
+                           OUTCOMES.get(status) or outcome_of(status), values[i_start], end,
+                           bool(values[i_rollback]), values[i_by] if i_by is not None else None,
+                           previous_sha=running.get(environment_name))
+        else:
+            d = from_ledger_row(dict(zip(columns, values)), running.get(environment_name))
+        found.append(d)
+        if d.outcome in LIVE or d.outcome == "baseline":
+            running[environment_name] = d.sha
+    return found
 
 
 def with_previous(deployments: Iterable[Deployment]) -> list[Deployment]:
@@ -159,7 +190,7 @@ def with_previous(deployments: Iterable[Deployment]) -> list[Deployment]:
     running: dict[str, str] = {}
     filled = []
     for d in deployments:
-        filled.append(replace(d, previous_sha=running.get(d.environment)) if d.previous_sha is None else d)
+        filled.append(d._replace(previous_sha=running.get(d.environment)) if d.previous_sha is None else d)
         if d.live or d.outcome == "baseline":
             running[d.environment] = d.sha
     return filled
