@@ -21,7 +21,7 @@ import: the ledger imports it on its write path.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 GENESIS = "0" * 64
 
@@ -120,8 +120,7 @@ def seal_finished_runs(db: sqlite3.Connection, at: float) -> int:
     return len(rows)
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     where: str  # "audit_chain #7", "deployment #3"
     what: str
 

@@ -126,9 +126,11 @@ def environment_charts(pygal: Any, m: EnvironmentMetrics) -> list[str]:
                   x_labels_major_every=sparse, show_minor_x_labels=sparse == 1, allow_interruptions=True)
     rate.x_labels = labels
     rate.add("failure rate", weeks["rates"])
-    restore = _chart(pygal, "Bar", "Time to restore (hours)", show_legend=False)
     restored = [r for r in m.restores if r.seconds is not None]
-    restore.x_labels = [datetime.fromtimestamp(r.failed.done_at, tz=timezone.utc).strftime("%b %d %H:%M")
+    every = max(1, math.ceil(len(restored) / 6))  # at most ~6 dates under the bars
+    restore = _chart(pygal, "Bar", "Time to restore (hours), by failure", show_legend=False,
+                     x_labels_major_every=every, show_minor_x_labels=every == 1)
+    restore.x_labels = [datetime.fromtimestamp(r.failed.done_at, tz=timezone.utc).strftime("%b %d")
                         for r in restored]
     restore.add("hours to restore", [round((r.seconds or 0) / 3600, 2) for r in restored])
     open_ = [r for r in m.restores if r.restored_by is None]
