@@ -182,8 +182,11 @@ def _run_stages(plan: Plan, workdir: Path, ledger: Ledger, reporters: Sequence[R
                      kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
     runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env,
                     check_result=watch.check)
-    with cancel_on_signals(runner.cancel):
-        return runner.run()
+    try:
+        with cancel_on_signals(runner.cancel):
+            return runner.run()
+    finally:
+        watch.close()
 
 
 @contextlib.contextmanager

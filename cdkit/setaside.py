@@ -226,24 +226,31 @@ class Manifest(NamedTuple):
 # --- trees ------------------------------------------------------------------------------------
 
 
-def snapshot_tree(p: Paths, *, force: Sequence[str] = ()) -> str:
+def snapshot_tree(p: Paths, *, force: Sequence[str] = (), scratch: Path | None = None) -> str:
     """A tree of the work tree as it is now: tracked and untracked files, ignored ones left out.
 
     Built in a copy of the index, so the user's index is never touched and unchanged
     files are not hashed again (their stat data is in the copy). `force` adds ignored
-    paths that a checkout would overwrite.
+    paths that a checkout would overwrite. A caller taking many snapshots passes its own
+    `scratch` index, kept between calls: each snapshot then costs two git processes.
     """
+    if scratch is not None:
+        return _snapshot_in(p, scratch, force)
     p.dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.dir.parent / f"snapshot-index.{os.getpid()}.{threading.get_ident()}"
     try:
         if p.index_file.exists():
             shutil.copyfile(p.index_file, tmp)
-        env = _index_env(tmp)
-        _add_all(p, env, force)
-        return git.decode(git.with_env(env, "write-tree", cwd=p.root)).strip()
+        return _snapshot_in(p, tmp, force)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _snapshot_in(p: Paths, index: Path, force: Sequence[str]) -> str:
+    env = _index_env(index)
+    _add_all(p, env, force)
+    return git.decode(git.with_env(env, "write-tree", cwd=p.root)).strip()
 
 
 def _add_all(p: Paths, env: Mapping[str, str], force: Sequence[str]) -> None:

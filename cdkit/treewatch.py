@@ -8,6 +8,9 @@ pre-commit's "files were modified by this hook" does, unless it says `allow_chan
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from pathlib import Path
 
 from cdkit.config import Stage
@@ -22,10 +25,18 @@ class TreeWatch:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self.tree = snapshot_tree(paths)
+        paths.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
+        if paths.index_file.exists():
+            shutil.copyfile(paths.index_file, self.scratch)
+        self.tree = snapshot_tree(paths, scratch=self.scratch)
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.scratch.unlink()
 
     def check(self, stage: Stage, result: StageResult) -> StageResult:
-        now = snapshot_tree(self.paths)
+        now = snapshot_tree(self.paths, scratch=self.scratch)
         if now == self.tree:
             return result
         diff = diff_trees(self.tree, now, self.paths.root)

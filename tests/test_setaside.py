@@ -373,3 +373,46 @@ def test_skip_worktree_entry_is_not_clean(project: tuple[Path, Path]) -> None:
     result = push(repo, "origin", "main")
     assert "--skip-worktree" in result.stderr
     assert (repo / "README").read_text() == "edited, hidden from git status\n"
+
+
+def test_a_file_edited_while_the_stages_run_is_caught_and_kept(project: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, _ = project
+    started, release = tmp_path / "started", tmp_path / "release"
+    git(repo, "branch", "topic")
+    commit_on(repo, "topic", {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - name: wait
+            run: touch {started} && while [ ! -e {release} ]; do sleep 0.05; done
+            on: [pre-push]
+        """)})
+    messy_work(repo)
+    before = user_state(repo)
+    proc = _hook_process(repo, git(repo, "rev-parse", "topic"))
+    _wait_for(started, proc)
+    (repo / "README").write_text("typed in the editor during the push\n")  # lands in the judged tree
+    release.touch()
+    assert proc.wait(timeout=60) == 1
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert "files were modified by this stage: README" in err
+    assert user_state(repo) == before  # the set-aside work wins...
+    patch = next((repo / ".git" / "cdkit" / "logs").glob("*/stage-changes.patch")).read_text()
+    assert "+typed in the editor during the push" in patch  # ...and the edit is not lost
+
+
+def test_a_timed_out_stage_puts_everything_back(project: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, _ = project
+    git(repo, "branch", "topic")
+    commit_on(repo, "topic", {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - name: hang
+            run: sleep 30
+            on: [pre-push]
+            timeout: 1s
+        """)})
+    messy_work(repo)
+    before = user_state(repo)
+    result = push(repo, "origin", "topic", env={"CDKIT_KILL_GRACE": "0.5"})
+    assert blocked(result) and "timed out" in result.stderr
+    assert user_state(repo) == before
