@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from cdkit import git
+from cdkit import git, setaside
 from cdkit.config import DEFAULT_CONFIG, Pipeline, decode_config, load, load_text
 from cdkit.errors import UsageError
 from cdkit.events import Trigger
@@ -101,8 +101,6 @@ def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where
       assume-unchanged entries, a merge in progress) runs in a temporary worktree, and the
       run is dirty: an editable install there would still point at the work tree.
     """
-    from cdkit import setaside
-
     head, clean = git.work_tree_state(ws.root)
     at_head = head == trigger.head_sha
     if at_head and clean:
@@ -129,10 +127,8 @@ def run_trigger(
     kill_grace: float | None = None,
     on_workdir: Callable[[Path, Where], None] | None = None,
 ) -> RunOutcome:
-    from cdkit import setaside
-
     if setaside.pending(ws.repo.git_dir) is not None:
-        raise setaside.SetAsideError(setaside.busy_message(setaside.paths_for(ws.root)))
+        raise setaside.SetAsideError(setaside.busy_message(setaside.paths_for(ws.root, ws.repo.git_dir)))
     skip = parse_skip(environ.get("CDKIT_SKIP"))
     where = choose_where(ws, trigger, allow_dirty=allow_dirty)
     dirty = where.dirty
@@ -160,24 +156,30 @@ def run_trigger(
         "CDKIT_CHANGED_FILES": str(changed),
     }
     notes: list[str] = []
-    with _stage_tree(ws, trigger.head_sha, where, log_dir, notes) as workdir:
+    with _stage_tree(ws, trigger.head_sha, where, log_dir, notes) as tree:
         if on_workdir is not None:
-            on_workdir(workdir, where)  # say where the stages run
-        results = _run_stages(plan, workdir, ledger, reporters, run_id=run_id, log_dir=log_dir,
+            on_workdir(tree.paths.root, where)  # say where the stages run
+        results = _run_stages(plan, tree, ledger, reporters, run_id=run_id, log_dir=log_dir,
                               environ=environ, jobs=jobs, kill_grace=kill_grace, extra_env=extra_env)
+    workdir = tree.paths.root
     status = overall_status(results)
     ledger.finish_run(run_id, status)
     return RunOutcome(run_id, plan, results, status, workdir, where.in_work_tree, tuple(notes))
 
 
-def _run_stages(plan: Plan, workdir: Path, ledger: Ledger, reporters: Sequence[Reporter], *,
+class _StageTree(NamedTuple):
+    paths: setaside.Paths  # where the stages run
+    in_place: setaside.InPlace | None  # the user's work set aside, to come back after the stages
+
+
+def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequence[Reporter], *,
                 run_id: int, log_dir: Path, environ: Mapping[str, str], jobs: int | None, kill_grace: float | None,
                 extra_env: Mapping[str, str]) -> list[StageResult]:
-    from cdkit import setaside
     from cdkit.treewatch import TreeWatch
 
-    watch = TreeWatch(setaside.paths_for(workdir))
-    ctx = RunContext(run_id=run_id, workdir=workdir, log_dir=log_dir,
+    known = tree.in_place.manifest.target_tree if tree.in_place and tree.in_place.manifest else None
+    watch = TreeWatch(tree.paths, tree=known)
+    ctx = RunContext(run_id=run_id, workdir=tree.paths.root, log_dir=log_dir,
                      environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
                      kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
     runner = Runner(plan, ctx, [LedgerReporter(ledger, run_id), *reporters], extra_env=extra_env,
@@ -187,21 +189,21 @@ def _run_stages(plan: Plan, workdir: Path, ledger: Ledger, reporters: Sequence[R
             return runner.run()
     finally:
         watch.close()
+        if tree.in_place is not None:
+            tree.in_place.final_tree = watch.tree  # the last stage's check saw the tree as it is left
 
 
 @contextlib.contextmanager
-def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: list[str]) -> Iterator[Path]:
-    """The directory the stages run in, for as long as they run (see `choose_where`)."""
+def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: list[str]) -> Iterator[_StageTree]:
+    """The tree the stages run in, for as long as they run (see `choose_where`)."""
     if where.mode == WORK_TREE:
-        yield ws.root
+        yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None)
     elif where.mode == WORKTREE:
         with git.temporary_worktree(sha, cwd=ws.root) as path:
-            yield path
+            yield _StageTree(setaside.paths_for(path), None)
     else:
-        from cdkit import setaside
-
-        with setaside.InPlace(setaside.paths_for(ws.root), sha, log_dir) as handle:
-            yield ws.root
+        with setaside.InPlace(setaside.paths_for(ws.root, ws.repo.git_dir), sha, log_dir) as handle:
+            yield _StageTree(handle.p, handle)
         notes.extend(handle.leftovers.notes())
 
 

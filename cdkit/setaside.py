@@ -78,10 +78,15 @@ class Paths(NamedTuple):
         return REF_PREFIX + hashlib.sha1(os.fsencode(str(self.git_dir))).hexdigest()[:16]
 
 
-def paths_for(root: Path) -> Paths:
-    git_dir = Path(git.git("rev-parse", "--path-format=absolute", "--git-dir", cwd=root))
-    index = Path(git.git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=root))
-    return Paths(root=root, git_dir=git_dir, index_file=index)
+def paths_for(root: Path, git_dir: Path | None = None) -> Paths:
+    """The set-aside paths of the work tree at `root` (no git process when its git dir is known).
+
+    The index is always `<git dir>/index` here: cdkit drops GIT_INDEX_FILE, which is
+    the only way to move it.
+    """
+    if git_dir is None:
+        git_dir = Path(git.git("rev-parse", "--path-format=absolute", "--git-dir", cwd=root))
+    return Paths(root=root, git_dir=git_dir, index_file=git_dir / "index")
 
 
 def pending(git_dir: Path) -> Path | None:
@@ -206,6 +211,7 @@ class Manifest(NamedTuple):
     head_sha: str | None  # None on an unborn branch
     snapshot: str  # tree of the user's work tree (tracked + untracked, not ignored)
     target: str  # the commit judged
+    target_tree: str  # and its tree
     stats: dict[str, tuple[int, int]]  # path -> (mode, mtime_ns) of every file the switch rewrites or removes
     dirs: list[str]  # directories that existed before, under which the commit adds files
     created_at: float
@@ -219,7 +225,7 @@ class Manifest(NamedTuple):
             raise SetAsideError(f"the set-aside record was written by another cdkit (format {data.get('format')}); "
                                 "recover with that version")
         return cls(head_ref=data["head_ref"], head_sha=data["head_sha"], snapshot=data["snapshot"],
-                   target=data["target"], stats={k: (v[0], v[1]) for k, v in data["stats"].items()},
+                   target=data["target"], target_tree=data["target_tree"], stats={k: (v[0], v[1]) for k, v in data["stats"].items()},
                    dirs=list(data["dirs"]), created_at=float(data["created_at"]))
 
 
@@ -384,7 +390,7 @@ def switch_to(p: Paths, target: str) -> Manifest:
         shutil.copyfile(p.index_file, tmp)  # its stat data spares hashing every unchanged file again
     env = _index_env(tmp)
     _add_all(p, env, forced)  # the copy now describes the work tree, untracked files included
-    git.with_env(env, "read-tree", "--reset", "-u", f"{target}^{{tree}}", cwd=p.root)
+    git.with_env(env, "read-tree", "--reset", "-u", manifest.target_tree, cwd=p.root)
     os.replace(tmp, p.index_file)
     git.git("update-ref", "--no-deref", "HEAD", target, cwd=p.root)
     return manifest
@@ -406,15 +412,14 @@ def _record(p: Paths, target: str) -> tuple[Manifest, list[str]]:
     stats = {f: s for f in diff.only_in_a + diff.differ if (s := _stat(p.root / f)) is not None}
     git.git("update-ref", p.ref, snapshot, cwd=p.root)  # the snapshot's objects survive a gc
     manifest = Manifest(head_ref=git.current_branch(p.root), head_sha=git.head_sha(p.root), snapshot=snapshot,
-                        target=target, stats=stats, dirs=_existing_dirs(p, diff.only_in_b), created_at=time.time())
+                        target=target, target_tree=target_tree, stats=stats, dirs=_existing_dirs(p, diff.only_in_b), created_at=time.time())
     _fsync_write(p.manifest, manifest.to_json())
     return manifest, forced
 
 
 def restore(p: Paths, manifest: Manifest) -> None:
     """Put the user's work back exactly as the record says; idempotent."""
-    target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=p.root)
-    diff = diff_trees(manifest.snapshot, target_tree, p.root)
+    diff = diff_trees(manifest.snapshot, manifest.target_tree, p.root)
     _remove(p, diff.only_in_b, set(manifest.dirs))
     _write_from_tree(p, manifest.snapshot, diff.only_in_a + diff.differ)
     index_copy = p.dir / INDEX_COPY
@@ -532,6 +537,8 @@ class InPlace:
         self.keep_dir = keep_dir
         self.manifest: Manifest | None = None
         self.leftovers = Leftovers([], [], None)
+        # The tree as the stages left it, when the caller watched it (spares a snapshot on the way back).
+        self.final_tree: str | None = None
 
     def __enter__(self) -> InPlace:
         with deferred_signals():
@@ -548,10 +555,10 @@ class InPlace:
 
     def _save_stage_changes(self, manifest: Manifest) -> tuple[str | None, Path | None]:
         try:
-            now = snapshot_tree(self.p)
+            now = self.final_tree or snapshot_tree(self.p)
         except CdkitError:
             return None, None  # nothing to keep: the way back does not depend on it
-        target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=self.p.root)
+        target_tree = manifest.target_tree
         if now == target_tree:
             return None, None
         patch = self.keep_dir / "stage-changes.patch"
@@ -560,7 +567,7 @@ class InPlace:
         return now, patch
 
     def _reapply(self, manifest: Manifest, changed: str, patch: Path | None) -> Leftovers:
-        target_tree = git.git("rev-parse", f"{manifest.target}^{{tree}}", cwd=self.p.root)
+        target_tree = manifest.target_tree
         by_stages = diff_trees(target_tree, changed, self.p.root)
         users = diff_trees(manifest.snapshot, target_tree, self.p.root)
         yours = set(users.only_in_a + users.differ + users.only_in_b)

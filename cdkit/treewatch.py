@@ -23,13 +23,14 @@ LISTED = 20  # files named in the reason; the stage's log has them all
 class TreeWatch:
     """Remembers the tree between stages and blames each change on the stage that just ended."""
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, tree: str | None = None) -> None:
         self.paths = paths
         paths.dir.parent.mkdir(parents=True, exist_ok=True)
         self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
         if paths.index_file.exists():
             shutil.copyfile(paths.index_file, self.scratch)
-        self.tree = snapshot_tree(paths, scratch=self.scratch)
+        # A tree cdkit just checked out is known; anything else is looked at.
+        self.tree = tree or snapshot_tree(paths, scratch=self.scratch)
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
