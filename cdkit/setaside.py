@@ -44,6 +44,8 @@ SETASIDE_DIR = "setaside"
 MANIFEST = "manifest.json"
 OWNER = "owner"
 INDEX_COPY = "index"
+FILES = "files"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 REF_PREFIX = "refs/cdkit/setaside/"
 FORMAT = 1
 GITLINK = "160000"
@@ -214,6 +216,7 @@ class Manifest(NamedTuple):
     target_tree: str  # and its tree
     stats: dict[str, tuple[int, int]]  # path -> (mode, mtime_ns) of every file the switch rewrites or removes
     dirs: list[str]  # directories that existed before, under which the commit adds files
+    saved: list[str]  # the user's own files, copied byte for byte into the record
     created_at: float
 
     def to_json(self) -> bytes:
@@ -226,7 +229,7 @@ class Manifest(NamedTuple):
                                 "recover with that version")
         return cls(head_ref=data["head_ref"], head_sha=data["head_sha"], snapshot=data["snapshot"],
                    target=data["target"], target_tree=data["target_tree"], stats={k: (v[0], v[1]) for k, v in data["stats"].items()},
-                   dirs=list(data["dirs"]), created_at=float(data["created_at"]))
+                   dirs=list(data["dirs"]), saved=list(data["saved"]), created_at=float(data["created_at"]))
 
 
 # --- trees ------------------------------------------------------------------------------------
@@ -400,28 +403,69 @@ def _record(p: Paths, target: str) -> tuple[Manifest, list[str]]:
     """Steps 2-4: the index bytes, the snapshot and the manifest, all durable before anything changes."""
     if p.index_file.exists():
         shutil.copyfile(p.index_file, p.dir / INDEX_COPY)
-        with open(p.dir / INDEX_COPY, "rb+") as copy:
-            os.fsync(copy.fileno())
+        _fsync_file(p.dir / INDEX_COPY)
     target_tree = git.git("rev-parse", f"{target}^{{tree}}", cwd=p.root)
+    head_sha = git.head_sha(p.root)
     snapshot = snapshot_tree(p)
     # Ignored files at paths the commit tracks would be overwritten: they go into the snapshot too.
     forced = [f for f in diff_trees(snapshot, target_tree, p.root).only_in_b if os.path.lexists(p.root / f)]
     if forced:
         snapshot = snapshot_tree(p, force=forced)
     diff = diff_trees(snapshot, target_tree, p.root)
-    stats = {f: s for f in diff.only_in_a + diff.differ if (s := _stat(p.root / f)) is not None}
+    rewritten = diff.only_in_a + diff.differ
+    stats = {f: s for f in rewritten if (s := _stat(p.root / f)) is not None}
+    saved = _save_users_files(p, snapshot, head_sha, set(rewritten))
     git.git("update-ref", p.ref, snapshot, cwd=p.root)  # the snapshot's objects survive a gc
-    manifest = Manifest(head_ref=git.current_branch(p.root), head_sha=git.head_sha(p.root), snapshot=snapshot,
-                        target=target, target_tree=target_tree, stats=stats, dirs=_existing_dirs(p, diff.only_in_b), created_at=time.time())
+    manifest = Manifest(head_ref=git.current_branch(p.root), head_sha=head_sha, snapshot=snapshot, target=target,
+                        target_tree=target_tree, stats=stats, dirs=_existing_dirs(p, diff.only_in_b),
+                        saved=saved, created_at=time.time())
     _fsync_write(p.manifest, manifest.to_json())
     return manifest, forced
+
+
+def _save_users_files(p: Paths, snapshot: str, head_sha: str | None, rewritten: set[str]) -> list[str]:
+    """Copy, byte for byte, each file of the user's own that the switch will overwrite or remove.
+
+    The snapshot holds them too, but as git would store them: through clean filters and
+    end-of-line conversion (`core.autocrlf`, `.gitattributes`), so a file written back from it
+    could differ from what the user had. Files the user never changed came from a checkout,
+    and a checkout from the snapshot writes them the same way again.
+    """
+    base = f"{head_sha}^{{tree}}" if head_sha else EMPTY_TREE
+    users = diff_trees(base, snapshot, p.root)
+    saved = sorted(f for f in users.differ + users.only_in_b if f in rewritten)
+    for path in saved:
+        copy = p.dir / FILES / path
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p.root / path, copy, follow_symlinks=False)  # mode and mtime too
+        if not copy.is_symlink():
+            _fsync_file(copy)
+    return saved
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _put_back_users_files(p: Paths, saved: list[str]) -> None:
+    for path in saved:
+        target = p.root / path
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # a stage left a directory where the user's file goes
+        elif target.is_symlink() or target.exists():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p.dir / FILES / path, target, follow_symlinks=False)
 
 
 def restore(p: Paths, manifest: Manifest) -> None:
     """Put the user's work back exactly as the record says; idempotent."""
     diff = diff_trees(manifest.snapshot, manifest.target_tree, p.root)
     _remove(p, diff.only_in_b, set(manifest.dirs))
-    _write_from_tree(p, manifest.snapshot, diff.only_in_a + diff.differ)
+    saved = set(manifest.saved)
+    _write_from_tree(p, manifest.snapshot, [f for f in diff.only_in_a + diff.differ if f not in saved])
+    _put_back_users_files(p, manifest.saved)
     index_copy = p.dir / INDEX_COPY
     if index_copy.exists():
         tmp = p.index_file.with_name(f"{p.index_file.name}.cdkit-restore")
@@ -478,7 +522,8 @@ def deferred_signals() -> Iterator[Callable[[], bool]]:
         for sig, old in previous.items():
             signal.signal(sig, old)
         if received:
-            os.kill(os.getpid(), received[0])  # delivered now, to whatever handler was there before
+            # Delivered now, as the interruption every caller handles (the hook and `cdkit run` exit 130).
+            raise KeyboardInterrupt(f"signal {received[0]}")
 
 
 def switch_to_or_undo(p: Paths, target: str) -> Manifest:
@@ -541,8 +586,14 @@ class InPlace:
         self.final_tree: str | None = None
 
     def __enter__(self) -> InPlace:
-        with deferred_signals():
-            self.manifest = switch_to_or_undo(self.p, self.target)
+        try:
+            with deferred_signals():
+                self.manifest = switch_to_or_undo(self.p, self.target)
+        except KeyboardInterrupt:
+            if self.manifest is not None:  # switched, then interrupted: the block never runs, so come back now
+                with deferred_signals():
+                    restore(self.p, self.manifest)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -416,3 +416,19 @@ def test_a_timed_out_stage_puts_everything_back(project: tuple[Path, Path], tmp_
     result = push(repo, "origin", "topic", env={"CDKIT_KILL_GRACE": "0.5"})
     assert blocked(result) and "timed out" in result.stderr
     assert user_state(repo) == before
+
+
+def test_files_git_would_convert_come_back_byte_for_byte(project: tuple[Path, Path]) -> None:
+    """core.autocrlf=input stores CRLF as LF: the user's CRLF file must not come back as LF."""
+    repo, _ = project
+    git(repo, "config", "core.autocrlf", "input")
+    git(repo, "branch", "topic")
+    commit_on(repo, "topic", {"README": "topic readme\n"})
+    (repo / "README").write_bytes(b"calc\r\nwindows line endings\r\n")  # uncommitted
+    (repo / "new.txt").write_bytes(b"untracked\r\n")
+    before = user_state(repo)
+    result = push(repo, "origin", "topic")
+    assert result.returncode == 0, result.stderr
+    assert "checked out at" in result.stderr
+    assert user_state(repo) == before
+    assert (repo / "README").read_bytes() == b"calc\r\nwindows line endings\r\n"
