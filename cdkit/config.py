@@ -62,6 +62,19 @@ class Environment(NamedTuple):
     approval: ApprovalPolicy = ApprovalPolicy()
 
 
+# GitHub Actions' app id: the `GITHUB_TOKEN` of a workflow run creates its check runs as this app,
+# and its commit statuses and deployments as this account.
+ACTIONS_APP_ID = 15368
+ACTIONS_ACCOUNT = "github-actions[bot]"
+
+
+class Evidence(NamedTuple):
+    """Whose results on GitHub the release gate counts (`evidence:` in the pipeline)."""
+
+    app_id: int = ACTIONS_APP_ID  # check runs: only this app's, in a workflow run of this repository
+    creators: tuple[str, ...] = (ACTIONS_ACCOUNT,)  # commit statuses and cdkit's deployments: only these accounts'
+
+
 class Pipeline(NamedTuple):
     stages: tuple[Stage, ...]
     environments: tuple[Environment, ...] = ()
@@ -69,6 +82,7 @@ class Pipeline(NamedTuple):
     mode: str = "delivery"
     report: str = "auto"
     path: str = DEFAULT_CONFIG
+    evidence: Evidence = Evidence()
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -647,4 +661,6 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
         mode=mode,
         report=data.get("report", "auto"),
         path=filename,
+        evidence=Evidence(app_id=(data.get("evidence") or {}).get("app_id", ACTIONS_APP_ID),
+                          creators=tuple((data.get("evidence") or {}).get("creators") or (ACTIONS_ACCOUNT,))),
     )

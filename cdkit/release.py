@@ -48,6 +48,9 @@ LOCAL_VIA = "local"
 SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
 UNCHANGED, REFUSED, WAITING = "unchanged", "refused", "waiting"
 
+# A result GitHub has that the gate does not count (another app, another account, the hook): see cdkit.evidence.
+NOT_COUNTED = "not counted"
+
 # How far back a stage skipped by `paths` may find the commit it last judged (first parents).
 PATHS_LOOKBACK = 50
 
@@ -169,6 +172,9 @@ def stage_problems(pipeline: Pipeline, sha: str, verdicts: Mapping[str, StageVer
         if verdict is None:
             problems.append(f"stage {stage.name!r} has no result for {sha[:12]} "
                             f"(run the pipeline on that commit: cdkit run --head {sha[:12]})")
+        elif verdict.status == NOT_COUNTED:
+            problems.append(f"stage {stage.name!r} has no result from CI for {sha[:12]}: {verdict.reason} "
+                            "(run the pipeline in CI on that commit)")
         elif verdict.status == "skipped" and verdict.reason.startswith(PATHS_SKIP_PREFIX):
             problem = paths_skip(stage)
             if problem:

@@ -29,7 +29,8 @@ from typing import Any
 
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate, permission_key
-from cdkit.config import Environment, Pipeline
+from cdkit import evidence
+from cdkit.config import Environment, Evidence, Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_repository
 from cdkit.ledger import Ledger
@@ -45,8 +46,6 @@ ACTIVE_STATES = frozenset({"queued", "pending", "in_progress"})
 REVIEW_EVENT = "pull_request_review"
 STARTED_FIRST = "another deploy started first"
 STALE_DEPLOY_SECONDS = 3600.0  # an in-progress GitHub deployment older than this is a crashed one, not a lock
-_CHECK_STATUS = {"success": "passed", "failure": "failed", "timed_out": "timed_out", "cancelled": "cancelled",
-                 "skipped": "skipped"}
 
 
 def _epoch(value: str | None) -> float | None:
@@ -92,6 +91,8 @@ class GitHubRemote:
     run_sha: str | None = None  # the commit the Actions run is for (environment approvals bind to it)
     own_deployment_id: int | None = None  # a `deployment` event's deployment: not someone else's deploy
     event_name: str | None = None  # GITHUB_EVENT_NAME: on a review event the actor is the reviewer
+    evidence: Evidence = Evidence()  # whose check runs, statuses and deployments count
+    report: str = "auto"  # the pipeline's `report:`: statuses count only where CI may post them
     clock: Callable[[], float] = time.time
 
     # --- reads -----------------------------------------------------------------------------------
@@ -106,31 +107,16 @@ class GitHubRemote:
                                             scope=scope, item_key=item_key))
 
     def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]:
-        """cdkit's stage results on GitHub: check runs `cdkit/<stage>`, else commit statuses of that context."""
-        verdicts: dict[str, StageVerdict] = {}
+        """cdkit's stage results on GitHub that CI produced for `sha`, every page (see `cdkit.evidence`)."""
         runs = self._all(f"/commits/{sha}/check-runs", f"read the check runs of {sha[:12]}", "checks: read",
-                         item_key="check_runs")
-        for run in sorted(runs, key=lambda r: int(r.get("id") or 0)):
-            name = str(run.get("name") or "")
-            if not name.startswith("cdkit/"):
-                continue
-            status = _CHECK_STATUS.get(str(run.get("conclusion") or ""), str(run.get("status") or "pending"))
-            title = str((run.get("output") or {}).get("title") or "")
-            verdicts[name[6:]] = StageVerdict(name[6:], status, title.removeprefix("skipped: "), "GitHub check run")
-        statuses = self._get(f"/commits/{sha}/status", f"read the commit statuses of {sha[:12]}", "statuses: read")
-        for item in statuses.get("statuses") or []:
-            context = str(item.get("context") or "")
-            if not context.startswith("cdkit/") or context[6:] in verdicts:
-                continue
-            description = str(item.get("description") or "")
-            state = str(item.get("state") or "")
-            if state == "success" and description.startswith("skipped: "):
-                verdict = StageVerdict(context[6:], "skipped", description.removeprefix("skipped: "), "GitHub status")
-            else:
-                status = {"success": "passed", "failure": "failed", "error": "failed"}.get(state, state)
-                verdict = StageVerdict(context[6:], status, description, "GitHub status")
-            verdicts[context[6:]] = verdict
-        return verdicts
+                         item_key="check_runs", filter="all")
+        suites: frozenset[int] = frozenset()
+        if evidence.needs_workflow_runs(runs, self.evidence):
+            suites = evidence.workflow_suites(
+                self._all("/actions/runs", f"read the workflow runs of {sha[:12]}", "actions: read",
+                          item_key="workflow_runs", head_sha=sha), self.repo, sha)
+        statuses = self._all(f"/commits/{sha}/statuses", f"read the commit statuses of {sha[:12]}", "statuses: read")
+        return evidence.stage_verdicts(runs, statuses, evidence=self.evidence, report=self.report, suites=suites)
 
     def _deployments(self, environment: str, sha: str | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"environment": environment}
@@ -167,11 +153,18 @@ class GitHubRemote:
         """
         if deployment.get("id") == self.own_deployment_id:
             return False
-        created_by_cdkit = isinstance(deployment.get("payload"), Mapping) and "cdkit_token" in deployment["payload"]
+        created_by_cdkit = isinstance(deployment.get("payload"), Mapping) and \
+            evidence.DEPLOYMENT_MARKER in deployment["payload"]
         return not created_by_cdkit and self._of_this_run(statuses)
+
+    def _says_what_runs(self, deployment: Mapping[str, Any]) -> bool:
+        """Only deployments cdkit created (and a `deployment` event's own) say what an environment runs."""
+        return deployment.get("id") == self.own_deployment_id or evidence.is_cdkit_deployment(deployment, self.evidence)
 
     def current_sha(self, environment: str) -> str | None:
         for deployment in self._deployments(environment):
+            if not self._says_what_runs(deployment):
+                continue
             statuses = self._statuses(int(deployment["id"]))
             if self._is_job_deployment(deployment, statuses):
                 continue
@@ -181,6 +174,8 @@ class GitHubRemote:
 
     def has_deployed(self, environment: str, sha: str) -> bool:
         for deployment in self._deployments(environment, sha):
+            if not self._says_what_runs(deployment):
+                continue
             statuses = self._statuses(int(deployment["id"]))
             if self._is_job_deployment(deployment, statuses):
                 continue
@@ -345,12 +340,12 @@ class GitHubRemote:
         else:
             token = uuid.uuid4().hex
             body = {"ref": sha, "environment": environment.name, "auto_merge": False, "required_contexts": [],
-                    "payload": {**payload, "cdkit_token": token}, "transient_environment": False,
+                    "payload": {**payload, evidence.DEPLOYMENT_MARKER: token}, "transient_environment": False,
                     "description": ("rollback" if rollback else "deploy") + f" {sha[:12]} by cdkit"}
 
             def recover() -> tuple[dict[str, Any], Any] | None:
                 for d in self._deployments(environment.name, sha):
-                    if (d.get("payload") or {}).get("cdkit_token") == token:
+                    if (d.get("payload") or {}).get(evidence.DEPLOYMENT_MARKER) == token:
                         return {}, d
                 return None
 
@@ -437,7 +432,8 @@ def remote_from_environ(pipeline: Pipeline, environ: Mapping[str, str], *, root:
     return GitHubRemote(client=client, repo=repo, root=root, actor=environ.get("GITHUB_ACTOR") or None,
                         triggering_actor=environ.get("GITHUB_TRIGGERING_ACTOR") or None,
                         run_id=environ.get("GITHUB_RUN_ID") or None, run_sha=environ.get("GITHUB_SHA") or None,
-                        own_deployment_id=own_deployment_id, event_name=environ.get("GITHUB_EVENT_NAME") or None)
+                        own_deployment_id=own_deployment_id, event_name=environ.get("GITHUB_EVENT_NAME") or None,
+                        evidence=pipeline.evidence, report=pipeline.report)
 
 
 def action_context(ws: Workspace, pipeline: Pipeline, ledger: Ledger, *, environ: Mapping[str, str],

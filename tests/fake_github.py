@@ -15,6 +15,13 @@ Every request is validated against GitHub's OpenAPI description
                                           (403 on check runs, like GitHub), "no-checks" (an Actions
                                           token without `checks: write`), "bad" (401)
     server.state                          what GitHub would hold (statuses, check runs, ...)
+    server.app_ids["ghs_x"] = 99          the GitHub App an app token acts as (default: GitHub Actions,
+                                          15368); its check runs carry `app.id`
+    server.users["ghp_x"] = {...}         the account a token acts as: the `creator` of its statuses and
+                                          deployments (default: github-actions[bot] for app tokens, octocat)
+    server.start_workflow_run(repo, sha)  an Actions workflow run for `sha`: the Actions app's check runs
+                                          for that SHA join its check suite (GET .../actions/runs lists it)
+    FakeGitHub.at(url)                    the running server at `url` (for helpers that only get the env)
 
 Adding an endpoint (reviews, environments, deployments, pulls, approvals): write a handler
 `def handler(server, req) -> Reply` and register it, e.g.
@@ -35,6 +42,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +52,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 SPEC_PATH = Path(__file__).resolve().parent / "data" / "github" / "openapi-subset.json"
 SPEC_HOST = "https://api.github.com"  # the spec's server; the MockRequest host must match it
+ACTIONS_APP = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions", "node_id": "MDM6QXBwMTUzNjg=",
+               "owner": {"login": "github", "id": 9919, "type": "Organization"}}
+ACTIONS_BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
+OCTOCAT = {"login": "octocat", "id": 583231, "type": "User"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ def _compile(template: str) -> re.Pattern[str]:
 
 
 ROUTES: list[Route] = []
+_LIVE: dict[str, FakeGitHub] = {}  # url -> server, for `FakeGitHub.at`
 
 
 def route(method: str, template: str) -> Callable[[Handler], Handler]:
@@ -98,6 +111,8 @@ class State:
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     known_commits: set[str] | None = None  # None: every SHA exists; a set: others get 422 "No commit found"
+    workflow_runs: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    check_suites: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (repo, sha, app id) -> suite
     extra: dict[str, Any] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
@@ -134,6 +149,8 @@ class FakeGitHub:
         self.requests: list[Request] = []
         self.invalid: list[str] = []
         self.tokens: dict[str, str] = {}
+        self.app_ids: dict[str, int] = {}
+        self.users: dict[str, dict[str, Any]] = {}
         self.routes: list[Route] = []
         self.faults: list[Callable[[Request], Reply | str | None]] = []
         self.port = 0
@@ -150,6 +167,12 @@ class FakeGitHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @classmethod
+    def at(cls, url: str) -> FakeGitHub | None:
+        """The running fake GitHub whose `url` this is, if any."""
+        server = _LIVE.get(url.rstrip("/"))
+        return server if server is not None and server.running else None
+
     def start(self) -> FakeGitHub:
         _openapi()  # build the validator now (~0.5 s), not while cdkit waits for its first answer
         fake = self
@@ -163,6 +186,7 @@ class FakeGitHub:
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+        _LIVE[self.url] = self
         return self
 
     def stop(self) -> None:
@@ -220,6 +244,36 @@ class FakeGitHub:
         for exactly-once delivery).
         """
         self.faults.append(lambda req: "drop-after" if after_processing else "drop")
+
+    def start_workflow_run(self, repo: str, sha: str, *, run_id: int | None = None, head_repo: str | None = None,
+                           event: str = "push", app_id: int = ACTIONS_APP["id"]) -> dict[str, Any]:
+        """An Actions workflow run of `repo` for `sha` (from `head_repo`, a fork, if given), with its check suite.
+
+        GitHub files the check runs the Actions app creates for that SHA under such a suite;
+        a check run for a SHA no workflow run is for gets a suite of its own, in no run.
+        """
+        suite = next(self.state.ids)
+        owner, name = repo.split("/")
+        head_owner, head_name = (head_repo or repo).split("/")
+        run = {"id": run_id if run_id is not None else next(self.state.ids), "name": "ci", "node_id": "WFR_fake",
+               "check_suite_id": suite, "head_sha": sha, "head_branch": "main", "event": event,
+               "status": "in_progress", "conclusion": None, "path": ".github/workflows/ci.yml",
+               "repository": repository_json(owner, name), "head_repository": repository_json(head_owner, head_name),
+               "created_at": now_iso(), "updated_at": now_iso(), "_app_id": app_id}
+        self.state.workflow_runs.append(run)
+        self.state.check_suites[(repo, sha, app_id)] = suite
+        return run
+
+    def user_for(self, token: str | None) -> dict[str, Any]:
+        """The account `token` acts as (the creator of what it writes)."""
+        if token in self.users:
+            return self.users[token]
+        return dict(ACTIONS_BOT) if (token or "").startswith("ghs_") else dict(OCTOCAT)
+
+    def app_for(self, token: str | None) -> dict[str, Any]:
+        app_id = self.app_ids.get(token or "", ACTIONS_APP["id"])
+        return dict(ACTIONS_APP) if app_id == ACTIONS_APP["id"] else \
+            {"id": app_id, "slug": f"app-{app_id}", "name": f"App {app_id}", "owner": {"login": "someone"}}
 
     # --- queries for tests -------------------------------------------------------------------------
 
@@ -348,6 +402,13 @@ def _repo(req: Request) -> str:
     return f"{req.params['owner']}/{req.params['repo']}"
 
 
+def repository_json(owner: str, name: str) -> dict[str, Any]:
+    """A repository as GitHub embeds it (its id stable per name)."""
+    full_name = f"{owner}/{name}"
+    return {"id": zlib.crc32(full_name.lower().encode()), "full_name": full_name, "name": name,
+            "owner": {"login": owner}}
+
+
 def _commit_known(server: FakeGitHub, sha: str) -> Reply | None:
     known = server.state.known_commits
     if known is not None and sha not in known:
@@ -372,7 +433,7 @@ def create_status(server: FakeGitHub, req: Request) -> Reply:
              "message": "description is too long (maximum is 140 characters)"}]})
     status = {"id": next(server.state.ids), "state": body["state"], "context": body.get("context", "default"),
               "description": body.get("description"), "target_url": body.get("target_url"),
-              "created_at": now_iso(), "updated_at": now_iso()}
+              "created_at": now_iso(), "updated_at": now_iso(), "creator": server.user_for(req.token)}
     server.state.statuses.setdefault((_repo(req), sha), []).insert(0, status)
     return Reply(201, status)
 
@@ -423,12 +484,17 @@ def create_check_run(server: FakeGitHub, req: Request) -> Reply:
     if broken:
         return broken
     run_id = next(server.state.ids)
+    app = server.app_for(req.token)
+    suite_key = (_repo(req), body["head_sha"], app["id"])
+    if suite_key not in server.state.check_suites:
+        server.state.check_suites[suite_key] = next(server.state.ids)  # a suite of its own, in no workflow run
     output = dict(body.get("output") or {})
     annotations = list(output.pop("annotations", []) or [])
     run = {"id": run_id, "name": body["name"], "head_sha": body["head_sha"], "external_id": body.get("external_id"),
            "status": body.get("status", "queued"), "conclusion": body.get("conclusion"),
            "started_at": body.get("started_at"), "completed_at": body.get("completed_at"),
            "details_url": body.get("details_url"), "output": output, "_repo": _repo(req),
+           "app": app, "check_suite": {"id": server.state.check_suites[suite_key]},
            "_annotations": annotations, "_patches": 0}
     if body.get("conclusion"):
         run["status"] = "completed"
@@ -471,9 +537,22 @@ def list_check_runs(server: FakeGitHub, req: Request) -> Reply:
     runs = server.check_runs(_repo(req), req.params["ref"])
     if "check_name" in req.query:
         runs = [r for r in runs if r["name"] == req.query["check_name"]]
+    if "app_id" in req.query:
+        runs = [r for r in runs if str(r["app"]["id"]) == req.query["app_id"]]
     if req.query.get("filter", "latest") == "latest":
         latest: dict[str, dict[str, Any]] = {}
         for run in runs:
             latest[run["name"]] = run
         runs = list(latest.values())
     return paginate(req, [_public_check_run(r) for r in sorted(runs, key=lambda r: -r["id"])], key="check_runs")
+
+
+# --- workflow runs ------------------------------------------------------------------------------------------
+
+
+@route("GET", "/repos/{owner}/{repo}/actions/runs")
+def list_workflow_runs(server: FakeGitHub, req: Request) -> Reply:
+    runs = [r for r in reversed(server.state.workflow_runs) if r["repository"]["full_name"] == _repo(req)
+            and r["head_sha"] == req.query.get("head_sha", r["head_sha"])
+            and str(r["check_suite_id"]) == req.query.get("check_suite_id", str(r["check_suite_id"]))]
+    return paginate(req, [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs], key="workflow_runs")

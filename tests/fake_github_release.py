@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from tests.fake_github import ROUTES, FakeGitHub, Reply, Request, now_iso, paginate, route
+from tests.fake_github import ROUTES, FakeGitHub, Reply, Request, now_iso, paginate, repository_json, route
 
 NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
 FAKE_TOKEN = "ghs_fakegithubitself"  # what GitHub's own writes are sent with in these tests
@@ -92,12 +92,6 @@ def _user(login: str) -> dict[str, Any]:
     return {"login": login, "id": zlib.crc32(login.encode()), "type": "Bot" if login.endswith("[bot]") else "User"}
 
 
-def _repository(owner: str, name: str) -> dict[str, Any]:
-    full_name = f"{owner}/{name}"
-    return {"id": zlib.crc32(full_name.lower().encode()), "full_name": full_name, "name": name,
-            "owner": {"login": owner}}
-
-
 def _extra(server: FakeGitHub, key: str) -> Any:
     return server.state.extra.setdefault(key, {})
 
@@ -116,10 +110,10 @@ def combined_status(server: FakeGitHub, req: Request) -> Reply:
 def create_deployment(server: FakeGitHub, req: Request) -> Reply:
     body = req.body or {}
     deployment_id = next(server.state.ids)
-    token_user = server.state.extra.get("token_user", {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"})
     deployment = {"id": deployment_id, "sha": body["ref"], "ref": body["ref"], "environment": body.get("environment"),
                   "payload": body.get("payload") or {}, "description": body.get("description"),
-                  "created_at": now_iso(), "creator": token_user, "_request": body}
+                  "created_at": now_iso(), "creator": server.state.extra.get("token_user") or
+                  server.user_for(req.token), "_request": body}
     _extra(server, "deployments")[deployment_id] = deployment
     return Reply(201, {k: v for k, v in deployment.items() if not k.startswith("_")})
 
@@ -138,7 +132,8 @@ def create_deployment_status(server: FakeGitHub, req: Request) -> Reply:
     deployment_id = int(req.params["deployment_id"])
     if deployment_id not in _extra(server, "deployments"):
         return Reply(404, NOT_FOUND)
-    status = {"id": next(server.state.ids), "created_at": now_iso(), **(req.body or {})}
+    status = {"id": next(server.state.ids), "created_at": now_iso(), **(req.body or {}),
+              "creator": server.user_for(req.token)}
     _extra(server, "deployment_statuses").setdefault(deployment_id, []).insert(0, status)
     return Reply(201, status)
 
@@ -189,9 +184,9 @@ def create_pull(server: FakeGitHub, req: Request) -> Reply:
             "user": server.state.extra.get("token_user", {"login": "github-actions[bot]", "id": 41898282,
                                                           "type": "Bot"}),
             "head": {"ref": head_ref, "sha": refs[f"refs/heads/{head_ref}"],
-                     "repo": _repository(req.params["owner"], req.params["repo"])},
+                     "repo": repository_json(req.params["owner"], req.params["repo"])},
             "base": {"ref": base_ref, "sha": refs[f"refs/heads/{base_ref}"],
-                     "repo": _repository(req.params["owner"], req.params["repo"])}}
+                     "repo": repository_json(req.params["owner"], req.params["repo"])}}
     _extra(server, "pulls")[number] = pull
     return Reply(201, pull)
 

@@ -62,8 +62,23 @@ def run_action(repo: Path, event: str, payload: dict[str, Any], *, sha: str | No
         "INPUT_WORKING_DIRECTORY": ".",
         **({"GITHUB_SHA": sha} if sha else {}), **(env or {}),
     }
+    server = FakeGitHub.at(environ["GITHUB_API_URL"])
+    if server is not None and sha:  # this job is a workflow run of the repository for its commit
+        run_workflow(server, "octo-org/octo-repo", _run_head(event, payload, sha), run_id=4242)
     proc = cdkit("action", cwd=repo, env=environ)
     return ActionRun(proc, parse_output_file((runner / "output").read_text()), (runner / "summary").read_text())
+
+
+def _run_head(event: str, payload: dict[str, Any], sha: str) -> str:
+    """The commit a workflow run is for: a pull request's head (GitHub's `head_sha`), else GITHUB_SHA."""
+    head = (payload.get("pull_request") or {}).get("head", {}).get("sha") if event == "pull_request" else None
+    return str(head or sha)
+
+
+def run_workflow(server: FakeGitHub, repo: str, sha: str, *, run_id: int) -> None:
+    """GitHub starting the workflow run `run_id` for `sha`, unless it already did."""
+    if not any(r["id"] == run_id and r["head_sha"] == sha for r in server.state.workflow_runs):
+        server.start_workflow_run(repo, sha, run_id=run_id)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.fake_github_release import (
     add_deployment, before_next_deployment, before_next_deployment_status, start_job_deployment,
 )
 from tests.helpers import cdkit, commit, config, git, make_repo
-from tests.test_action import run_action
+from tests.test_action import run_action, run_workflow
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
 BOB = {"login": "bob", "id": 2, "type": "User"}
@@ -44,6 +44,7 @@ def pipeline(via: str) -> str:
 
 
 def gh_env(server: FakeGitHub, sha: str) -> dict[str, str]:
+    run_workflow(server, "acme/app", sha, run_id=77)
     return {"GITHUB_TOKEN": "ghs_faketoken", "GITHUB_REPOSITORY": "acme/app", "GITHUB_API_URL": server.url,
             "GITHUB_ACTOR": "ada", "GITHUB_RUN_ID": "77", "GITHUB_SHA": sha,
             "GITHUB_SERVER_URL": "https://github.com"}
