@@ -241,17 +241,19 @@ def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
         **pipeline._asdict(),
         "stages": [{**s._asdict(), "env": dict(s.env)} for s in pipeline.stages],
         "environments": [{**e._asdict(), "approval": e.approval._asdict()} for e in pipeline.environments],
+        "evidence": pipeline.evidence._asdict(),
     }
 
 
 def _pipeline_from_data(data: dict[str, Any]) -> Pipeline:
-    from cdkit.config import ApprovalPolicy, Environment, Pipeline, Stage
+    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage
 
     return Pipeline(**{
         **data,
         "stages": tuple(Stage(**s) for s in data["stages"]),
         "environments": tuple(Environment(**{**e, "approval": ApprovalPolicy(**e["approval"])})
                               for e in data["environments"]),
+        "evidence": Evidence(**data["evidence"]),
     })
 
 

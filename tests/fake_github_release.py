@@ -27,9 +27,10 @@ NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.c
 FAKE_TOKEN = "ghs_fakegithubitself"  # what GitHub's own writes are sent with in these tests
 
 
-def _send(server: FakeGitHub, method: str, path: str, body: dict[str, Any]) -> Any:
+def send(server: FakeGitHub, method: str, path: str, body: dict[str, Any], *, token: str = FAKE_TOKEN) -> Any:
+    """A real request to the fake (validated like cdkit's), as whoever holds `token`."""
     request = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method=method,
-                                     headers={"Authorization": f"token {FAKE_TOKEN}",
+                                     headers={"Authorization": f"token {token}",
                                               "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())
@@ -38,10 +39,10 @@ def _send(server: FakeGitHub, method: str, path: str, body: dict[str, Any]) -> A
 def start_job_deployment(server: FakeGitHub, *, repo: str, environment: str, sha: str, run_id: str, job: int = 1,
                          state: str = "in_progress") -> int:
     """GitHub starting a job that declares `environment:`: a deployment whose status links the job's page."""
-    created = _send(server, "POST", f"/repos/{repo}/deployments",
+    created = send(server, "POST", f"/repos/{repo}/deployments",
                     {"ref": sha, "environment": environment, "auto_merge": False, "required_contexts": []})
     job_url = f"https://github.com/{repo}/actions/runs/{run_id}/job/{job}"
-    _send(server, "POST", f"/repos/{repo}/deployments/{created['id']}/statuses",
+    send(server, "POST", f"/repos/{repo}/deployments/{created['id']}/statuses",
           {"state": state, "log_url": job_url, "target_url": job_url, "environment": environment})
     return int(created["id"])
 
