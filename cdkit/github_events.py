@@ -120,6 +120,9 @@ class Decision:
     sha: str | None = None  # the commit concerned (also for RELEASE)
     environment: str | None = None  # for `deployment` events
     payload: Mapping[str, Any] = field(default_factory=dict)
+    # The commit whose committed pipeline judges the run, when not the judged commit's own: for a
+    # pull request, the current tip of its base branch (its author chooses neither it nor its pipeline).
+    pipeline_sha: str | None = None
 
 
 # --- payload reading --------------------------------------------------------------------------
@@ -366,7 +369,9 @@ def _pull_request(ctx: Context) -> Decision:
     history.need(head, f"the head of pull request #{number}")
     if not history.have(base_sha):
         base_sha = history.branch_tip(base_ref) or base_sha
-        history.need(base_sha, f"the base of pull request #{number}")
+        history.need(base_sha, f"the base of pull request #{number} (the tip of {base_ref})")
+    # The range is what the pull request changes (since it left the base branch); the rules are
+    # the base branch's as they are now, never those of the fork point, which its author picks.
     fork_point = git.merge_base(base_sha, head, cwd=ctx.cwd)
     how = f"commits since it left {base_ref} at {fork_point[:12]}" if fork_point else "every file counts"
     trigger = _trigger(ctx, head=head, base=fork_point, ref=f"refs/pull/{number}/head",
@@ -374,7 +379,7 @@ def _pull_request(ctx: Context) -> Decision:
     source = "a fork" if fork else "this repository"
     return Decision(RUN, "pull_request", f"pull request #{number} from {source}: {how}", trigger=trigger,
                     pr_code=True, fork=fork, release_note="pull requests are never released",
-                    sha=head, payload=ctx.payload)
+                    sha=head, payload=ctx.payload, pipeline_sha=base_sha)
 
 
 def _merge_group(ctx: Context) -> Decision:

@@ -126,13 +126,20 @@ def run_trigger(
     allow_dirty: bool = False,
     kill_grace: float | None = None,
     on_workdir: Callable[[Path, Where], None] | None = None,
+    pipeline_fixed: bool = False,
 ) -> RunOutcome:
+    """Plan, run, record and report `trigger` with `pipeline`.
+
+    Outside the work tree the stages are the judged commit's committed ones, unless
+    `pipeline_fixed`: the caller already chose the committed pipeline that judges it
+    (a pull request is judged by its base branch's, never by the one it proposes).
+    """
     if setaside.pending(ws.repo.git_dir) is not None:
         raise setaside.SetAsideError(setaside.busy_message(setaside.paths_for(ws.root, ws.repo.git_dir)))
     skip = parse_skip(environ.get("CDKIT_SKIP"))
     where = choose_where(ws, trigger, allow_dirty=allow_dirty)
     dirty = where.dirty
-    if where.mode != WORK_TREE:
+    if where.mode != WORK_TREE and not pipeline_fixed:
         pipeline, committed_dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
         dirty = dirty or committed_dirty
     unknown = sorted((set(only) | skip) - {s.name for s in pipeline.stages})

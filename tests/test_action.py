@@ -499,9 +499,95 @@ def test_a_pull_request_cannot_weaken_its_own_checks(repo: Path) -> None:
     run = run_action(repo, "pull_request", payload, sha=head, env={"INPUT_TOKEN": ""})
     assert run.proc.returncode == 1, run.proc.stdout + run.proc.stderr
     assert run.outputs["result"] == "failed"
-    assert "judged by the base commit's pipeline" in run.proc.stdout
+    assert "judged by the pipeline of main at" in run.proc.stdout
     stages = {s["name"]: s["status"] for s in json.loads(run.outputs["stages"])}
     assert stages["test"] == "failed"
+
+
+def pull_request_run(repo: Path, *, base: str, head: str, merge: bool = True,
+                     payload_base: str | None = None) -> ActionRun:
+    """`cdkit action` on `pull_request` as GitHub runs it: the checkout is the merge commit, not the head."""
+    git(repo, "checkout", "-q", "--detach", base)
+    if merge:
+        git(repo, "merge", "-q", "--no-ff", "-m", "Merge pull request", head)
+    else:
+        git(repo, "checkout", "-q", "--detach", head)
+    payload = ev.event("pull_request.opened.2.json", {ev.PR_HEAD: head, ev.PR_BASE: payload_base or base},
+                       pull_request__base__ref="main")
+    payload["pull_request"]["head"]["repo"]["full_name"] = payload["pull_request"]["base"]["repo"]["full_name"]
+    return run_action(repo, "pull_request", payload, sha=git(repo, "rev-parse", "HEAD"), env={"INPUT_TOKEN": ""})
+
+
+def stage_statuses(run: ActionRun) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in json.loads(run.outputs["stages"])}
+
+
+@pytest.mark.parametrize("weakened", [True, False])
+def test_a_pull_request_checked_out_as_its_merge_commit_is_judged_by_the_base_pipeline(
+        repo: Path, weakened: bool) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
+    if weakened:  # the attack: `test` becomes `true`, and the change breaks what it tested
+        proposed = PIPELINE.replace("run: echo testing && test ! -e broken", 'run: "true"')
+        head = commit(repo, {".cdkit.yml": proposed, "broken": "x"}, "weaken the gate")
+    else:  # the control: a harmless change that also adds a stage to the pipeline
+        proposed = PIPELINE + "  - name: docs\n    run: echo docs\n"
+        head = commit(repo, {".cdkit.yml": proposed, "c.txt": "c"}, "add docs")
+    run = pull_request_run(repo, base=base, head=head)
+    assert "judged by the pipeline of main at" in run.proc.stdout, run.proc.stdout
+    assert "this pull request changes .cdkit.yml; its new pipeline is valid" in run.proc.stdout
+    if weakened:
+        assert run.proc.returncode == 1 and stage_statuses(run)["test"] == "failed", run.proc.stdout
+    else:
+        assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+        assert stage_statuses(run) == {"lint": "passed", "test": "passed"}  # docs runs once merged
+
+
+@pytest.mark.parametrize("broken", [True, False])
+def test_a_pull_request_forked_from_an_older_weaker_pipeline_is_judged_by_the_base_branch_tip(
+        tmp_path: Path, broken: bool) -> None:
+    root = make_repo(tmp_path / "repo")
+    weak = commit(root, {".cdkit.yml": PIPELINE.replace("run: echo testing && test ! -e broken", 'run: "true"'),
+                         "a.txt": "a"}, "weak pipeline")
+    tip = commit(root, {".cdkit.yml": PIPELINE}, "strict pipeline")
+    git(root, "checkout", "-q", "-b", "feature", weak)  # the author picks the old fork point
+    head = commit(root, {"broken": "x"} if broken else {"c.txt": "c"}, "change")
+    run = pull_request_run(root, base=tip, head=head)
+    assert f"judged by the pipeline of main at {tip[:12]}" in run.proc.stdout, run.proc.stdout
+    if broken:
+        assert run.proc.returncode == 1 and stage_statuses(run)["test"] == "failed"
+    else:
+        assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+
+
+@pytest.mark.parametrize("broken", [True, False])
+def test_the_base_branch_tip_is_fetched_when_the_checkout_lacks_it(tmp_path: Path, broken: bool) -> None:
+    origin = make_repo(tmp_path / "origin")
+    commit(origin, {".cdkit.yml": PIPELINE.replace("run: echo testing && test ! -e broken", 'run: "true"'),
+                    "a.txt": "a"}, "weak pipeline")
+    git(origin, "checkout", "-q", "-b", "feature")
+    head = commit(origin, {"broken": "x"} if broken else {"c.txt": "c"}, "change")
+    runner = tmp_path / "runner" / "repo"
+    runner.parent.mkdir()
+    subprocess.run(["git", "clone", "-q", "--branch", "feature", str(origin), str(runner)], check=True)
+    git(origin, "checkout", "-q", "main")
+    tip = commit(origin, {".cdkit.yml": PIPELINE}, "strict pipeline")  # after the runner's checkout
+    assert subprocess.run(["git", "cat-file", "-e", f"{tip}^{{commit}}"], cwd=runner).returncode != 0
+    run = pull_request_run(runner, base=head, head=head, merge=False, payload_base=tip)
+    assert f"judged by the pipeline of main at {tip[:12]}" in run.proc.stdout, run.proc.stdout + run.proc.stderr
+    if broken:
+        assert run.proc.returncode == 1 and stage_statuses(run)["test"] == "failed"
+    else:
+        assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+
+
+def test_a_pull_request_with_an_invalid_pipeline_is_a_config_error(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
+    head = commit(repo, {".cdkit.yml": PIPELINE.replace("run: echo linting", "runn: echo linting")}, "typo")
+    run = pull_request_run(repo, base=base, head=head, merge=False)
+    assert run.proc.returncode == 2, run.proc.stdout + run.proc.stderr
+    assert "Traceback" not in run.proc.stderr and "runn" in run.proc.stderr
 
 
 def test_run_and_plan_never_release_on_a_release_event(repo: Path) -> None:

@@ -128,23 +128,38 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
 
 
 def _pipeline_for(actions: Actions, ws: Workspace, pipeline: Pipeline, decision: Decision) -> Pipeline:
-    """The pipeline that judges this event: for a pull request, the one its base commit has.
+    """The pipeline that judges this event: for a pull request, the one its base branch has now.
 
     A pull request that edits `.cdkit.yml` (say, `run: "true"` for the tests) must not
-    turn its own checks green; its edit takes effect once merged. A base without the
-    file (the pull request adds it) has no gate to weaken, so the PR's own file is used.
+    turn its own checks green, and its author picks its fork point, so neither its own
+    file nor the merge-base's counts: the committed pipeline of the base branch's tip
+    (`base.sha`) does. Its own edit is validated and shown, and takes effect once merged.
+    A base without the file (the pull request adds it) has no gate to weaken, so the
+    pull request's own file is used.
     """
-    if decision.event != "pull_request" or decision.trigger is None or decision.trigger.base_sha is None:
+    if decision.pipeline_sha is None or decision.trigger is None:
         return pipeline
-    base = decision.trigger.base_sha
+    base, head = decision.pipeline_sha, decision.trigger.head_sha
+    base_ref = decision.trigger.extra.get("base_ref") or "the base branch"
+    proposed = load_pipeline_at(ws, head)  # a ConfigError here: the edit would break the base branch
     at_base = load_pipeline_at(ws, base)
     if at_base is None:
-        _say(actions, f"cdkit: the base commit {base[:12]} has no {pipeline.path}; using the pull request's own")
-        return pipeline
-    if at_base._replace(path=pipeline.path) != pipeline:
-        _say(actions, f"cdkit: this pull request changes the pipeline; its stages are judged by the base commit's "
-                      f"pipeline ({base[:12]}) until it is merged")
+        _say(actions, f"cdkit: {base_ref} at {base[:12]} has no {pipeline.path}; this pull request adds it, "
+                      "so its own pipeline is used")
+        return proposed or pipeline
+    _say(actions, f"cdkit: judged by the pipeline of {base_ref} at {base[:12]} (the current tip of the base "
+                  "branch), not by the pull request's own")
+    if proposed is not None and proposed._replace(path=at_base.path) != at_base:
+        _say(actions, f"cdkit: this pull request changes {at_base.path.split(' at ')[0]}; its new pipeline is valid "
+                      f"({describe_stages(proposed)}) and takes effect once merged")
     return at_base
+
+
+def describe_stages(pipeline: Pipeline) -> str:
+    """The stages and environments of a pipeline, one line, for showing a proposed one."""
+    stages = ", ".join(f"{s.name}: {s.run[:60]!r}" for s in pipeline.stages)
+    environments = ", ".join(f"{e.name} ({e.mode})" for e in pipeline.environments)
+    return f"stages {stages}" + (f"; environments {environments}" if environments else "")
 
 
 def _working_directory(inputs: ActionInputs, environ: Mapping[str, str],
@@ -218,7 +233,8 @@ def _run_stages(actions: Actions, ws: Workspace, pipeline: Pipeline, env: Runner
         if checks is not None:
             reporters.append(checks)
         outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters,
-                              environ=stage_environ(environ, pr_code=decision.pr_code))
+                              environ=stage_environ(environ, pr_code=decision.pr_code),
+                              pipeline_fixed=decision.pipeline_sha is not None)
         links: dict[str, str] = {}
         if checks is not None:
             report = checks.finish()
