@@ -26,6 +26,14 @@ from cdkit.events import Trigger, changed_files_between
 
 SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 REMOTE = "origin"
+# GitHub caps webhook payloads at 25 MB; anything bigger did not come from GitHub.
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+# The names cdkit reads (refs, branch, environment and account names, actions) are far shorter;
+# a longer one would only reach git and the stages' environment as an "argument list too long".
+MAX_NAME_CHARS = 1024
+MAX_INPUT_CHARS = 65_535  # a workflow_dispatch input, as GitHub limits them
+# Control characters (NUL above all) cannot travel in an argument or an environment variable.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 RUN, NOTHING, RELEASE, REFUSE = "run", "nothing", "release", "refuse"
 
@@ -132,13 +140,20 @@ def load_payload(path: str | None, event: str) -> dict[str, Any]:
     if not path:
         raise PayloadError(f"{event} event: GITHUB_EVENT_PATH is not set, so the event payload cannot be read")
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            raw = file.read(MAX_PAYLOAD_BYTES + 1)
     except OSError as exc:
         raise PayloadError(f"{event} event: cannot read the payload {path}: {exc.strerror}") from None
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"{event} event: the payload {path} is larger than {MAX_PAYLOAD_BYTES // 2**20} MB, "
+                           "the most GitHub sends; it did not come from GitHub")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise PayloadError(f"{event} event: the payload {path} nests arrays or objects too deeply to be a GitHub "
+                           "event payload") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"{event} event: the payload {path} is not valid JSON: {exc}") from None
+        raise PayloadError(f"{event} event: the payload {path} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise PayloadError(f"{event} event: the payload {path} is not a JSON object")
     return data
@@ -152,8 +167,7 @@ class _Fields:
         self.payload = payload
 
     def _fail(self, path: str, wanted: str, value: Any) -> PayloadError:
-        shown = "missing" if value is _MISSING else f"got {json.dumps(value)[:80]}"
-        return PayloadError(f"{self.event} event payload: field {path!r}: expected {wanted}, {shown}")
+        return PayloadError(f"{self.event} event payload: field {path!r}: expected {wanted}, {_shown(value)}")
 
     def raw(self, path: str) -> Any:
         cur: Any = self.payload
@@ -172,11 +186,15 @@ class _Fields:
         return value
 
     def text(self, path: str, *, optional: bool = False) -> str | None:
+        """A name (ref, branch, environment, account, action): short, printable, valid UTF-8."""
         value = self.raw(path)
         if optional and value in (None, _MISSING):
             return None
         if not isinstance(value, str) or not value:
             raise self._fail(path, "a non-empty string", value)
+        problem = text_problem(value, limit=MAX_NAME_CHARS, control_ok=False)
+        if problem:
+            raise PayloadError(f"{self.event} event payload: field {path!r}: {problem}")
         return value
 
     def string(self, path: str) -> str:
@@ -208,6 +226,31 @@ class _Fields:
 
 
 _MISSING: Any = object()
+
+
+def _shown(value: Any) -> str:
+    """A payload value for an error message: short, whatever its size."""
+    if value is _MISSING:
+        return "missing"
+    if isinstance(value, str):
+        return f"got {json.dumps(value[:60])}" + ("..." if len(value) > 60 else "")
+    if isinstance(value, (dict, list)):
+        return f"got a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)} item(s)"
+    return f"got {json.dumps(value)[:80]}"
+
+
+def text_problem(value: str, *, limit: int, control_ok: bool) -> str | None:
+    """Why a payload string cannot be used as is (None when it can)."""
+    if len(value) > limit:
+        return f"{len(value):,} characters long, more than the {limit:,} such a field can have"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (it contains a lone surrogate)"
+    if "\x00" in value:
+        return "contains a NUL character"
+    control = None if control_ok else _CONTROL_RE.search(value)
+    return f"contains a control character ({json.dumps(control.group())})" if control else None
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -404,8 +447,13 @@ def _workflow_dispatch(ctx: Context) -> Decision:
     values = {}
     for key, value in inputs.items():
         if not isinstance(value, (str, bool, int, float)) or value is None:
-            raise PayloadError(f"workflow_dispatch event payload: field 'inputs.{key}': expected a string, "
-                               f"number or boolean, got {json.dumps(value)[:80]}")
+            raise PayloadError(f"workflow_dispatch event payload: field 'inputs.{key[:60]}': expected a string, "
+                               f"number or boolean, {_shown(value)}")
+        problem = text_problem(str(key), limit=MAX_NAME_CHARS, control_ok=False) or \
+            (text_problem(value, limit=MAX_INPUT_CHARS, control_ok=True) if isinstance(value, str) else None)
+        if problem:
+            raise PayloadError(f"workflow_dispatch event payload: field 'inputs.{json.dumps(str(key)[:60])}': "
+                               f"{problem}")
         values[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
     if values.get("sha"):
         head = f.sha("inputs.sha")

@@ -209,6 +209,62 @@ def test_malformed_payload_is_a_clear_error(repo: Path) -> None:
     assert "Traceback" not in run.proc.stderr and run.outputs == {}
 
 
+def hostile_push(head: str, field: str, value: Any) -> dict[str, Any]:
+    """A real push payload with one field (dotted path) replaced."""
+    payload = push_payload(ZERO, head)
+    target = payload
+    *parents, last = field.split(".")
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return payload
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("ref", "refs/heads/ma\x00in", "field 'ref': contains a NUL character"),
+    ("ref", "refs/heads/" + "x" * 2_000_000, "field 'ref': 2,000,011 characters long, more than the 1,024"),
+    ("ref", "refs/heads/\ud800", "field 'ref': not valid Unicode (it contains a lone surrogate)"),
+    ("ref", "refs/heads/main\n::set-output name=x::y", "field 'ref': contains a control character"),
+    ("repository.default_branch", "ma\x00in", "field 'repository.default_branch': contains a NUL character"),
+    ("ref", "refs/heads/main", None),  # the control: the same payload, unharmed
+])
+def test_hostile_payload_fields_are_a_clear_usage_error(repo: Path, field: str, value: str,
+                                                        message: str | None) -> None:
+    head = commit(repo, {"b.txt": "b"}, "second")
+    if field == "repository.default_branch":
+        value_ref = {"ref": "refs/heads/feature"}  # a new branch: the default branch is read
+    else:
+        value_ref = {}
+    payload = {**hostile_push(head, field, value), **value_ref}
+    run = run_action(repo, "push", payload, sha=head, env={"GITHUB_REF": "refs/heads/main"})  # the runner's own
+    assert "Traceback" not in run.proc.stderr + run.proc.stdout
+    if message is None:
+        assert run.proc.returncode == 0, run.proc.stderr
+    else:
+        assert run.proc.returncode == 2, run.proc.stdout + run.proc.stderr
+        assert message in run.proc.stderr and len(run.proc.stderr) < 2000
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply to be a GitHub event payload"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nests arrays or objects too deeply to be a GitHub event payload"),
+    (b'{"ref": "refs/heads/main", "pad": "' + b"x" * (26 * 2**20) + b'"}', "is larger than 25 MB"),
+    (b'{"number": ' + b"9" * 5000 + b"}", "is not valid JSON: Exceeds the limit"),
+    (b"[" * 500 + b"]" * 500, "is not a JSON object"),  # deep enough to hurt, shallow enough to parse
+])
+def test_hostile_payload_files_are_a_clear_usage_error(repo: Path, raw: bytes, message: str) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    run = run_action(repo, "push", {}, sha=head)
+    event_path = repo.parent / "runner" / "event.json"
+    event_path.write_bytes(raw)
+    env = {"GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(event_path), "GITHUB_SHA": head,
+           "GITHUB_ACTIONS": "", "GITHUB_WORKSPACE": str(repo)}
+    proc = cdkit("action", cwd=repo, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert run.proc.returncode == 2  # the control: an empty payload is refused as malformed, not crashed on
+
+
 def test_unknown_command_input_is_a_usage_error(repo: Path) -> None:
     head = git(repo, "rev-parse", "HEAD")
     run = run_action(repo, "push", push_payload(ZERO, head), sha=head, env={"INPUT_COMMAND": "rm -rf /"})
