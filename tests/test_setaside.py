@@ -432,3 +432,22 @@ def test_files_git_would_convert_come_back_byte_for_byte(project: tuple[Path, Pa
     assert "checked out at" in result.stderr
     assert user_state(repo) == before
     assert (repo / "README").read_bytes() == b"calc\r\nwindows line endings\r\n"
+
+
+def test_a_fixer_stage_fails_in_ci_too(tmp_path: Path) -> None:
+    from tests.test_action import push_payload, run_action
+
+    repo = make_repo(tmp_path / "repo")
+    base = commit(repo, {".cdkit.yml": FIXER, "src/calc/__init__.py": GOOD}, "initial")
+    head = commit(repo, {"README": "x\n"}, "second")
+    run = run_action(repo, "push", push_payload(base, head), sha=head)
+    assert run.proc.returncode == 1
+    assert run.outputs["result"] == "failed"
+    assert "files were modified by this stage: src/calc/__init__.py, generated.txt" in run.proc.stdout
+    # Positive control: the same stage allowed to change files passes in CI.
+    allowed = commit(repo, {".cdkit.yml": FIXER.replace("on: [pre-push, ci]", "on: [pre-push, ci]\n    allow_changes: true")},
+                     "allow it")
+    git(repo, "checkout", "-q", "--", ".")
+    (repo / "generated.txt").unlink()
+    run = run_action(repo, "push", push_payload(head, allowed), sha=allowed)
+    assert run.proc.returncode == 0, run.proc.stdout
