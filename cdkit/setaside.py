@@ -235,16 +235,18 @@ class Manifest(NamedTuple):
 # --- trees ------------------------------------------------------------------------------------
 
 
-def snapshot_tree(p: Paths, *, force: Sequence[str] = (), scratch: Path | None = None) -> str:
+def snapshot_tree(p: Paths, *, force: Sequence[str] = (), scratch: Path | None = None,
+                  previous: str | None = None) -> str:
     """A tree of the work tree as it is now: tracked and untracked files, ignored ones left out.
 
     Built in a copy of the index, so the user's index is never touched and unchanged
     files are not hashed again (their stat data is in the copy). `force` adds ignored
     paths that a checkout would overwrite. A caller taking many snapshots passes its own
-    `scratch` index, kept between calls: each snapshot then costs two git processes.
+    `scratch` index, kept between calls, and the tree the last one returned: when `git add`
+    leaves that index as it was, nothing changed, and the snapshot costs one git process.
     """
     if scratch is not None:
-        return _snapshot_in(p, scratch, force)
+        return _snapshot_in(p, scratch, force, previous=previous)
     p.dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.dir.parent / f"snapshot-index.{os.getpid()}.{threading.get_ident()}"
     try:
@@ -256,10 +258,21 @@ def snapshot_tree(p: Paths, *, force: Sequence[str] = (), scratch: Path | None =
             tmp.unlink()
 
 
-def _snapshot_in(p: Paths, index: Path, force: Sequence[str]) -> str:
+def _snapshot_in(p: Paths, index: Path, force: Sequence[str], *, previous: str | None = None) -> str:
     env = _index_env(index)
+    before = _identity(index)
     _add_all(p, env, force)
+    if previous is not None and before is not None and _identity(index) == before:
+        return previous  # git rewrites the index (a new file, renamed into place) whenever anything changed
     return git.decode(git.with_env(env, "write-tree", cwd=p.root)).strip()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _add_all(p: Paths, env: Mapping[str, str], force: Sequence[str]) -> None:

@@ -37,7 +37,7 @@ class TreeWatch:
             self.scratch.unlink()
 
     def check(self, stage: Stage, result: StageResult) -> StageResult:
-        now = snapshot_tree(self.paths, scratch=self.scratch)
+        now = snapshot_tree(self.paths, scratch=self.scratch, previous=self.tree)
         if now == self.tree:
             return result
         diff = diff_trees(self.tree, now, self.paths.root)
