@@ -83,6 +83,8 @@ class Pipeline(NamedTuple):
     report: str = "auto"
     path: str = DEFAULT_CONFIG
     evidence: Evidence = Evidence()
+    logs_keep: float = 30 * 86400.0  # logs.keep, in seconds
+    logs_max_size: int = 1 << 30  # logs.max_size, in bytes
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -564,6 +566,21 @@ def parse_duration(text: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
+SIZE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(text: str) -> int:
+    """`500MB` -> bytes (binary units, as `du -h` shows them); the schema has checked the shape."""
+    number = text.rstrip("BKMGT")
+    return int(number) * SIZE_UNITS[text[len(number):]]
+
+
+def parse_age(text: str) -> float:
+    """`30d` -> seconds; the schema has checked the shape."""
+    return float(int(text[:-1]) * AGE_UNITS[text[-1]])
+
+
 def decode_config(raw: bytes, filename: str) -> str:
     """Bytes to text: UTF-8 with or without a BOM; CRLF and CR become LF so no command holds a '\\r'."""
     try:
@@ -663,4 +680,6 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
         path=filename,
         evidence=Evidence(app_id=(data.get("evidence") or {}).get("app_id", ACTIONS_APP_ID),
                           creators=tuple((data.get("evidence") or {}).get("creators") or (ACTIONS_ACCOUNT,))),
+        logs_keep=parse_age(data.get("logs", {}).get("keep", "30d")),
+        logs_max_size=parse_size(data.get("logs", {}).get("max_size", "1GB")),
     )

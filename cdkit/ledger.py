@@ -11,17 +11,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
+# The files SQLite keeps beside the ledger (where a writer's lock is).
+SIDE_FILES = ("-wal", "-shm", "-journal")
+DEFAULT_WAIT = 30.0  # seconds a busy ledger is waited for; CDKIT_LEDGER_WAIT changes it
+WAIT_VAR = "CDKIT_LEDGER_WAIT"
 
 # Each entry migrates from version i to i+1; a newer schema than this code knows is refused.
 MIGRATIONS: tuple[str, ...] = (
@@ -115,6 +120,13 @@ MIGRATIONS: tuple[str, ...] = (
     chain.SCHEMA + """;
     ALTER TABLE deployments ADD COLUMN deployed_by TEXT
     """,
+    # 4 -> 5: indexes that keep every command's cost independent of history length: the last
+    # success of an environment, a SHA's deployments, and a run's stage results are index seeks.
+    """
+    CREATE INDEX deployments_env_status ON deployments(environment, status, id);
+    CREATE INDEX deployments_env_sha ON deployments(environment, sha, id);
+    CREATE INDEX approvals_env ON approvals(environment, id)
+    """,
 )
 
 
@@ -144,8 +156,123 @@ def _from_json(text: str) -> Any:
     return json.loads(text)
 
 
-class LedgerError(Exception):
-    pass
+class LedgerError(CdkitError):
+    """The ledger cannot be opened or written: its message says why and what to do (exit 2)."""
+
+
+class LedgerBusy(LedgerError):
+    """Another process kept the ledger locked for longer than the wait bound."""
+
+
+class LedgerFull(LedgerError):
+    """The disk holding the ledger is full: the transaction was rolled back, nothing half-written."""
+
+
+def ledger_wait(environ: Mapping[str, str]) -> float:
+    """How long to wait for a busy ledger: CDKIT_LEDGER_WAIT seconds, else DEFAULT_WAIT."""
+    text = environ.get(WAIT_VAR, "").strip()
+    if not text:
+        return DEFAULT_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise LedgerError(f"{WAIT_VAR}={text!r} is not a number of seconds (use e.g. {WAIT_VAR}=60)")
+    return value
+
+
+def refuse_symlinks(directory: Path) -> None:
+    """Refuse `directory` or any entry in it (the ledger, SQLite's side files, logs) that is a symlink.
+
+    Someone who can write to the git dir (a shared repository, an unpacked archive) could
+    plant `cdkit/ledger.sqlite3 -> ~/.bashrc` or `cdkit/logs -> /elsewhere`; cdkit would then
+    write where the link points. It never follows one: the user removes it.
+    """
+    _refuse_link(directory)
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _os_error(directory, exc) from None
+    for entry in entries:
+        if entry.is_symlink():
+            _refuse_link(Path(entry.path))
+
+
+def _refuse_link(path: Path) -> None:
+    if os.path.islink(path):
+        raise LedgerError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); cdkit never follows links in the git dir. "
+            f"Remove it (rm {path}) and run cdkit again"
+        )
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) without following a symlink at its last component."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path)
+        return
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    _refuse_link(path)
+    if not path.is_dir():
+        raise LedgerError(f"{path} is not a directory; cdkit keeps its ledger and logs there. "
+                          f"Move it aside (mv {path} {path}.old) and run cdkit again")
+
+
+def _os_error(path: Path, exc: OSError) -> LedgerError:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LedgerFull(f"{path}: no space left on the disk holding the ledger; nothing was recorded. "
+                          "Free some space (`cdkit gc` prunes old logs) and run again")
+    return LedgerError(f"{path}: {exc.strerror or exc}; check the permissions of the git dir")
+
+
+def lock_holders(paths: Sequence[Path]) -> list[str]:
+    """Who holds a write lock on any of `paths`, from /proc/locks: `pid N (command)` each.
+
+    SQLite locks with fcntl, which Linux lists with the holder's pid; elsewhere (or for a
+    lock taken through an open file description) nothing is known and the list is empty.
+    """
+    inodes = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        inodes.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids: list[int] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or "->" in fields or fields[3] != "WRITE" or fields[5] not in inodes:
+            continue
+        pid = int(fields[4]) if fields[4].lstrip("-").isdigit() else -1
+        if pid > 0 and pid != os.getpid() and pid not in pids:
+            pids.append(pid)
+    return [f"pid {pid} ({_command_of(pid)})" for pid in pids]
+
+
+def _command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "command unknown"
+    text = " ".join(a.decode("utf-8", "replace") for a in argv)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class RunRecord(NamedTuple):
@@ -194,42 +321,77 @@ class OutboxItem(NamedTuple):
 
 
 class Ledger:
-    """Owns one SQLite connection to the ledger file."""
+    """Owns one SQLite connection to the ledger file.
 
-    def __init__(self, path: Path, *, clock: Any = time.time) -> None:
+    A busy ledger (another process in a long write) is waited for with SQLite's backoff
+    up to `wait` seconds, then refused with `LedgerBusy` naming the holder; a full disk is
+    `LedgerFull`. Both are exit 2, and each write is one transaction, so a refused write
+    leaves nothing half-written.
+    """
+
+    def __init__(self, path: Path, *, clock: Any = time.time, wait: float = DEFAULT_WAIT) -> None:
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.wait = wait
+        make_private_dir(path.parent)
+        refuse_symlinks(path.parent)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so writers queue on the lock
         # (busy timeout) instead of failing on an upgrade from a read transaction.
-        self.db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self.db = sqlite3.connect(str(path), timeout=wait, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "opening it") from None
         self.db.row_factory = sqlite3.Row
         try:
-            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
             self._enable_wal()
             # WAL + NORMAL: still consistent after any crash, and no fsync per transaction (a push
             # records ~10); only a power loss can drop the very last writes.
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             self.db.close()
-            raise LedgerError(f"{path}: the ledger stayed busy for 30 s ({exc}); is another cdkit stuck? "
-                              "Try again once it has finished") from None
-        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc, "opening it") from None
+        except BaseException:
             self.db.close()
-            raise LedgerError(
-                f"{path}: the ledger is not a readable SQLite database ({exc}); "
-                "move it aside (cdkit starts a new one) and report how it happened"
-            ) from None
+            raise
 
-    def _enable_wal(self, *, patience: float = 30.0) -> None:
-        """Switch to WAL mode, waiting out another process that is creating the ledger too.
+    def _translate(self, exc: sqlite3.Error, doing: str) -> Exception:
+        """The LedgerError a failed SQLite call means, with what to do about it; an error no user
+        can cause (a wrong query, a missing table) stays itself: a bug, reported as one (exit 3)."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            holders = lock_holders([self.path, *(Path(f"{self.path}{s}") for s in SIDE_FILES)])
+            who = ", ".join(holders) if holders else "another process (its pid is not visible from here)"
+            return LedgerBusy(
+                f"{self.path}: the ledger stayed locked for {self.wait:g} s while {doing}; held by {who}. "
+                f"Wait for it to finish (or stop it if it is stuck) and run again; {WAIT_VAR}=SECONDS waits longer"
+            )
+        if "full" in text:
+            return LedgerFull(
+                f"{self.path}: the disk holding the ledger is full while {doing}; that write was rolled back "
+                "and nothing was half-written. Free some space (`cdkit gc` prunes old logs) and run again"
+            )
+        if isinstance(exc, sqlite3.OperationalError):
+            if "disk I/O" in text or "unable to open" in text or "readonly" in text:
+                return LedgerError(f"{self.path}: {text} while {doing} (a full disk, or no permission to write "
+                                   "the git dir?); free space or fix the permissions and run again")
+            return exc
+        return LedgerError(
+            f"{self.path}: the ledger is not a readable SQLite database ({text}); "
+            "move it aside (cdkit starts a new one) and report how it happened"
+        )
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL mode once (it is stored in the file), waiting out another process creating it too.
 
         Changing the journal mode does not wait on the busy timeout: two first runs at
         once would otherwise see "database is locked" immediately.
         """
-        deadline = time.monotonic() + patience
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self.wait
         while True:
             try:
                 self.db.execute("PRAGMA journal_mode = WAL")
@@ -240,8 +402,8 @@ class Ledger:
                 time.sleep(0.02)
 
     @classmethod
-    def for_dir(cls, cdkit_dir: Path) -> Ledger:
-        return cls(cdkit_dir / LEDGER_NAME)
+    def for_dir(cls, cdkit_dir: Path, environ: Mapping[str, str] | None = None) -> Ledger:
+        return cls(cdkit_dir / LEDGER_NAME, wait=ledger_wait(os.environ if environ is None else environ))
 
     def close(self) -> None:
         self.db.close()
@@ -254,15 +416,39 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "starting a write") from None
         try:
             yield self.db
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._translate(exc, "writing") from None
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._translate(exc, "committing a write") from None
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+            self.db.execute("ROLLBACK")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one query; a busy or broken ledger becomes a LedgerError, never a crash."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "reading") from None
 
     def _migrate(self) -> None:
+        # A read first: when the schema is current (every open but the first), no write transaction.
+        if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -323,22 +509,22 @@ class Ledger:
         )
 
     def recent_runs(self, limit: int = 20) -> list[RunRecord]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         return [self._run(r) for r in rows]
 
     def runs_for_sha(self, sha: str) -> list[RunRecord]:
-        rows = self.db.execute("SELECT * FROM runs WHERE sha = ? ORDER BY id", (sha,)).fetchall()
+        rows = self._read("SELECT * FROM runs WHERE sha = ? ORDER BY id", (sha,))
         return [self._run(r) for r in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return self._run(row) if row else None
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return self._run(rows[0]) if rows else None
 
     def stage_results(self, run_id: int) -> list[StageRecord]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT * FROM stage_results WHERE run_id = ? ORDER BY COALESCE(started_at, 1e18), rowid", (run_id,)
-        ).fetchall()
-        return [StageRecord(**{k: r[k] for k in r.keys()}) for r in rows]
+        )
+        return [StageRecord(**{k: r[k] for k in StageRecord._fields}) for r in rows]
 
     def latest_stage_results(self, sha: str, *, include_dirty: bool = False,
                              ignore_reasons: tuple[str, ...] = ()) -> dict[str, StageRecord]:
@@ -348,12 +534,14 @@ class Ledger:
         the stage at all) never hide an earlier real one.
         """
         latest: dict[str, StageRecord] = {}
-        for run in self.runs_for_sha(sha):
-            if run.dirty and not include_dirty:
-                continue
-            for result in self.stage_results(run.id):
-                if not (ignore_reasons and result.reason.startswith(ignore_reasons)):
-                    latest[result.stage] = result
+        rows = self._read(  # one query: the runs of `sha` (index runs_sha), then each run's results (primary key)
+            "SELECT s.* FROM runs r JOIN stage_results s ON s.run_id = r.id WHERE r.sha = ? AND (? OR r.dirty = 0)"
+            " ORDER BY r.id, COALESCE(s.started_at, 1e18), s.rowid", (sha, int(include_dirty)),
+        )
+        for row in rows:
+            result = StageRecord(**{k: row[k] for k in StageRecord._fields})
+            if not (ignore_reasons and result.reason.startswith(ignore_reasons)):
+                latest[result.stage] = result
         return latest
 
     # --- outbox -------------------------------------------------------------------------------
@@ -376,17 +564,15 @@ class Ledger:
         )
 
     def pending(self, limit: int | None = None) -> list[OutboxItem]:
-        rows = self.db.execute(
-            "SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit if limit else -1,)
-        ).fetchall()
+        rows = self._read("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit if limit else -1,))
         return [self._outbox(r) for r in rows]
 
     def outbox_item(self, key: str) -> OutboxItem | None:
-        row = self.db.execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
-        return self._outbox(row) if row else None
+        rows = self._read("SELECT * FROM outbox WHERE key = ?", (key,))
+        return self._outbox(rows[0]) if rows else None
 
     def outbox_counts(self) -> dict[str, int]:
-        rows = self.db.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetchall()
+        rows = self._read("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
     def mark_delivered(self, item_id: int, remote_id: str | None = None) -> None:
@@ -463,7 +649,7 @@ class Ledger:
             query, args = query + " AND sha = ?", [*args, sha]
         if environment:
             query, args = query + " AND environment = ?", [*args, environment]
-        return [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+        return [dict(r) for r in self._read(query + " ORDER BY id", args)]
 
     def start_deployment(
         self, *, environment: str, sha: str, rollback: bool, approval: dict[str, Any] | None,
@@ -490,21 +676,28 @@ class Ledger:
             )
             chain.append(db, "deployment", deployment_id, self.clock())
 
-    def deployments(self, *, environment: str | None = None, sha: str | None = None) -> list[dict[str, Any]]:
+    def deployments(self, *, environment: str | None = None, sha: str | None = None, status: str | None = None,
+                    newest: int | None = None) -> list[dict[str, Any]]:
+        """Deployments in the order they started; `newest=N` only the last N (an index seek, not the history)."""
         query, args = "SELECT * FROM deployments WHERE 1=1", list[str]()
-        if environment:
-            query, args = query + " AND environment = ?", [*args, environment]
-        if sha:
-            query, args = query + " AND sha = ?", [*args, sha]
-        rows = [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+        for column, value in (("environment", environment), ("sha", sha), ("status", status)):
+            if value:
+                query, args = query + f" AND {column} = ?", [*args, value]
+        if newest is not None:
+            query = f"SELECT * FROM ({query} ORDER BY id DESC LIMIT {int(newest)})"
+        rows = [dict(r) for r in self._read(query + " ORDER BY id", args)]
         for row in rows:
             row["approval"] = _from_json(row["approval"]) if row["approval"] else None
         return rows
 
     def current_deployment(self, environment: str) -> dict[str, Any] | None:
         """The last successful deployment of `environment`: what runs there now."""
-        done = [d for d in self.deployments(environment=environment) if d["status"] == "success"]
-        return done[-1] if done else None
+        return self.last_deployment(environment, status="success")
+
+    def last_deployment(self, environment: str, *, status: str | None = None) -> dict[str, Any] | None:
+        """The most recent deployment of `environment` (of that `status`, when given)."""
+        rows = self.deployments(environment=environment, status=status, newest=1)
+        return rows[0] if rows else None
 
     def acquire_lock(self, name: str, holder: str, *, ttl: float) -> str | None:
         """Take `name` for `ttl` seconds; return None, or the holder that has it.
@@ -537,4 +730,4 @@ class Ledger:
         chain.append(db, "audit", cursor.lastrowid, at)
 
     def audit_lines(self) -> Sequence[tuple[float, str]]:
-        return [(r["at"], r["what"]) for r in self.db.execute("SELECT at, what FROM audit ORDER BY id")]
+        return [(r["at"], r["what"]) for r in self._read("SELECT at, what FROM audit ORDER BY id")]

@@ -231,7 +231,7 @@ def current_sha(ctx: ReleaseContext, environment: str) -> str | None:
 
 
 def has_deployed(ctx: ReleaseContext, environment: str, sha: str) -> bool:
-    if any(d["status"] == SUCCESS and d["sha"] == sha for d in ctx.ledger.deployments(environment=environment)):
+    if ctx.ledger.deployments(environment=environment, sha=sha, status=SUCCESS, newest=1):
         return True
     return ctx.remote is not None and ctx.remote.has_deployed(environment, sha)
 
@@ -405,7 +405,7 @@ def environment_lock(ctx: ReleaseContext, environment: str) -> Iterator[str]:
 
 def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
     """Deployments left `in_progress` by a process that died are recorded as crashed (we hold the lock now)."""
-    for record in ctx.ledger.deployments(environment=environment):
+    for record in ctx.ledger.deployments(environment=environment, status="in_progress"):
         if record["status"] == "in_progress":
             ctx.ledger.finish_deployment(int(record["id"]), CRASHED)
             ctx.ledger.audit(f"deployment #{record['id']} of {record['sha']} to {environment} never finished "

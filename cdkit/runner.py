@@ -8,6 +8,7 @@ ledger, GitHub) are always called from one thread, in order.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -124,8 +125,8 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
         chunk = os.read(fd, 65536)
         if not chunk:
             break
-        log.write(chunk)
-        log.flush()
+        if not log.closed:
+            _write_log(log, chunk, emit)
         *lines, partial = (partial + chunk).split(b"\n")
         for line in lines:
             emit(line + b"\n")
@@ -133,6 +134,20 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
             break
     if partial:
         emit(partial)
+
+
+def _write_log(log: IO[bytes], chunk: bytes, emit: Callable[[bytes], None]) -> None:
+    """Append to the log; a failed write (a full disk) closes it and says so, and reading goes on.
+
+    Stopping the reader instead would fill the pipe and block the stage until its timeout.
+    """
+    try:
+        log.write(chunk)
+        log.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            log.close()  # drops what could not be written; a later close has nothing to flush
+        emit(f"cdkit: cannot write this log any more ({exc.strerror}); the output goes on here only\n".encode())
 
 
 def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,

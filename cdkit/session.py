@@ -16,6 +16,7 @@ from cdkit.config import DEFAULT_CONFIG, Pipeline, decode_config, load, load_tex
 from cdkit.errors import UsageError
 from cdkit.events import Trigger
 from cdkit.ledger import Ledger, LedgerError
+from cdkit.logs import Retention, prune_if_due, run_log_dir
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.report.ledger import LedgerReporter
 from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, cancel_on_signals, overall_status
@@ -150,10 +151,7 @@ def run_trigger(
     run_id = ledger.start_run(trigger=trigger.kind, event=trigger.event, sha=trigger.head_sha,
                               base_sha=trigger.base_sha, ref=trigger.ref, dirty=dirty,
                               config_path=str(ws.config_path))
-    log_dir = ws.repo.cdkit_dir / "logs" / str(run_id)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    changed = log_dir / "changed-files"
-    changed.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in trigger.changed_files))
+    log_dir, changed = run_log_dir(ws.repo.cdkit_dir, run_id, trigger.changed_files)
     extra_env = {
         "CDKIT_SHA": trigger.head_sha,
         "CDKIT_BASE_SHA": trigger.base_sha or "",
@@ -171,6 +169,7 @@ def run_trigger(
     workdir = tree.paths.root
     status = overall_status(results)
     ledger.finish_run(run_id, status)
+    prune_if_due(ws.repo.cdkit_dir, Retention(pipeline.logs_keep, pipeline.logs_max_size), protect=[run_id])
     return RunOutcome(run_id, plan, results, status, workdir, where.in_work_tree, tuple(notes))
 
 

@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, version, exit codes, the demo, lean imports."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import click
 import pytest
 
 from cdkit.cli import cli
+from cdkit.ledger import SCHEMA_VERSION
 from tests.helpers import ROOT, cdkit, commit
 
 
@@ -79,11 +81,13 @@ def test_demo_runs_offline_and_touches_nothing_here(tmp_path: Path) -> None:
 
 
 def test_internal_error_gives_a_crash_report_and_exit_3(repo: Path) -> None:
-    # A ledger directory that is a file makes sqlite fail in a way cdkit does not expect.
+    # A ledger claiming the current schema without its tables: no user error explains that.
     (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: a, run: 'true'}\n")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "x"], cwd=repo, check=True)
-    (repo / ".git" / "cdkit").write_text("not a directory")
+    (repo / ".git" / "cdkit").mkdir()
+    with sqlite3.connect(repo / ".git" / "cdkit" / "ledger.sqlite3") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     result = cdkit("run", cwd=repo)
     assert result.returncode == 3
     assert "cdkit hit an internal error (a bug, not your fault)" in result.stderr

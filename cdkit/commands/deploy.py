@@ -76,7 +76,7 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
     rows = []
     for env in pipeline.environments:
         record = ledger.current_deployment(env.name)
-        history = ledger.deployments(environment=env.name)
+        last = ledger.last_deployment(env.name)
         approval = record["approval"] if record else None
         rows.append({
             "name": env.name, "mode": env.mode,
@@ -88,8 +88,7 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
             "deployment_id": record["id"] if record else None,
             "rollback": bool(record["rollback"]) if record else False,
             "approved_by": [c["who"] for c in (approval or {}).get("counted", [])],
-            "last_attempt": {"id": history[-1]["id"], "sha": history[-1]["sha"], "status": history[-1]["status"]}
-            if history else None,
+            "last_attempt": {"id": last["id"], "sha": last["sha"], "status": last["status"]} if last else None,
         })
     return rows
 

@@ -1,0 +1,248 @@
+"""Faults around the ledger, with real processes, real SQLite and (as root) a real full filesystem.
+
+A busy ledger is waited for, then refused with exit 2 naming the process that holds it;
+a full disk is exit 2 with nothing half-written; a symlink planted in the git dir is
+never followed. Each attack is paired with a control that must pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdkit.ledger import LEDGER_NAME, Ledger, LedgerBusy
+from tests.helpers import cdkit, commit, config, make_repo
+
+PIPELINE = config("""
+    version: 1
+    stages:
+      - {name: build, run: 'echo built'}
+""")
+
+# Holds the ledger's write lock (BEGIN IMMEDIATE) until its stdin closes, as a cdkit stuck mid-write would.
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+db.execute("INSERT INTO audit (at, what) VALUES (0, 'held')")
+print("locked", flush=True)
+sys.stdin.read()
+db.execute("COMMIT" if sys.argv[2] == "commit" else "ROLLBACK")
+"""
+
+
+def ledger_path(repo: Path) -> Path:
+    return repo / ".git" / "cdkit" / LEDGER_NAME
+
+
+def runs(repo: Path) -> list[dict[str, object]]:
+    result = cdkit("log", "--json", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+@pytest.fixture
+def recorded(repo: Path) -> Path:
+    """A repository with one recorded run (so the ledger exists)."""
+    commit(repo, {".cdkit.yml": PIPELINE})
+    first = cdkit("run", cwd=repo)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return repo
+
+
+@pytest.fixture
+def holder(recorded: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(ledger_path(recorded)), "rollback"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_ledger_locked_past_the_wait_is_exit_2_naming_the_holder(recorded: Path,
+                                                                    holder: subprocess.Popen[str]) -> None:
+    result = cdkit("run", cwd=recorded, env={"CDKIT_LEDGER_WAIT": "0.5"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the ledger stayed locked for 0.5 s" in result.stderr
+    assert f"held by pid {holder.pid} (" in result.stderr and "BEGIN IMMEDIATE" not in result.stderr
+    assert "Traceback" not in result.stderr and "CDKIT_LEDGER_WAIT=SECONDS waits longer" in result.stderr
+    holder.kill()
+    holder.wait()
+    control = cdkit("run", cwd=recorded, env={"CDKIT_LEDGER_WAIT": "0.5"})  # the lock is gone: it records
+    assert control.returncode == 0, control.stdout + control.stderr
+    assert [r["status"] for r in runs(recorded)] == ["passed", "passed"]  # the refused run left no row
+
+
+def test_a_lock_released_within_the_wait_is_waited_for(recorded: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(ledger_path(recorded)), "commit"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    run = subprocess.Popen([sys.executable, "-m", "cdkit", "run"], cwd=recorded, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "CDKIT_LEDGER_WAIT": "60"})
+    # Release only once the run is queued behind the lock: it shows up in /proc/locks as waiting.
+    waiting_for_lock(run.pid)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait()
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, out + err
+    assert [r["status"] for r in runs(recorded)] == ["passed", "passed"]
+
+
+def waiting_for_lock(pid: int) -> None:
+    """Return once `pid` has tried the ledger at least once (SQLite polls: look for its open ledger fd)."""
+    import time
+
+    for _ in range(6000):
+        try:
+            targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            targets = []
+        if any(t.endswith(LEDGER_NAME + "-shm") for t in targets):
+            time.sleep(0.2)  # it is past opening and into the busy wait
+            return
+        time.sleep(0.01)
+    raise AssertionError("the run never opened the ledger")
+
+
+def test_the_ledger_class_names_the_holder_too(recorded: Path, holder: subprocess.Popen[str]) -> None:
+    with Ledger(ledger_path(recorded), wait=0.2) as ledger:
+        with pytest.raises(LedgerBusy, match=f"held by pid {holder.pid} "):
+            ledger.audit("blocked")
+        assert ledger.recent_runs(5)  # reading a WAL ledger does not wait on a writer
+
+
+def test_a_bad_wait_value_is_a_usage_error(recorded: Path) -> None:
+    result = cdkit("run", cwd=recorded, env={"CDKIT_LEDGER_WAIT": "soon"})
+    assert result.returncode == 2
+    assert "CDKIT_LEDGER_WAIT='soon' is not a number of seconds" in result.stderr
+
+
+# --- symlinks planted in the git dir ---------------------------------------------------------
+
+
+def test_a_symlinked_cdkit_dir_is_refused_and_its_target_untouched(repo: Path, tmp_path: Path) -> None:
+    commit(repo, {".cdkit.yml": PIPELINE})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / ".git" / "cdkit").symlink_to(elsewhere)
+    result = cdkit("run", cwd=repo)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is a symbolic link" in result.stderr and "cdkit never follows links" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    (repo / ".git" / "cdkit").unlink()
+    control = cdkit("run", cwd=repo)
+    assert control.returncode == 0, control.stderr
+    assert ledger_path(repo).is_file() and not ledger_path(repo).is_symlink()
+
+
+@pytest.mark.parametrize("name", [LEDGER_NAME, LEDGER_NAME + "-wal", LEDGER_NAME + "-shm", "logs"])
+def test_a_symlink_planted_in_the_cdkit_dir_is_never_written_through(recorded: Path, tmp_path: Path,
+                                                                     name: str) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    planted = recorded / ".git" / "cdkit" / name
+    if planted.is_dir():
+        os.rename(planted, tmp_path / "old-logs")
+    elif planted.exists():
+        planted.unlink()
+    planted.symlink_to(victim)
+    result = cdkit("run", cwd=recorded)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{planted} is a symbolic link" in result.stderr
+    assert victim.read_bytes() == b"precious\n"
+
+
+def test_a_run_log_dir_planted_for_a_future_run_is_refused(recorded: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (recorded / ".git" / "cdkit" / "logs" / "2").symlink_to(elsewhere)  # run #2 comes next
+    result = cdkit("run", cwd=recorded)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "logs/2 is a symbolic link" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    control = cdkit("run", cwd=recorded)  # run #3 gets a directory of its own
+    assert control.returncode == 0, control.stderr
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for this test (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, *, leave: int = 0) -> Path:
+    """Fill `disk` up to `leave` bytes free; return the filler file."""
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+                if free <= leave:
+                    break
+                f.write(b"\0" * min(65536, max(4096, free - leave)))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def integrity(repo: Path) -> str:
+    with sqlite3.connect(ledger_path(repo)) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def test_a_full_disk_is_exit_2_and_nothing_half_written(small_disk: Path) -> None:
+    repo = make_repo(small_disk / "repo")
+    commit(repo, {".cdkit.yml": PIPELINE})
+    assert cdkit("run", cwd=repo).returncode == 0
+    filler = fill(small_disk)
+    result = cdkit("run", cwd=repo)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "full" in result.stderr or "no space left" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    filler.unlink()
+    assert integrity(repo) == "ok"
+    statuses = [r["status"] for r in runs(repo)]
+    assert statuses[0] == "passed" and all(s in ("passed", "interrupted") for s in statuses)
+    control = cdkit("run", cwd=repo)  # space again: the next run records in full
+    assert control.returncode == 0, control.stdout + control.stderr
+    assert runs(repo)[-1]["status"] == "passed"
+
+
+def test_a_stage_flooding_a_full_disk_does_not_block_until_its_timeout(small_disk: Path) -> None:
+    repo = make_repo(small_disk / "repo")
+    flood = config("""
+        version: 1
+        stages:
+          - {name: flood, run: 'head -c 8000000 /dev/zero | tr "\\0" x | fold -w 100', timeout: 10m}
+    """)
+    commit(repo, {".cdkit.yml": flood})
+    assert cdkit("run", "--stage", "flood", cwd=repo, env={"CDKIT_SKIP": "flood"}).returncode == 0
+    fill(small_disk, leave=256 * 1024)  # room for the ledger's few pages, not for 8 MB of log
+    result = cdkit("run", cwd=repo, timeout=300)
+    assert result.returncode in (0, 2), result.stdout[-2000:] + result.stderr
+    assert "timed out" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot write this log any more (No space left on device)" in result.stdout + result.stderr
