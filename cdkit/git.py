@@ -157,6 +157,28 @@ def all_files(head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]
     return [_decode(p) for p in out.split(b"\0") if p]
 
 
+def symlinks(rev: str, cwd: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Tracked symlinks in a commit, path -> target: a `paths` filter must see a change that reaches
+    its globs through one. Two git processes, run only when a filter matched nothing directly."""
+    listing = git_b("ls-tree", "-r", "-z", "--full-tree", rev, cwd=cwd)
+    links = {}  # object id -> path
+    for entry in listing.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        if meta.startswith(b"120000 "):
+            links[meta.split(b" ")[2]] = _decode(path)
+    if not links:
+        return {}
+    out = git_b("cat-file", "--batch", cwd=cwd, stdin=b"".join(oid + b"\n" for oid in links))
+    targets, at = {}, 0
+    while at < len(out):
+        header_end = out.index(b"\n", at)
+        oid, _kind, size = out[at:header_end].split(b" ")
+        body = out[header_end + 1 : header_end + 1 + int(size)]
+        targets[links[oid]] = _decode(body)
+        at = header_end + 1 + int(size) + 1
+    return targets
+
+
 def merge_base(a: str, b: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
     code, out, _ = cmd_output_b("git", "merge-base", a, b, cwd=cwd, check=False)
     return _decode(out).strip() if code == 0 else None

@@ -147,7 +147,8 @@ def run_trigger(
     if unknown:
         names = ", ".join(s.name for s in pipeline.stages)
         raise UsageError(f"unknown stage(s) {', '.join(unknown)} (in --stage or CDKIT_SKIP); stages are: {names}")
-    plan = make_plan(pipeline, trigger, skip=skip, only=only)
+    plan = make_plan(pipeline, trigger, skip=skip, only=only,
+                     symlinks=lambda: git.symlinks(trigger.head_sha, ws.root))
     run_id = ledger.start_run(trigger=trigger.kind, event=trigger.event, sha=trigger.head_sha,
                               base_sha=trigger.base_sha, ref=trigger.ref, dirty=dirty,
                               config_path=str(ws.config_path))

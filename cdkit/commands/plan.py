@@ -4,7 +4,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from cdkit import output
+from cdkit import git, output
 from cdkit.events import manual_trigger
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.session import find_workspace, load_pipeline
@@ -30,7 +30,8 @@ def plan(*, config: str | None, base: str | None, head: str | None, trigger: str
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     the_trigger = manual_trigger(ws.root, base=base, head=head, kind=trigger)
-    the_plan = make_plan(pipeline, the_trigger, skip=parse_skip(environ.get("CDKIT_SKIP")))
+    the_plan = make_plan(pipeline, the_trigger, skip=parse_skip(environ.get("CDKIT_SKIP")),
+                         symlinks=lambda: git.symlinks(the_trigger.head_sha, ws.root))
     if as_json:
         output.write_line(json.dumps(plan_as_data(the_plan), indent=2))
         return 0
