@@ -23,7 +23,7 @@ LOGS_DIR = "logs"
 CHANGED_FILES = "changed-files"
 DEFAULT_KEEP_SECONDS = 30 * 86400.0  # logs.keep: 30d
 DEFAULT_MAX_BYTES = 1 << 30  # logs.max_size: 1GB
-PRUNE_STAMP = ".last-prune"
+PRUNE_STAMP = "logs.pruned"  # beside logs/, whose entries are all run ids
 PRUNE_EVERY = 3600.0  # a run prunes at most once an hour: enforcing the bound stays cheap
 
 
@@ -124,7 +124,7 @@ def _mtime(path: Path) -> float:
 def prune_if_due(cdkit_dir: Path, retention: Retention, *, protect: Iterable[int] = (),
                  clock: Callable[[], float] = time.time) -> PruneSummary | None:
     """Prune at most once per PRUNE_EVERY (a stamp file says when it last ran); None when not due."""
-    stamp = cdkit_dir / LOGS_DIR / PRUNE_STAMP
+    stamp = cdkit_dir / PRUNE_STAMP
     now = clock()
     try:
         if now - os.lstat(stamp).st_mtime < PRUNE_EVERY:

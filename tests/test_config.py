@@ -258,7 +258,7 @@ def test_billion_laughs_is_refused_quickly() -> None:
 def test_a_plain_alias_still_works() -> None:
     text = "version: 1\nx-env: &env {A: '1'}\nstages:\n  - {name: a, run: x, env: *env}\n"
     assert errors_of(text) == [".cdkit.yml:2:1: x-env: unknown key 'x-env' (allowed: version, minimum_version, "
-                               "release_branch, mode, report, stages, environments, evidence)"]
+                               "release_branch, mode, report, stages, environments, evidence, logs)"]
 
 
 def test_an_invalid_glob_is_a_config_error() -> None:
