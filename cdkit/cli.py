@@ -132,6 +132,16 @@ def log(config: str | None, limit: int, as_json: bool) -> int:
 
 @cli.command()
 @CONFIG_OPTION
+@JSON_OPTION
+def gc(config: str | None, as_json: bool) -> int:
+    """Prune run logs now to `logs.keep` and `logs.max_size` (runs and results stay in the ledger)."""
+    from cdkit.commands.gc import gc as command
+
+    return command(config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
 @TOKEN_OPTION
 @MAX_WAIT_OPTION
 @JSON_OPTION
