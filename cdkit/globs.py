@@ -53,12 +53,16 @@ def glob_match(pattern: str, path: str) -> bool:
 
 def literal_prefix(pattern: str) -> str:
     """The text every path `pattern` matches begins with (up to its first wildcard)."""
-    cut = len(pattern)
-    for wildcard in "*?[":
-        found = pattern.find(wildcard)
-        if found != -1:
-            cut = min(cut, found)
+    cut = min((i for i in (pattern.find(w) for w in "*?[") if i != -1), default=len(pattern))
     return pattern[:cut]
+
+
+def literal_suffix(pattern: str) -> str:
+    """The text every path `pattern` matches ends with (after its last wildcard); "" for a directory."""
+    if pattern.endswith("/"):
+        return ""  # `dir/` matches everything below it
+    cut = max(pattern.rfind(w) for w in "*?]")
+    return pattern[cut + 1:]
 
 
 class Matcher:
@@ -78,10 +82,18 @@ class Matcher:
             self._positive.append(not negative)
         self._regex = re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
         self._only_positive = all(self._positive[1:])
-        positives = [literal_prefix(p) for p in self.patterns if not p.startswith("!")]
-        # With no empty prefix, only the changed files under these prefixes can match: a
-        # binary search finds them in the sorted list instead of testing every file.
-        self._prefixes = None if "" in positives else _outermost(positives)
+        # Where a selected file can be: only a positive pattern selects, and every path it
+        # matches starts with its literal prefix or ends with its literal suffix. A binary
+        # search finds those files; a pattern with neither (`**`, `*`) needs the full scan.
+        self._seeks: list[tuple[str, str]] | None = []
+        for pattern in self.patterns:
+            if pattern.startswith("!"):
+                continue
+            prefix, suffix = literal_prefix(pattern), literal_suffix(pattern)
+            if not (prefix or suffix):
+                self._seeks = None
+                break
+            self._seeks.append(("prefix", prefix) if prefix else ("suffix", suffix))
 
     def selects(self, path: str) -> bool:
         found = self._regex.match(path)
@@ -89,38 +101,52 @@ class Matcher:
 
     def first_match(self, files: SortedFiles) -> str | None:
         """The first selected file in sorted order; stops there (a plan only needs "does it run")."""
-        if self._prefixes is None:
-            return next(filter(self.selects, files.paths), None)
-        found = [m for m in (next(filter(self.selects, files.under(p)), None) for p in self._prefixes) if m]
+        if self._seeks is None:
+            return self._scan(files.paths)
+        found: list[str] = []
+        for kind, literal in dict.fromkeys(self._seeks):
+            if kind == "prefix":
+                first = self._scan(files.starting_with(literal))
+                if first is not None:
+                    found.append(first)
+                continue
+            candidates = files.ending_with(literal)
+            if len(candidates) * 4 > len(files):
+                return self._scan(files.paths)  # most files qualify: scanning in order stops soonest
+            found.extend(filter(self.selects, candidates))
         return min(found) if found else None
+
+    def _scan(self, paths: Iterable[str]) -> str | None:
+        return next(filter(self.selects, paths), None)
 
     def matching(self, files: Iterable[str]) -> list[str]:
         return list(filter(self.selects, files))
 
 
-def _outermost(prefixes: Iterable[str]) -> tuple[str, ...]:
-    """The prefixes no other one contains (`src/` covers `src/api/`)."""
-    kept: list[str] = []
-    for prefix in sorted(set(prefixes)):
-        if not kept or not prefix.startswith(kept[-1]):
-            kept.append(prefix)
-    return tuple(kept)
-
-
 class SortedFiles:
-    """Changed files sorted once per plan, so each stage's matcher can seek to its prefixes."""
+    """Changed files sorted once per plan, so each stage's matcher can seek to its prefixes and suffixes."""
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths = sorted(paths)  # git lists them sorted already: timsort checks that in one pass
+        self._reversed: list[str] | None = None
 
-    def under(self, prefix: str) -> list[str]:
+    def starting_with(self, prefix: str) -> list[str]:
         """The paths that start with `prefix`: one contiguous run of the sorted list."""
-        start = bisect.bisect_left(self.paths, prefix)
-        end = bisect.bisect_left(self.paths, prefix + LAST_CHAR, lo=start)
-        return self.paths[start:end]
+        return _run_of(self.paths, prefix)
+
+    def ending_with(self, suffix: str) -> list[str]:
+        """The paths that end with `suffix` (the paths spelt backwards, sorted once, on first use)."""
+        if self._reversed is None:
+            self._reversed = sorted(p[::-1] for p in self.paths)
+        return [p[::-1] for p in _run_of(self._reversed, suffix[::-1])]
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def _run_of(ordered: list[str], prefix: str) -> list[str]:
+    start = bisect.bisect_left(ordered, prefix)
+    return ordered[start:bisect.bisect_left(ordered, prefix + LAST_CHAR, lo=start)]
 
 
 def matching_files(patterns: Iterable[str], files: Iterable[str]) -> list[str]:

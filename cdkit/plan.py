@@ -94,7 +94,7 @@ def paths_through_links(files: SortedFiles, links: Mapping[str, str]) -> list[st
     for link, target in resolved.items():
         if target == "":
             continue  # a link to the repository root: every path would alias; its own path is the change
-        for path in files.under(target):
+        for path in files.starting_with(target):
             if path == target or path[len(target)] == "/":
                 aliases.append(link + path[len(target):])
     return aliases
