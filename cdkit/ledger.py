@@ -120,14 +120,42 @@ MIGRATIONS: tuple[str, ...] = (
     chain.SCHEMA + """;
     ALTER TABLE deployments ADD COLUMN deployed_by TEXT
     """,
-    # 4 -> 5: indexes that keep every command's cost independent of history length: the last
-    # success of an environment, a SHA's deployments, and a run's stage results are index seeks.
+    # 4 -> 5: every command's cost independent of history length: the last success of an
+    # environment and a SHA's deployments are index seeks; outbox counts per state are kept
+    # by triggers instead of counted.
     """
     CREATE INDEX deployments_env_status ON deployments(environment, status, id);
     CREATE INDEX deployments_env_sha ON deployments(environment, sha, id);
-    CREATE INDEX approvals_env ON approvals(environment, id)
+    CREATE INDEX approvals_env ON approvals(environment, id);
+    CREATE TABLE outbox_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO outbox_counts SELECT state, COUNT(*) FROM outbox GROUP BY state;
+    CREATE TRIGGER outbox_counts_insert AFTER INSERT ON outbox BEGIN
+        INSERT INTO outbox_counts VALUES (NEW.state, 1) ON CONFLICT(state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER outbox_counts_update AFTER UPDATE OF state ON outbox WHEN OLD.state != NEW.state BEGIN
+        UPDATE outbox_counts SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO outbox_counts VALUES (NEW.state, 1) ON CONFLICT(state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
+        UPDATE outbox_counts SET n = n - 1 WHERE state = OLD.state;
+    END
     """,
 )
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's statements, one each (a trigger's body holds `;` too), to run inside our transaction.
+
+    `executescript` would commit first; this keeps a migration all or nothing.
+    """
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements
 
 
 def _storable(text: str | None) -> str | None:
@@ -457,9 +485,8 @@ class Ledger:
                     "upgrade cdkit"
                 )
             for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(MIGRATIONS[step]):
+                    db.execute(statement)
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -572,7 +599,8 @@ class Ledger:
         return self._outbox(rows[0]) if rows else None
 
     def outbox_counts(self) -> dict[str, int]:
-        rows = self._read("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+        # Kept by triggers (schema 4): counting a long history's delivered rows took ~80 ms per `cdkit status`.
+        rows = self._read("SELECT state, n FROM outbox_counts WHERE n > 0")
         return {r["state"]: r["n"] for r in rows}
 
     def mark_delivered(self, item_id: int, remote_id: str | None = None) -> None:

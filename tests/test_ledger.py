@@ -246,3 +246,34 @@ def test_a_stage_flooding_a_full_disk_does_not_block_until_its_timeout(small_dis
     assert "timed out" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "cannot write this log any more (No space left on device)" in result.stdout + result.stderr
+
+
+# --- schema 4: outbox counts kept by triggers ----------------------------------------------------
+
+
+def test_outbox_counts_follow_every_state_change(tmp_path: Path) -> None:
+    with Ledger(tmp_path / LEDGER_NAME) as ledger:
+        ids = [ledger.enqueue(f"k{i}", "status", {"i": i}) for i in range(4)]
+        ledger.enqueue("k0", "status", {"i": 0})  # ignored: already there
+        ledger.mark_delivered(ids[0])
+        ledger.mark_superseded(ids[1], "newer")
+        ledger.mark_failed(ids[2], "401", final=True)
+        ledger.mark_failed(ids[3], "timeout")  # still pending
+        assert ledger.outbox_counts() == {"delivered": 1, "superseded": 1, "failed": 1, "pending": 1}
+
+
+def test_a_schema_3_ledger_migrates_with_its_outbox_counted(tmp_path: Path) -> None:
+    from cdkit.ledger import MIGRATIONS, SCHEMA_VERSION, _statements
+
+    path = tmp_path / LEDGER_NAME
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:3]:
+        for statement in _statements(migration):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    db.executemany("INSERT INTO outbox (key, kind, payload, state, created_at) VALUES (?, 'status', '{}', ?, 0)",
+                   [("a", "delivered"), ("b", "delivered"), ("c", "pending")])
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.outbox_counts() == {"delivered": 2, "pending": 1}
+        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
