@@ -39,7 +39,8 @@ class PruneSummary(NamedTuple):
     kept_bytes: int
 
 
-def _full_or_error(path: Path, exc: OSError, doing: str) -> LedgerError:
+def disk_error(path: Path, exc: OSError, doing: str) -> LedgerError:
+    """A failed write as the error to show: a full disk is LedgerFull (exit 2), with what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return LedgerFull(f"{path}: no space left on the disk while {doing}. "
                           "Free some space (`cdkit gc` prunes old logs) and run again")
@@ -67,7 +68,7 @@ def run_log_dir(cdkit_dir: Path, run_id: int, changed_files: Sequence[str]) -> t
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _full_or_error(changed, exc, "writing the list of changed files") from None
+        raise disk_error(changed, exc, "writing the list of changed files") from None
     return run_dir, changed
 
 

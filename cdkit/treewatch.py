@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 from cdkit.config import Stage
+from cdkit.errors import GitError
+from cdkit.logs import disk_error
 from cdkit.runner import FAILED, PASSED, StageResult
 from cdkit.setaside import Paths, diff_trees, snapshot_tree
 
@@ -27,17 +29,28 @@ class TreeWatch:
         self.paths = paths
         paths.dir.parent.mkdir(parents=True, exist_ok=True)
         self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
-        if paths.index_file.exists():
-            shutil.copyfile(paths.index_file, self.scratch)
-        # A tree cdkit just checked out is known; anything else is looked at.
-        self.tree = tree or snapshot_tree(paths, scratch=self.scratch)
+        try:
+            if paths.index_file.exists():
+                shutil.copyfile(paths.index_file, self.scratch)
+            # A tree cdkit just checked out is known; anything else is looked at.
+            self.tree = tree or snapshot_tree(paths, scratch=self.scratch)
+        except OSError as exc:  # a full disk: the copy of the index or git's objects cannot be written
+            self.close()
+            raise disk_error(paths.git_dir, exc, "taking a snapshot of the work tree") from None
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.scratch.unlink()
 
     def check(self, stage: Stage, result: StageResult) -> StageResult:
-        now = snapshot_tree(self.paths, scratch=self.scratch, previous=self.tree)
+        try:
+            now = snapshot_tree(self.paths, scratch=self.scratch, previous=self.tree)
+        except (OSError, GitError) as exc:
+            # Fail closed: a stage whose changes to the tree cannot be checked has not passed.
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = f"could not check whether this stage changed the work tree ({why}); free disk space and run again"
+            return result._replace(status=FAILED if result.status == PASSED else result.status,
+                                   reason=f"{result.reason}; {reason}" if result.reason else reason)
         if now == self.tree:
             return result
         diff = diff_trees(self.tree, now, self.paths.root)
