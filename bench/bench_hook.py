@@ -18,13 +18,16 @@ the remote is reset untimed between pushes.
 Then five independent `sleep 0.2` stages: cdkit (`needs: []`) against lefthook
 (`parallel: true`), in a second repository of the same shape.
 
-lefthook comes from the npm registry (`npm install -E lefthook@2.2.1` into a scratch
-directory) unless --lefthook or `lefthook` on PATH gives a binary; pre-commit must be
-importable (`pip install pre-commit`). Prints a Markdown table for the README.
+Run it from a virtualenv holding cdkit, pre-commit and lefthook (`pip install -e . pre-commit
+lefthook`): the hooks call that venv's python, and lefthook's own Go binary from its pip
+package is called by absolute path (--lefthook PATH picks another; without either, npm's
+`lefthook@2.2.1` is installed into a cache). The version printed is the binary's own
+`lefthook version`. Prints a Markdown table for the README.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -36,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LEFTHOOK_VERSION = "2.2.1"
+LEFTHOOK_NPM = "2.2.1"  # only when neither --lefthook, `pip install lefthook` nor PATH has one
 
 CDKIT_NOOP = "version: 1\nstages:\n  - name: noop\n    run: \"true\"\n    on: [pre-push]\n"
 CDKIT_SLEEP = "version: 1\nstages:\n" + "".join(
@@ -64,23 +67,36 @@ def run(*cmd: str, cwd: Path, env: dict[str, str]) -> None:
     subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def find_lefthook(explicit: str | None, scratch: Path) -> Path:
+def find_lefthook(explicit: str | None) -> Path:
+    """The lefthook binary itself (never a wrapper script: that would add an interpreter's start-up)."""
     if explicit:
         return Path(explicit).resolve()
+    spec = importlib.util.find_spec("lefthook")  # `pip install lefthook` ships the Go binary inside
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            found = sorted(Path(location).glob("bin/lefthook-*/lefthook"))
+            if found:
+                return found[0]
     on_path = shutil.which("lefthook")
-    if on_path:
+    if on_path and not Path(on_path).read_bytes()[:2] == b"#!":
         return Path(on_path).resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cdkit-bench" / "lefthook"
-    binary = cache / "node_modules" / "lefthook-linux-x64" / "bin" / "lefthook"
-    if not binary.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        print(f"installing lefthook {LEFTHOOK_VERSION} from npm into {cache} ...", file=sys.stderr)
-        subprocess.run(["npm", "install", "-E", "--no-audit", "--no-fund", f"lefthook@{LEFTHOOK_VERSION}"],
-                       cwd=cache, check=True, stdout=subprocess.DEVNULL)
     found = sorted(cache.glob("node_modules/lefthook-*/bin/lefthook"))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"installing lefthook {LEFTHOOK_NPM} from npm into {cache} ...", file=sys.stderr)
+        subprocess.run(["npm", "install", "-E", "--no-audit", "--no-fund", f"lefthook@{LEFTHOOK_NPM}"],
+                       cwd=cache, check=True, stdout=subprocess.DEVNULL)
+        found = sorted(cache.glob("node_modules/lefthook-*/bin/lefthook"))
     if not found:
         sys.exit(f"no lefthook binary for this platform under {cache}; pass --lefthook PATH")
     return found[0]
+
+
+def binary_version(binary: Path) -> str:
+    """What the binary itself says it is (`lefthook version`), not what we asked a registry for."""
+    out = subprocess.run([str(binary), "version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 class Bench:
@@ -163,7 +179,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     parser.add_argument("--lefthook", metavar="PATH", help="a lefthook binary (default: PATH, else npm)")
     args = parser.parse_args()
-    python = os.path.realpath(sys.executable)
+    # sys.executable as it is: in a virtualenv that is the venv's python (resolving its symlink
+    # would leave the venv, and run cdkit and pre-commit from whatever the base interpreter has).
+    python = sys.executable
     with tempfile.TemporaryDirectory(prefix="cdkit-bench-") as tmp:
         root = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CDKIT", "PRE_COMMIT", "LEFTHOOK"))}
@@ -171,7 +189,8 @@ def main() -> None:
                     "GIT_COMMITTER_EMAIL": "b@example.com", "NO_COLOR": "1", "HOME": str(root),
                     "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
                     "PRE_COMMIT_HOME": str(root / "pre-commit-cache")})
-        lefthook = find_lefthook(args.lefthook, root)
+        lefthook = find_lefthook(args.lefthook)
+        lefthook_version = binary_version(lefthook)
         lefthook_hook = f'#!/bin/sh\nexec {lefthook} run pre-push "$@"\n'
 
         noop = Bench(root, "noop", {".cdkit.yml": CDKIT_NOOP, ".pre-commit-config.yaml": PRE_COMMIT_NOOP,
@@ -199,7 +218,8 @@ def main() -> None:
     med = {key: statistics.median(values) * 1000 for key, values in times.items()}
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, git "
           f"{subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.split()[-1]}, "
-          f"lefthook {LEFTHOOK_VERSION}; {args.rounds} interleaved rounds, median\n")
+          f"lefthook {lefthook_version} ({lefthook}), cdkit and pre-commit from {sys.prefix}; "
+          f"{args.rounds} interleaved rounds, median\n")
     print("One `on: pre-push` stage running `true`, one-commit fast-forward push:\n")
     print("| hook | push (ms) | added by the hook (ms) | added vs pre-commit | added vs lefthook |")
     print("|---|---:|---:|---:|---:|")
