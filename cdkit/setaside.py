@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -142,20 +143,26 @@ def cannot_switch(root: Path, git_dir: Path) -> str | None:
 
 
 def hidden_files(root: Path, git_dir: Path) -> str | None:
-    """Why `git status` may call this tree clean while files differ from the commit (None: it may not)."""
-    if git.config_true("core.sparseCheckout", cwd=root):
-        return "the work tree is a sparse checkout"
-    for entry in git.git_b("ls-files", "-v", "-z", cwd=root).split(b"\0"):
-        if not entry:
-            continue
-        tag = entry[:1]
+    """Why `git status` may call this tree clean while files differ from the commit (None: it may not).
+
+    One `git ls-files -v`: every entry tagged `H` is an ordinary tracked file; a sparse
+    checkout shows as `S` (skip-worktree) entries, assume-unchanged ones in lower case.
+    """
+    listing = git.git_b("ls-files", "-v", "-z", cwd=root)
+    for odd in _NOT_ORDINARY.finditer(listing):  # usually none: no Python loop over every file
+        start = odd.end()
+        entry = listing[start:listing.find(b"\0", start)]
+        tag, name = entry[:1], git.decode(entry[2:])
         if tag == b"S":
-            return f"{git.decode(entry[2:])} is marked --skip-worktree"
+            return f"{name} is marked --skip-worktree (a sparse checkout)"
         if tag.islower():
-            return f"{git.decode(entry[2:])} is marked --assume-unchanged"
+            return f"{name} is marked --assume-unchanged"
         if tag == b"M":
             return "the index has unmerged paths"
     return None
+
+
+_NOT_ORDINARY = re.compile(rb"(?:^|\0)(?=[^H\0])")  # the start of an entry whose tag is not H
 
 
 # --- the record --------------------------------------------------------------------------------

@@ -364,14 +364,16 @@ def test_sparse_checkout_is_judged_in_a_worktree_and_recorded_dirty(project: tup
     assert '"dirty": true' in log.stdout
 
 
-def test_skip_worktree_entry_is_not_clean(project: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
+def test_hidden_entries_are_not_clean(project: tuple[Path, Path], flag: str) -> None:
     repo, _ = project
-    git(repo, "update-index", "--skip-worktree", "README")
+    git(repo, "update-index", flag, "README")
     write(repo, {"README": "edited, hidden from git status\n"})
     assert git(repo, "status", "--porcelain") == ""  # git calls it clean
     commit(repo, {"src/calc/more.py": "z = 3\n"}, "more")
     result = push(repo, "origin", "main")
-    assert "--skip-worktree" in result.stderr
+    assert result.returncode == 0, result.stderr  # the commit is fine; only its verdict cannot count
+    assert f"README is marked {flag}" in result.stderr and "does not count" in result.stderr
     assert (repo / "README").read_text() == "edited, hidden from git status\n"
 
 
