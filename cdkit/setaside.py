@@ -614,15 +614,29 @@ class InPlace:
                 with deferred_signals():
                     restore(self.p, self.manifest)
             raise
+        except (OSError, git.GitError) as exc:  # a full disk, a read-only git dir: whatever was done is undone
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SetAsideError(f"could not set your work aside to judge {self.target[:12]} in place ({why}); "
+                                "nothing of yours was changed. Free disk space (or fix the permissions of "
+                                f"{self.p.dir.parent}) and push again") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self.manifest is not None
         with deferred_signals():
-            changed, patch = self._save_stage_changes(self.manifest)
-            restore(self.p, self.manifest)
+            try:
+                changed, patch = self._save_stage_changes(self.manifest)
+            except OSError:
+                changed, patch = None, None  # no room for the patch: the way back does not depend on it
+            try:
+                restore(self.p, self.manifest)
+            except (OSError, CdkitError) as error:
+                why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+                raise SetAsideError(f"could not put your work back yet ({why}); it is safe in {self.p.dir}. "
+                                    "Free disk space, then run `cdkit hook recover`") from None
             if changed is not None:
-                self.leftovers = self._reapply(self.manifest, changed, patch)
+                with contextlib.suppress(OSError, CdkitError):  # the patch has every change in any case
+                    self.leftovers = self._reapply(self.manifest, changed, patch)
 
     def _save_stage_changes(self, manifest: Manifest) -> tuple[str | None, Path | None]:
         try:

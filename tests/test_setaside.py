@@ -11,13 +11,14 @@ untracked and ignored files included), and pairs each block with a push that mus
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,45 @@ def test_a_fixer_stage_fails_in_ci_too(tmp_path: Path) -> None:
     (repo / "generated.txt").unlink()
     run = run_action(repo, "push", push_payload(head, allowed), sha=allowed)
     assert run.proc.returncode == 0, run.proc.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for this test (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_setting_work_aside_changes_nothing(small_disk: Path) -> None:
+    repo = make_repo(small_disk / "repo")
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: check, run: "true", on: [pre-push]}
+        """), "a.txt": "a\n"}, "initial")
+    git(repo, "branch", "topic")
+    commit_on(repo, "topic", {"b.txt": "b\n"})
+    (repo / "a.txt").write_text("my change\n")
+    (repo / "data.bin").write_bytes(os.urandom(300_000))  # untracked: the snapshot must store it
+    assert cdkit("run", "--head", "topic", cwd=repo).returncode == 0  # positive control: room enough
+    filler = small_disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as out:
+        while True:
+            out.write(b"\0" * 65536)
+    os.truncate(filler, max(0, filler.stat().st_size - 150_000))  # room for the ledger, not the snapshot
+    (repo / "data.bin").write_bytes(os.urandom(300_000))  # new bytes: a new blob to store
+    before = user_state(repo)
+    result = cdkit("run", "--head", "topic", cwd=repo)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing of yours was changed" in result.stderr and "Traceback" not in result.stderr
+    assert user_state(repo) == before
+    assert not (repo / ".git" / "cdkit" / "setaside").exists()
