@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cdkit import git
-from cdkit.errors import CdkitError, EXIT_USAGE
+from cdkit.errors import EXIT_USAGE, CdkitError, GitError
 from cdkit.util import HOST, cmd_output_b, local_process_gone
 
 SETASIDE_DIR = "setaside"
@@ -614,7 +614,7 @@ class InPlace:
                 with deferred_signals():
                     restore(self.p, self.manifest)
             raise
-        except (OSError, git.GitError) as exc:  # a full disk, a read-only git dir: whatever was done is undone
+        except (OSError, GitError) as exc:  # a full disk, a read-only git dir: whatever was done is undone
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise SetAsideError(f"could not set your work aside to judge {self.target[:12]} in place ({why}); "
                                 "nothing of yours was changed. Free disk space (or fix the permissions of "
