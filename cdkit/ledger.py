@@ -143,6 +143,18 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _skip_checkpoint_on_close(db: sqlite3.Connection) -> None:
+    """No WAL checkpoint when this connection closes (Python 3.12+ exposes the switch; 3.10/3.11 do not).
+
+    Every short-lived cdkit process (each push) would otherwise copy the WAL back into the
+    database on exit; SQLite's automatic checkpoint at 1,000 pages still bounds the WAL.
+    """
+    flag = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+    setconfig = getattr(db, "setconfig", None)
+    if flag is not None and setconfig is not None:
+        setconfig(flag, True)
+
+
 def _statements(script: str) -> list[str]:
     """A migration's statements, one each (a trigger's body holds `;` too), to run inside our transaction.
 
@@ -377,6 +389,7 @@ class Ledger:
             # records ~10); only a power loss can drop the very last writes.
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA foreign_keys = ON")
+            _skip_checkpoint_on_close(self.db)
             self._migrate()
         except sqlite3.Error as exc:
             self.db.close()
