@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import yaml
 
 DEFAULT_CONFIG = ".cdkit.yml"
+CONFIG_NAMES = (DEFAULT_CONFIG, ".cdkit.yaml")  # both spellings are found; both at once is an error
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 DEFAULT_TIMEOUT = 30 * 60.0
 
@@ -237,16 +238,56 @@ def _compose(text: str, filename: str) -> _Document:
     try:
         node = yaml.compose(text, Loader=_strict_loader())
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([f"{filename}:{where}: invalid YAML: {problem}"]) from None
+        raise ConfigError([_yaml_error_message(exc, text, filename)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{filename}:1:1: invalid YAML: {exc}"]) from None
     if node is None:
         raise ConfigError([f"{filename}:1:1: the file is empty (start with `version: 1` and a `stages:` list)"])
     doc.data = _convert(node, (), doc, filename)
     return doc
+
+
+# The parser's words for the three mistakes people make most, in plain words. libyaml and the
+# pure-Python parser word them differently; both are matched.
+_INDENTATION_PROBLEMS = ("did not find expected key", "did not find expected '-' indicator",
+                         "mapping values are not allowed", "expected <block end>")
+INDENTATION_HINT = ("the indentation here does not line up: keys of one mapping, and the `-` items of one list, "
+                    "must start in the same column as the ones above")
+TAB_HINT = "tabs are not allowed for indentation in YAML; use spaces"
+UNCLOSED_QUOTE_HINT = "this quoted string is never closed; add the closing quote (or leave the value unquoted)"
+
+
+def _yaml_error_message(exc: yaml.MarkedYAMLError, text: str, filename: str) -> str:
+    """`FILE:LINE:COL: invalid YAML: what, in plain words`, then the line and a caret under the column."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    lines = text.split("\n")
+    line_text = lines[mark.line] if mark and mark.line < len(lines) else ""
+    at_tab = mark is not None and line_text[mark.column:mark.column + 1] == "\t"
+    if at_tab or "tab" in problem:
+        plain = TAB_HINT
+    elif "quoted scalar" in (exc.context or "") and exc.context_mark is not None:
+        mark, plain = exc.context_mark, UNCLOSED_QUOTE_HINT  # point at the opening quote, not the end of file
+    elif any(p in problem for p in _INDENTATION_PROBLEMS):
+        plain = f"{INDENTATION_HINT} (the parser says: {problem})"
+    elif not line_text.strip() and exc.context_mark is not None:
+        # Reached the end of the file looking for a closing bracket: show where it opened.
+        what = (exc.context or "").removeprefix("while parsing ").removeprefix("while scanning ")
+        mark, plain = exc.context_mark, f"{problem}: {what} starts here and is never closed"
+    else:
+        plain = problem
+    if mark is None:
+        return f"{filename}:1:1: invalid YAML: {plain}"
+    message = f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {plain}"
+    return message + _caret(lines[mark.line] if mark.line < len(lines) else "", mark.column)
+
+
+def _caret(line: str, column: int) -> str:
+    """The offending line and a caret under `column` (tabs copied so the caret lines up)."""
+    if not line.strip():
+        return ""
+    pad = "".join(c if c == "\t" else " " for c in line[:column])
+    return f"\n    {line}\n    {pad}^"
 
 
 # --- Schema validation ----------------------------------------------------------------------
@@ -333,6 +374,9 @@ class _Validator:
 
     def validate(self, value: Any, schema: dict[str, Any], path: JsonPath) -> None:
         schema, ref = self.resolve(schema)
+        if "anyOf" in schema:
+            self._check_any_of(value, schema["anyOf"], path)
+            return
         expected = schema.get("type")
         if expected and not _TYPE_CHECKS[expected](value):
             if ref in _HINTS:
@@ -344,7 +388,7 @@ class _Validator:
             import json
 
             choices = ", ".join(json.dumps(e) for e in schema["enum"])
-            self.problems.append((path, f"{self.shown(value, path)} is not one of {choices}"))
+            self.problems.append((path, f"{self.shown(value, path)} is not one of {choices}{_enum_hint(value, path)}"))
             return
         if isinstance(value, str):
             self._check_string(value, schema, ref, path)
@@ -354,6 +398,23 @@ class _Validator:
             self._check_array(value, schema, path)
         elif isinstance(value, dict):
             self._check_object(value, schema, path)
+
+    def _check_any_of(self, value: Any, choices: list[dict[str, Any]], path: JsonPath) -> None:
+        """Valid when one choice accepts it; else the problems of the choice of the value's own type."""
+        attempts: list[list[tuple[JsonPath, str]]] = []
+        for choice in choices:
+            trial = _Validator(self.schema, self.where)
+            trial.validate(value, choice, path)
+            if not trial.problems:
+                return
+            attempts.append(trial.problems)
+        types = [self.resolve(c)[0].get("type") for c in choices]
+        for kind, problems in zip(types, attempts):
+            if kind and _TYPE_CHECKS[kind](value):
+                self.problems += problems
+                return
+        wanted = " or ".join(_TYPE_NAMES[t] for t in types if t)
+        self.problems.append((path, f"expected {wanted}, got {self.shown(value, path)}{_any_of_hint(value, path, self.shown(value, path))}"))
 
     def _check_string(self, value: str, schema: dict[str, Any], ref: str | None, path: JsonPath) -> None:
         if len(value) < schema.get("minLength", 0):
@@ -403,6 +464,29 @@ class _Validator:
                 self.problems.append((path + (key,), _unknown_key_message(key, list(properties))))
             elif isinstance(extra, dict):
                 self.validate(item, extra, path + (key,))
+
+
+# Names a GitHub workflow's `on:` takes; written in a stage's `on:` they are a mix-up worth naming.
+GITHUB_EVENT_NAMES = frozenset({
+    "push", "pull_request", "pull_request_target", "pull_request_review", "workflow_dispatch", "merge_group",
+    "deployment", "schedule", "release", "workflow_run", "workflow_call", "pre-commit", "commit",
+})
+
+
+def _enum_hint(value: Any, path: JsonPath) -> str:
+    on_path = "on" in path[-2:] and path[:1] == ("stages",)
+    if on_path and isinstance(value, str) and value in GITHUB_EVENT_NAMES:
+        return ("; GitHub events (push, pull_request, ...) belong in the workflow's `on:` "
+                "(.github/workflows/cdkit.yml); a stage's `on:` says where it runs: pre-push, ci, or both")
+    return ""
+
+
+def _any_of_hint(value: Any, path: JsonPath, shown: str) -> str:
+    if len(path) >= 2 and path[-2] == "env" and isinstance(value, (bool, float)):
+        import json
+
+        return f"; quote it to pass the text as written: {path[-1]}: {json.dumps(shown)}"
+    return ""
 
 
 def _matches(pattern: str, value: str) -> bool:
@@ -464,6 +548,34 @@ def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> I
                 f"{approval['required']} approvals cannot be had via environment: GitHub releases an environment "
                 "after one of its required reviewers approves; use via: review for several approvals"
             )
+
+
+def _working_directory_problems(stages: list[dict[str, Any]], root: Path | None) -> Iterator[tuple[JsonPath, str]]:
+    """A stage runs inside the repository: never above it, never at an absolute path."""
+    import posixpath
+
+    for i, stage in enumerate(stages):
+        directory = stage.get("working_directory")
+        if directory is None:
+            continue
+        path = ("stages", i, "working_directory")
+        normal = posixpath.normpath(directory)
+        if posixpath.isabs(directory) or normal == ".." or normal.startswith("../"):
+            yield path, (f"{_describe(directory)} is outside the repository; give a directory relative to the "
+                         "repository root, inside it (e.g. services/api)")
+        elif root is not None and not (root / normal).is_dir():
+            yield path, (f"{_describe(directory)} is not a directory in {root}; create it, or fix the path "
+                         "(relative to the repository root)")
+        elif root is not None and not _inside(root / normal, root):
+            yield path, f"{_describe(directory)} leads outside the repository (through a symbolic link)"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _glob_problems(stages: list[dict[str, Any]]) -> Iterator[tuple[JsonPath, str]]:
@@ -593,8 +705,24 @@ def decode_config(raw: bytes, filename: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def load_text(text: str, filename: str = DEFAULT_CONFIG) -> Pipeline:
-    """Parse and validate pipeline text; raise ConfigError listing every problem."""
+def find_config(root: Path) -> Path:
+    """The pipeline file at the repository root: `.cdkit.yml` or `.cdkit.yaml`, never both.
+
+    When neither exists, the default name (so a message can say what to create).
+    """
+    present = [root / name for name in CONFIG_NAMES if (root / name).is_file()]
+    if len(present) > 1:
+        raise ConfigError([f"{present[0]} and {present[1]} both exist; cdkit reads one pipeline file: "
+                           f"merge them into {DEFAULT_CONFIG} and delete {present[1].name}"])
+    return present[0] if present else root / DEFAULT_CONFIG
+
+
+def load_text(text: str, filename: str = DEFAULT_CONFIG, *, root: Path | None = None) -> Pipeline:
+    """Parse and validate pipeline text; raise ConfigError listing every problem.
+
+    With `root` (the work tree the file belongs to), what can be known about the tree is
+    checked too: every `working_directory` exists there.
+    """
     doc = _compose(text, filename)
     problems: list[tuple[JsonPath, str]] = []
     if not doc.errors:
@@ -606,6 +734,7 @@ def load_text(text: str, filename: str = DEFAULT_CONFIG) -> Pipeline:
             problems += list(_version_problems(doc.data))
             if not problems:
                 problems += list(_semantic_problems(doc.data, doc.where))
+                problems += list(_working_directory_problems(doc.data.get("stages") or [], root))
     messages = doc.errors + [_locate(filename, doc, path, message) for path, message in problems]
     if messages:
         raise ConfigError(messages)
@@ -620,8 +749,8 @@ def _locate(filename: str, doc: _Document, path: JsonPath, message: str) -> str:
     return f"{filename}:{where.line}:{where.column}: {_dotted(path)}: {message}"
 
 
-def load(path: str | Path) -> Pipeline:
-    """Read, parse and validate the pipeline file at `path`."""
+def load(path: str | Path, *, root: Path | None = None) -> Pipeline:
+    """Read, parse and validate the pipeline file at `path` (`root`: see `load_text`)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -631,7 +760,12 @@ def load(path: str | Path) -> Pipeline:
         ) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the pipeline file: {exc.strerror}"]) from None
-    return load_text(decode_config(raw, str(path)), str(path))
+    return load_text(decode_config(raw, str(path)), str(path), root=root)
+
+
+def _as_tuple(value: str | list[str]) -> tuple[str, ...]:
+    """`on: pre-push` means `on: [pre-push]`."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _build(data: dict[str, Any], filename: str) -> Pipeline:
@@ -645,11 +779,11 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
             Stage(
                 name=raw["name"],
                 run=raw["run"],
-                on=tuple(raw.get("on", ["ci"])),
+                on=_as_tuple(raw.get("on", ["ci"])),
                 paths=tuple(raw["paths"]) if "paths" in raw else None,
                 needs=tuple(needs),
                 timeout=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_TIMEOUT,
-                env=dict(raw.get("env") or {}),
+                env={key: str(value) for key, value in (raw.get("env") or {}).items()},  # 3 -> "3"
                 working_directory=raw.get("working_directory"),
                 allow_changes=bool(raw.get("allow_changes", False)),
             )

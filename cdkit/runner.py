@@ -183,6 +183,21 @@ def _stage_env(stage: Stage, ctx: RunContext, extra: Mapping[str, str]) -> dict[
     return env
 
 
+def _working_directory_problem(stage: Stage, workdir: Path) -> str | None:
+    """Why the stage's working_directory cannot be used in this tree, in words (None when it can)."""
+    if not stage.working_directory:
+        return None
+    target = workdir / stage.working_directory
+    if not target.is_dir():
+        return (f"working_directory {stage.working_directory} does not exist in the tree being checked ({workdir}); "
+                "create and commit it, or fix working_directory in the pipeline")
+    try:
+        target.resolve().relative_to(workdir.resolve())
+    except ValueError:
+        return f"working_directory {stage.working_directory} leads outside the repository"
+    return None
+
+
 def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
            events: queue.SimpleQueue[tuple[str, str, object]], clock: Callable[[], float]) -> _Running:
     log_path = ctx.log_dir / f"{stage.name}.log"
@@ -276,11 +291,15 @@ class Runner:
             if all(self.state.results.get(n, None) is not None and self.state.results[n].status == PASSED
                    for n in self._needs(stage)):
                 self.state.pending.remove(stage)
+                problem = _working_directory_problem(stage, self.ctx.workdir)
                 try:
-                    running = _start(stage, self.ctx, self.extra_env, self.events, self.clock)
+                    if problem is None:
+                        running = _start(stage, self.ctx, self.extra_env, self.events, self.clock)
                 except OSError as exc:
+                    problem = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+                if problem is not None:
                     now = self.clock()
-                    self._finish(stage, StageResult(stage.name, FAILED, f"could not start: {exc}",
+                    self._finish(stage, StageResult(stage.name, FAILED, f"could not start: {problem}",
                                                     started_at=now, finished_at=now, command=stage.run))
                     continue
                 self.state.running[stage.name] = running

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cdkit import git, setaside
-from cdkit.config import DEFAULT_CONFIG, Pipeline, decode_config, load, load_text
+from cdkit.config import Pipeline, decode_config, find_config, load, load_text
 from cdkit.errors import UsageError
 from cdkit.events import Trigger
 from cdkit.ledger import Ledger, LedgerError
@@ -34,7 +34,7 @@ def find_workspace(config: str | None, cwd: str | os.PathLike[str] | None = None
     if repo.root is None:
         raise UsageError(f"{repo.git_dir}: a bare repository has no work tree to run stages in")
     base = Path(cwd) if cwd else Path.cwd()
-    config_path = (base / config) if config else repo.root / DEFAULT_CONFIG
+    config_path = (base / config) if config else find_config(repo.root)
     return Workspace(repo=repo, root=repo.root, config_path=config_path)
 
 

@@ -43,7 +43,8 @@ def test_empty_needs_means_none() -> None:
 
 def test_invalid_yaml_points_at_line_and_column() -> None:
     assert errors_of("version: 1\nstages:\n  - name: [a\n") == [
-        ".cdkit.yml:4:1: invalid YAML: did not find expected ',' or ']'"
+        ".cdkit.yml:3:11: invalid YAML: did not find expected ',' or ']': a flow sequence starts here and is "
+        "never closed\n      - name: [a\n              ^"
     ]
 
 
@@ -89,7 +90,7 @@ def test_yaml_11_coercions_at_top_level(line: str, message: str | None) -> None:
 
 def test_on_yes_is_not_a_boolean() -> None:
     text = "version: 1\nstages:\n  - name: a\n    run: x\n    on: yes\n"
-    assert errors_of(text) == ['.cdkit.yml:5:9: stages[0].on: expected a list, got "yes"']
+    assert errors_of(text) == ['.cdkit.yml:5:9: stages[0].on: "yes" is not one of "pre-push", "ci"']
 
 
 def test_on_key_is_a_string_not_true() -> None:
