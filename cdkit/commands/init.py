@@ -1,8 +1,11 @@
-"""`cdkit init`: a starter `.cdkit.yml` and `.github/workflows/cdkit.yml` for one mode.
+"""`cdkit init`: a `.cdkit.yml` that fits the project, and `.github/workflows/cdkit.yml` for one mode.
 
-The files are package data under `cdkit/templates/`, filled in with plain string
-replacement (workflow text is full of `${{ }}`, which template engines would eat).
-Nothing existing is overwritten without `--force`.
+The stages come from what the repository uses (`cdkit.detect`): only tools present now, so
+the pipeline passes the day it is written. The files are package data under
+`cdkit/templates/`, filled in with plain string replacement (workflow text is full of
+`${{ }}`, which template engines would eat). Nothing existing is overwritten without
+`--force`. Then `validate` and `plan` run on what was written, and three commands to try next
+are printed.
 """
 from __future__ import annotations
 
@@ -10,9 +13,12 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import json
+
 from cdkit import __version__, git, output
-from cdkit.config import DEFAULT_CONFIG, load_text
-from cdkit.errors import UsageError
+from cdkit.config import CONFIG_NAMES, DEFAULT_CONFIG, load_text
+from cdkit.detect import Proposal, detect
+from cdkit.errors import CdkitError, UsageError
 
 WORKFLOW_PATH = Path(".github/workflows/cdkit.yml")
 
@@ -32,7 +38,15 @@ _APPROVAL_BLOCKS = {
         "      via: review  # approving pull-request reviews on the exact commit\n"
         "      required: 1\n"
     ),
+    "local": (
+        "    approval:\n"
+        "      via: local  # `cdkit approve SHA --env production` records it in the ledger; works offline\n"
+    ),
 }
+
+# When no tool is recognised: one stage that passes, saying what to put there.
+FALLBACK_STAGE = Proposal("check", "true", ("pre-push", "ci"), needs=(),
+                          comment="nothing recognised here: replace with your checks, e.g. make test")
 
 
 def workflow_template(mode: str, approval: str | None) -> str:
@@ -49,10 +63,32 @@ def render_workflow(mode: str, approval: str | None, *, release_branch: str = "m
     return text.replace("@@ACTION@@", action_ref()).replace("@@RELEASE_BRANCH@@", release_branch)
 
 
-def render_pipeline(mode: str, approval: str | None, *, release_branch: str = "main") -> str:
+def _yaml_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(json.dumps(i) if any(c in i for c in "*!,[]{}:#") else i for i in items) + "]"
+
+
+def render_stage(stage: Proposal) -> str:
+    """One stage as YAML; every value written as a JSON string, which YAML reads back unchanged."""
+    lines = [f"  - name: {stage.name}" + (f"  # {stage.comment}" if stage.comment else ""),
+             f"    run: {json.dumps(stage.run)}",
+             f"    on: {_yaml_list(stage.on)}"]
+    if stage.paths:
+        lines.append(f"    paths: {_yaml_list(stage.paths)}")
+    if stage.needs is not None:
+        lines.append(f"    needs: {_yaml_list(stage.needs)}")
+    if stage.allow_changes:
+        lines.append("    allow_changes: true")
+    return "\n".join(lines) + "\n"
+
+
+def render_pipeline(mode: str, approval: str | None, *, release_branch: str = "main",
+                    stages: list[Proposal] | None = None, kinds: list[str] | None = None) -> str:
     text = resources.files("cdkit").joinpath("templates").joinpath("pipeline.yml").read_text(encoding="utf-8")
     block = _APPROVAL_BLOCKS[approval or "environment"] if mode == "delivery" else ""
+    detected = f"# Stages found for this repository ({', '.join(kinds)}) by `cdkit init`.\n" if kinds else ""
     text = text.replace("@@MODE@@", mode).replace("@@RELEASE_BRANCH@@", release_branch)
+    text = text.replace("@@DETECTED@@\n", detected)
+    text = text.replace("@@STAGES@@\n", "".join(render_stage(s) for s in (stages or [FALLBACK_STAGE])) + "\n")
     return text.replace("@@APPROVAL@@\n", block)
 
 
@@ -71,30 +107,69 @@ def init(*, mode: str, approval: str | None, force: bool, cwd: str | os.PathLike
     if repo.root is None:
         raise UsageError(f"{repo.git_dir}: a bare repository has no work tree to write .cdkit.yml into")
     root = repo.root
-    existing = [p for p in (root / DEFAULT_CONFIG, root / WORKFLOW_PATH) if p.exists()]
+    writes_workflow = approval != "local"  # local approval is the offline setup: no GitHub workflow
+    candidates = [root / name for name in CONFIG_NAMES] + ([root / WORKFLOW_PATH] if writes_workflow else [])
+    existing = [p for p in candidates if p.exists()]
     if existing and not force:
         names = ", ".join(str(p.relative_to(root)) for p in existing)
         raise UsageError(f"{names} already exist(s); nothing was written. Re-run with --force to overwrite")
     branch = _release_branch(root)
-    pipeline_text = render_pipeline(mode, approval, release_branch=branch)
+    stages, kinds, notes = detect(root)
+    pipeline_text = render_pipeline(mode, approval, release_branch=branch, stages=stages, kinds=kinds)
     load_text(pipeline_text, DEFAULT_CONFIG)  # a starter that fails `cdkit validate` is a bug: fail here
+    (root / ".cdkit.yaml").unlink(missing_ok=True)  # --force: one pipeline file, never two
     (root / DEFAULT_CONFIG).write_text(pipeline_text, encoding="utf-8")
-    (root / WORKFLOW_PATH).parent.mkdir(parents=True, exist_ok=True)
-    (root / WORKFLOW_PATH).write_text(render_workflow(mode, approval, release_branch=branch), encoding="utf-8")
+    written = DEFAULT_CONFIG
+    if writes_workflow:
+        (root / WORKFLOW_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (root / WORKFLOW_PATH).write_text(render_workflow(mode, approval, release_branch=branch), encoding="utf-8")
+        written += f" and {WORKFLOW_PATH}"
     how = "deploys every passing commit" if mode == "deployment" else f"waits for approval via {approval}"
-    output.write_line(f"cdkit: wrote {DEFAULT_CONFIG} and {WORKFLOW_PATH} ({mode} mode: {branch} {how})")
-    for step in _next_steps(mode, approval):
-        output.write_line(f"  next: {step}")
+    output.write_line(f"cdkit: wrote {written} ({mode} mode: {branch} {how})")
+    found = ", ".join(kinds) if kinds else "nothing recognised (one placeholder stage `check`)"
+    output.write_line(f"cdkit: found {found}; stages: {', '.join(s.name for s in stages) or 'check'}")
+    for note in notes:
+        output.write_line(f"cdkit: note: {note}")
+    _validate_and_plan(root)
+    for step in _release_steps(mode, approval):
+        output.write_line(f"  before releasing: {step}")
+    output.write_line("try next:")
+    for command in _next_commands():
+        output.write_line(f"  {command}")
     return 0
 
 
-def _next_steps(mode: str, approval: str | None) -> list[str]:
-    steps = ["edit the `run:` commands in .cdkit.yml, then `cdkit validate`",
-             "`cdkit hook install` to run the pre-push stages before every push"]
+def _validate_and_plan(root: Path) -> None:
+    """What `cdkit validate` and `cdkit plan` say about the file just written."""
+    from cdkit.commands.plan import plan
+    from cdkit.commands.validate import validate
+
+    output.write_line("$ cdkit validate")
+    validate(config=None, cwd=root)
+    output.write_line("$ cdkit plan --trigger pre-push")
+    if git.head_sha(cwd=root) is None:
+        output.write_line("(no commit yet: commit something, then `cdkit plan`)")
+        return
+    try:
+        plan(config=None, base=None, head=None, trigger="pre-push", as_json=False, cwd=root)
+    except CdkitError as exc:
+        output.write_line(f"(cdkit plan: {exc})")
+
+
+def _next_commands() -> list[str]:
+    return ["cdkit run             # run the stages now, in this work tree",
+            "cdkit hook install    # run the pre-push stages before every git push",
+            "cdkit doctor          # check the hook, the tools the stages call, the remote and the token"]
+
+
+def _release_steps(mode: str, approval: str | None) -> list[str]:
     if mode == "delivery" and approval == "environment":
-        steps.append("create the `production` environment with required reviewers "
-                     "(Settings > Environments); cdkit refuses to deploy to an unprotected one")
+        return ["create the `production` environment with required reviewers (Settings > Environments); "
+                "cdkit refuses to deploy to an unprotected one"]
     if mode == "delivery" and approval == "review":
-        steps.append("protect the release branch so changes arrive through reviewed pull requests")
-    steps.append("commit both files and push")
-    return steps
+        return ["protect the release branch so changes arrive through reviewed pull requests"]
+    if mode == "delivery" and approval == "local":
+        return ["replace the `deploy:` command of production; then someone who did not write the commits "
+                "approves one (`cdkit approve SHA --env production`) and `cdkit deploy --env production` releases "
+                "it, all recorded in the ledger, offline"]
+    return ["replace the `deploy:` command of production"]
