@@ -157,6 +157,21 @@ def sync(config: str | None, token: str | None, max_wait: float, as_json: bool) 
 
 
 @cli.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def doctor(config: str | None, as_json: bool) -> int:
+    """Check the pipeline, hook, tools, remote, token, ledger and outbox; say how to fix each problem.
+
+    Exit 0 when all is well, 1 when something needs fixing. Changes nothing.
+
+    Example: cdkit doctor --json
+    """
+    from cdkit.commands.doctor import doctor as command
+
+    return command(config=config, as_json=as_json)
+
+
+@cli.command()
 @click.option("--keep", is_flag=True, help="Keep the throwaway repository and print where it is.")
 def demo(keep: bool) -> int:
     """Show cdkit end to end in a throwaway repository (no GitHub, no token, nothing here touched)."""
@@ -376,11 +391,18 @@ def action() -> int:
 @cli.command()
 @click.option("--mode", type=click.Choice(["delivery", "deployment"]), default="delivery", show_default=True,
               help="deployment: every passing commit on the release branch deploys; delivery: it waits for approval.")
-@click.option("--approval", type=click.Choice(["environment", "review"]), default=None,
-              help="Delivery mode: approve with a GitHub environment's reviewers (default), or with approving PR reviews.")
+@click.option("--approval", type=click.Choice(["environment", "review", "local"]), default=None,
+              help="Delivery mode: approve with a GitHub environment's reviewers (default), with approving PR "
+                   "reviews, or locally with `cdkit approve` (offline: no workflow is written).")
 @click.option("--force", is_flag=True, help="Overwrite existing .cdkit.yml and .github/workflows/cdkit.yml.")
 def init(mode: str, approval: str | None, force: bool) -> int:
-    """Write a starter .cdkit.yml and .github/workflows/cdkit.yml for the chosen mode."""
+    """Write a .cdkit.yml whose stages fit this project, and a workflow; then validate and plan it.
+
+    The stages come from what the repository uses (pyproject.toml, package.json, go.mod,
+    Cargo.toml, a Makefile's lint/test targets), only with tools present now.
+
+    Example: cdkit init --approval local
+    """
     from cdkit.commands.init import init as command
 
     return command(mode=mode, approval=approval, force=force)
