@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from cdkit import __version__
+from cdkit.cli_help import CdkitGroup, complete_environment, complete_stage
 from cdkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CdkitError, ConfigError
 
 CONFIG_OPTION = click.option(
@@ -38,6 +39,7 @@ MAX_WAIT_OPTION = click.option(
 
 
 @click.group(
+    cls=CdkitGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
 )
@@ -85,7 +87,10 @@ def plan(config: str | None, base: str | None, head: str | None, trigger: str, a
 @click.option("--head", metavar="REV",
               help="Run on this commit, checked out in the work tree with your uncommitted work set aside and put "
                    "back afterwards (default: the work tree as it is).")
-@click.option("--stage", "stages", metavar="NAME", multiple=True, help="Run only this stage (repeatable).")
+@click.argument("stage_names", metavar="[STAGE]...", nargs=-1)
+@click.option("--stage", "stages", metavar="NAME", multiple=True,
+              help="Run only this stage (repeatable; the same as naming it as an argument).")
+@click.option("--with-needs", is_flag=True, help="With stages named: also run the stages they need, transitively.")
 @click.option("--trigger", type=TRIGGER_CHOICE, default="ci", show_default=True, help="Which `on:` stages apply.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel stages (default: CPU count).")
 @click.option("--report", type=click.Choice(["auto", "checks", "statuses", "none"]), default=None,
@@ -94,18 +99,22 @@ def plan(config: str | None, base: str | None, head: str | None, trigger: str, a
 @TOKEN_OPTION
 @MAX_WAIT_OPTION
 @JSON_OPTION
-def run(config: str | None, base: str | None, head: str | None, stages: tuple[str, ...], trigger: str,
-        jobs: int | None, report: str | None, token: str | None, max_wait: float, as_json: bool) -> int:
+def run(config: str | None, base: str | None, head: str | None, stage_names: tuple[str, ...],
+        stages: tuple[str, ...], with_needs: bool, trigger: str, jobs: int | None, report: str | None,
+        token: str | None, max_wait: float, as_json: bool) -> int:
     """Run the pipeline's stages in dependency order and record the results.
 
+    Name stages to run only those (`cdkit run lint`); --with-needs adds what they need.
     Set CDKIT_SKIP=a,b to skip stages (each skip is recorded). With a GitHub token
     (GITHUB_TOKEN or GH_TOKEN) and repository (GITHUB_REPOSITORY or the origin URL),
     every stage is also reported on the commit as cdkit/<stage>.
     """
     from cdkit.commands.run import run as command
 
-    return command(config=config, base=base, head=head, stages=stages, trigger=trigger, jobs=jobs, as_json=as_json,
-                   report=report, token=token, max_wait=max_wait)
+    if with_needs and not (stage_names or stages):
+        raise click.UsageError("--with-needs goes with named stages: cdkit run STAGE --with-needs")
+    return command(config=config, base=base, head=head, stages=stage_names + stages, trigger=trigger, jobs=jobs,
+                   as_json=as_json, report=report, token=token, max_wait=max_wait, with_needs=with_needs)
 
 
 @cli.command()
@@ -441,6 +450,22 @@ def release_check(config: str | None, environment: str, no_deploy: bool, as_json
 
     return command(environment=environment, deploy_now=not no_deploy, config=config, as_json=as_json)
 
+def _complete_names(group: click.Group) -> None:
+    """Stage and environment names complete from the pipeline (`--stage`, STAGE, `--env`).
+
+    Attached here, once for every command, rather than on each option: new commands get it too.
+    """
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_names(command)
+            continue
+        for param in command.params:
+            if param.name in ("stages", "stage_names"):
+                param._custom_shell_complete = complete_stage
+            elif param.name == "environment":
+                param._custom_shell_complete = complete_environment
+
+
 def _crash_report(exc: BaseException) -> str:
     import platform
     import traceback
@@ -468,6 +493,9 @@ def _error(text: str) -> None:
         Actions(dict(os.environ), sys.stderr).print_untrusted(text)
     else:
         click.echo(text, err=True)
+
+
+_complete_names(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

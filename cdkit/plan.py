@@ -144,3 +144,17 @@ def make_plan(
     skip_set, only_set = frozenset(skip), frozenset(only)
     files = _ChangedFiles(trigger.changed_files, symlinks)
     return Plan(trigger, tuple(_decide(s, trigger, files, skip=skip_set, only=only_set) for s in pipeline.stages))
+
+
+def stages_with_needs(pipeline: Pipeline, names: Iterable[str]) -> tuple[str, ...]:
+    """`names` and every stage they need, transitively, in pipeline order (unknown names kept, for the error)."""
+    known = {s.name: s for s in pipeline.stages}
+    wanted: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        todo.extend(known[name].needs if name in known else ())
+    return tuple(s.name for s in pipeline.stages if s.name in wanted) + tuple(sorted(wanted - set(known)))

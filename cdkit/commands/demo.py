@@ -26,7 +26,8 @@ BUGGY_CALC = "def add(a, b):\n    return a - b  # bug: should add\n"
 FIXED_CALC = "def add(a, b):\n    return a + b\n"
 
 
-def pipeline_text(python: str) -> str:
+def pipeline_text(python: str = "python3") -> str:
+    """The demo's pipeline, with commands as a person writes them (`python3`, found on the demo's PATH)."""
     py = shlex.quote(python)
     return textwrap.dedent(f"""\
         version: 1
@@ -90,6 +91,8 @@ def demo_workspace(keep: bool) -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITHUB_", "GH_", "CDKIT"))}
     env.update(ALICE)
     env.update({"HOME": str(root), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull})
+    # The stages say `python3`; this interpreter's directory first on PATH makes it the one that runs.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     repo = root / "calc"
     repo.mkdir()
     demo = Demo(root=root, repo=repo, env=env)
@@ -107,7 +110,7 @@ def story_stages(demo: Demo) -> None:
     demo.step("A repository with a pipeline file and a bug")
     demo.say("`.cdkit.yml` declares three stages once: lint and test run in the pre-push hook and in CI; "
              "package needs test and runs in CI only.")
-    (demo.repo / ".cdkit.yml").write_text(pipeline_text(sys.executable))
+    (demo.repo / ".cdkit.yml").write_text(pipeline_text())
     buggy = demo.commit({"calc.py": BUGGY_CALC, ".gitignore": "__pycache__/\ndist/\n"}, "Add calc with a bug")
     demo.cdkit("validate")
 
@@ -207,7 +210,8 @@ def demo(*, keep: bool = False) -> int:
     color = output.use_color(sys.stdout)
     output.write_line(output.paint("cdkit demo: one pipeline, run and recorded offline", "bold", enabled=color))
     with demo_workspace(keep) as workspace:
-        output.write_line(f"(a throwaway repository in {workspace.repo}; nothing here is touched)")
+        ending = "it is kept at the end" if keep else "it is deleted at the end; `cdkit demo --keep` keeps it"
+        output.write_line(f"(a throwaway repository in {workspace.repo}, {ending}; nothing here is touched)")
         for story in STORIES:
             story(workspace)
     output.write_line("\nDone. Try it on your own repository: `cdkit init`, then `cdkit run`.")

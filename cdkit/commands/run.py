@@ -10,6 +10,7 @@ from cdkit import output
 from cdkit.config import Pipeline
 from cdkit.events import Trigger, manual_trigger
 from cdkit.ledger import Ledger
+from cdkit.plan import stages_with_needs
 from cdkit.report.console import ConsoleReporter, print_summary
 from cdkit.runner import StageResult
 from cdkit.session import (
@@ -42,9 +43,11 @@ def outcome_as_data(outcome: RunOutcome) -> dict[str, Any]:
 def run(*, config: str | None, base: str | None, head: str | None, stages: Sequence[str], trigger: str,
         jobs: int | None, as_json: bool, environ: Mapping[str, str] = os.environ,
         cwd: str | os.PathLike[str] | None = None, report: str | None = None, token: str | None = None,
-        max_wait: float | None = None) -> int:
+        max_wait: float | None = None, with_needs: bool = False) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
+    if with_needs:
+        stages = stages_with_needs(pipeline, stages)
     the_trigger = manual_trigger(ws.root, base=base, head=head, kind=trigger)
     # With --json, stdout carries only the JSON document; live output goes to stderr.
     stream = sys.stderr if as_json else sys.stdout
