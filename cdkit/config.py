@@ -554,6 +554,8 @@ def _working_directory_problems(stages: list[dict[str, Any]], root: Path | None)
     """A stage runs inside the repository: never above it, never at an absolute path."""
     import posixpath
 
+    from cdkit.util import is_within
+
     for i, stage in enumerate(stages):
         directory = stage.get("working_directory")
         if directory is None:
@@ -566,16 +568,8 @@ def _working_directory_problems(stages: list[dict[str, Any]], root: Path | None)
         elif root is not None and not (root / normal).is_dir():
             yield path, (f"{_describe(directory)} is not a directory in {root}; create it, or fix the path "
                          "(relative to the repository root)")
-        elif root is not None and not _inside(root / normal, root):
+        elif root is not None and not is_within(root / normal, root):
             yield path, f"{_describe(directory)} leads outside the repository (through a symbolic link)"
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _glob_problems(stages: list[dict[str, Any]]) -> Iterator[tuple[JsonPath, str]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cdkit import git
 from cdkit.errors import CdkitError
+from cdkit.util import is_within
 
 HOOK_NAME = "pre-push"
 LEGACY_NAME = "pre-push.legacy"
@@ -101,16 +102,10 @@ class HookState:
 def locate(cwd: str | os.PathLike[str] | None = None) -> HookLocation:
     repo = git.find_repo(cwd)
     directory = git.hooks_dir(cwd=cwd)
-    inside = repo.root is not None and _is_within(directory, repo.root)
+    inside = repo.root is not None and is_within(directory, repo.root)
     return HookLocation(directory, git.hooks_path_setting(cwd=cwd), inside)
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def import_paths() -> list[str]:

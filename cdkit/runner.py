@@ -23,6 +23,7 @@ from typing import IO, NamedTuple, Protocol
 
 from cdkit.config import Stage
 from cdkit.plan import Plan
+from cdkit.util import is_within
 
 PASSED, FAILED, TIMED_OUT, SKIPPED, CANCELLED = "passed", "failed", "timed_out", "skipped", "cancelled"
 BAD_STATUSES = frozenset({FAILED, TIMED_OUT, CANCELLED})
@@ -191,9 +192,7 @@ def _working_directory_problem(stage: Stage, workdir: Path) -> str | None:
     if not target.is_dir():
         return (f"working_directory {stage.working_directory} does not exist in the tree being checked ({workdir}); "
                 "create and commit it, or fix working_directory in the pipeline")
-    try:
-        target.resolve().relative_to(workdir.resolve())
-    except ValueError:
+    if not is_within(target, workdir):
         return f"working_directory {stage.working_directory} leads outside the repository"
     return None
 

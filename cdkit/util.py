@@ -69,3 +69,14 @@ def cmd_output(*cmd: str, **kwargs: object) -> tuple[int, str, str]:
     """`cmd_output_b` decoded as UTF-8 (undecodable bytes kept via surrogateescape)."""
     code, out, err = cmd_output_b(*cmd, **kwargs)  # type: ignore[arg-type]
     return code, out.decode("utf-8", "surrogateescape"), err.decode("utf-8", "surrogateescape")
+
+
+def is_within(path: os.PathLike[str] | str, root: os.PathLike[str] | str) -> bool:
+    """Whether `path`, symbolic links followed, is `root` or below it."""
+    from pathlib import Path
+
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
