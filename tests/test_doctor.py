@@ -5,6 +5,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import jsonschema
+import pytest
+
 from cdkit.commands.doctor import first_program
 from tests.fake_github import FakeGitHub, Reply, Request
 from tests.helpers import cdkit, commit, git, make_bare
@@ -13,8 +16,13 @@ PIPELINE = "version: 1\nstages:\n  - name: check\n    run: 'true'\n    on: [pre-
 TOKEN = "ghp_" + "d" * 36
 
 
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "cdkit" / "schemas" / "doctor.schema.json").read_text())
+
+
 def checks(result: subprocess.CompletedProcess[str]) -> dict[str, list[dict[str, str]]]:
+    """The checks of `doctor --json`, by name, after validating the document against its JSON Schema."""
     data = json.loads(result.stdout)
+    jsonschema.validate(data, SCHEMA)
     assert data["schema_version"] == 1 and data["ok"] is (result.returncode == 0)
     found: dict[str, list[dict[str, str]]] = {}
     for check in data["checks"]:
@@ -210,3 +218,13 @@ def test_doctor_works_against_a_local_bare_remote(repo: Path, tmp_path: Path) ->
     result = cdkit("doctor", cwd=repo)
     assert result.returncode == 0, result.stdout
     assert "not GitHub: stage results are not reported anywhere but the ledger" in result.stdout
+
+
+def test_the_schema_rejects_a_wrong_document() -> None:
+    """The control: the schema is not vacuous."""
+    good = {"schema_version": 1, "ok": True, "checks": [{"check": "hook", "status": "ok", "detail": "x", "fix": ""}]}
+    jsonschema.validate(good, SCHEMA)
+    for bad in ({**good, "schema_version": 2}, {**good, "checks": [{"check": "hook", "status": "fine", "detail": "x",
+                                                                        "fix": ""}]}, {"ok": True, "checks": []}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
