@@ -19,6 +19,7 @@ EXAMPLES: dict[str, str] = {
     "sync": "GITHUB_TOKEN=$(gh auth token) cdkit sync",
     "doctor": "cdkit doctor --json",
     "demo": "cdkit demo --keep",
+    "gc": "cdkit gc --json",
     "hook": "cdkit hook install && cdkit hook status",
     "hook install": "cdkit hook install",
     "hook uninstall": "cdkit hook uninstall",

@@ -78,6 +78,11 @@ def test_demo_runs_offline_and_touches_nothing_here(tmp_path: Path) -> None:
     assert "✗ test" in result.stdout or "XX test" in result.stdout
     assert "run #2 passed" in result.stdout
     assert sorted(tmp_path.iterdir()) == before
+    # the stages show their commands as written in .cdkit.yml, and the demo says what becomes of its repository
+    assert "it is deleted at the end; `cdkit demo --keep` keeps it" in result.stdout
+    started = [line for line in result.stdout.splitlines() if "started:" in line]
+    assert "lint    started: python3 -m py_compile calc.py" in result.stdout
+    assert started and not any(sys.executable in line for line in started)
 
 
 def test_internal_error_gives_a_crash_report_and_exit_3(repo: Path) -> None:

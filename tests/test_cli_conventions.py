@@ -103,14 +103,3 @@ def test_with_needs_alone_is_a_usage_error(repo: Path) -> None:
     commit(repo, {".cdkit.yml": PIPELINE})
     result = cdkit("run", "--with-needs", cwd=repo)
     assert result.returncode == 2 and "--with-needs goes with named stages" in result.stderr
-
-
-def test_demo_shows_commands_as_written_and_says_what_happens_to_its_repository(tmp_path: Path) -> None:
-    import sys
-
-    result = cdkit("demo", cwd=tmp_path, env={"GITHUB_TOKEN": "", "GH_TOKEN": ""})
-    assert result.returncode == 0, result.stderr
-    assert "it is deleted at the end; `cdkit demo --keep` keeps it" in result.stdout
-    assert "lint    started: python3 -m py_compile calc.py" in result.stdout
-    started = [line for line in result.stdout.splitlines() if "started:" in line]
-    assert started and not any(sys.executable in line for line in started)
