@@ -325,24 +325,37 @@ def commits_in_range(base: str | None, head: str, cwd: str | os.PathLike[str] | 
     return commits
 
 
-def fetch(remote: str, *refspecs: str, unshallow: bool = False, cwd: str | os.PathLike[str] | None = None) -> str | None:
+FETCH_TIMEOUT = 120.0  # seconds, unless the caller passes its own (`--max-wait`)
+
+
+def fetch(remote: str, *refspecs: str, unshallow: bool = False, cwd: str | os.PathLike[str] | None = None,
+          timeout: float = FETCH_TIMEOUT) -> str | None:
     """Fetch from `remote` without tags; None on success, else git's message.
 
     In CI the checkout is often shallow or lacks the base of the range being judged;
-    callers fetch what they need and fail closed when this returns a message.
+    callers fetch what they need and fail closed when this returns a message. A fetch
+    never hangs: it never prompts for credentials, and it is stopped after `timeout`.
     """
+    from cdkit.util import CommandTimedOut
+
     args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
     if unshallow:
         args.append("--unshallow")
-    code, out, err = cmd_output_b("git", *args, "--", remote, *refspecs, cwd=cwd, check=False)
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
+    try:
+        code, out, err = cmd_output_b("git", *args, "--", remote, *refspecs, cwd=cwd, check=False, env=env,
+                                      timeout=max(1.0, timeout))
+    except CommandTimedOut as exc:
+        return f"git fetch from {remote} did not finish within {exc.timeout:g}s and was stopped"
     return None if code == 0 else (_decode(err).strip() or _decode(out).strip() or f"exit code {code}")
 
 
-def ensure_commit(oid: str, remote: str = "origin", cwd: str | os.PathLike[str] | None = None) -> bool:
+def ensure_commit(oid: str, remote: str = "origin", cwd: str | os.PathLike[str] | None = None,
+                  timeout: float = FETCH_TIMEOUT) -> bool:
     """Whether commit `oid` is here, fetching it by SHA from `remote` if it is not."""
     if commit_exists(oid, cwd=cwd):
         return True
-    fetch(remote, oid, cwd=cwd)
+    fetch(remote, oid, cwd=cwd, timeout=timeout)
     return commit_exists(oid, cwd=cwd)
 
 

@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from cdkit import __version__
-from cdkit.errors import EXIT_FAILED, EXIT_USAGE, CdkitError
+from cdkit.errors import EXIT_FAILED, EXIT_USAGE, CdkitError, UsageError
 from cdkit.secrets import redact
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -104,6 +104,22 @@ def resolve_token(option: str | None, environ: Mapping[str, str]) -> str | None:
     return None
 
 
+MAX_WAIT_ENV = "CDKIT_MAX_WAIT"  # --max-wait for commands without the option (and the Action's input)
+
+
+def parse_max_wait(value: str | None, where: str) -> float | None:
+    """A `max-wait` in seconds (0 to 3600), or None when not given."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= 3600:  # also refuses nan and inf
+        raise UsageError(f"{where}={value[:40]!r} is not a number of seconds from 0 to 3600")
+    return seconds
+
+
 def resolve_api_url(environ: Mapping[str, str]) -> str:
     """GITHUB_API_URL (set by Actions, and on GitHub Enterprise Server), else api.github.com."""
     return (environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
@@ -153,8 +169,13 @@ class RetryPolicy:
     base_delay: float = 0.5
     not_yet_base_delay: float = 1.0
     max_delay: float = 8.0
-    max_wait: float = 60.0  # seconds this client may sleep in total; a longer wait defers instead
-    timeout: int = 15  # seconds per request
+    max_wait: float = 60.0  # seconds this client may lose in total (sleeping, or in failed attempts)
+    timeout: int = 15  # seconds per request (at most max_wait)
+
+    @property
+    def request_timeout(self) -> int:
+        """A hanging GitHub costs at most this per attempt, and never more than the whole budget."""
+        return max(1, min(self.timeout, int(self.max_wait) or 1))
 
     def backoff(self, attempt: int, rng: Callable[[], float], *, base: float | None = None) -> float:
         """Exponential with "equal jitter": between half and all of base * 2**attempt, capped."""
@@ -178,6 +199,7 @@ class ClientStats:
     requests: int = 0  # attempts sent (each cdkit call below makes one request per attempt)
     retries: int = 0
     slept: float = 0.0
+    lost: float = 0.0  # seconds spent in attempts that failed (a timeout costs the whole timeout)
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -344,6 +366,7 @@ class GitHubClient:
     rng: Callable[[], float] = random.random
     stats: ClientStats = field(default_factory=ClientStats)
     _github: Any = field(default=None, init=False, repr=False)
+    _last_attempt: float = field(default=0.0, init=False, repr=False)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], *, token: str | None = None,
@@ -352,6 +375,8 @@ class GitHubClient:
         resolved = resolve_token(token, environ)
         if resolved is None:
             return None
+        if max_wait is None:
+            max_wait = parse_max_wait(environ.get(MAX_WAIT_ENV), MAX_WAIT_ENV)
         policy = RetryPolicy(max_wait=max_wait) if max_wait is not None else RetryPolicy()
         return cls(resolved, api_url=resolve_api_url(environ), policy=policy, environ=environ, **kwargs)
 
@@ -367,7 +392,7 @@ class GitHubClient:
 
             _install_log_redaction(self.token)
             self._github = Github(
-                auth=Auth.Token(self.token), base_url=self.api_url, timeout=self.policy.timeout,
+                auth=Auth.Token(self.token), base_url=self.api_url, timeout=self.policy.request_timeout,
                 user_agent=USER_AGENT, lazy=True, seconds_between_requests=None, seconds_between_writes=None,
                 retry=None,
             )
@@ -402,6 +427,7 @@ class GitHubClient:
         while True:
             checking = doubt and recover is not None
             self.stats.requests += 1
+            started = time.monotonic()
             try:
                 if checking and recover is not None:
                     found = recover()
@@ -414,6 +440,9 @@ class GitHubClient:
                 failure = classify(exc, self.clock())
                 if failure is None:
                     raise
+                self._last_attempt = time.monotonic() - started
+                if failure.kind == "transient":
+                    self.stats.lost += self._last_attempt
                 doubt = doubt or (failure.in_doubt and not checking)
                 try:
                     self._after_failure(failure, what, scope, tries,
@@ -569,11 +598,13 @@ class GitHubClient:
                              stop_all=True)
 
     def _budget(self) -> float:
-        return max(0.0, self.policy.max_wait - self.stats.slept)
+        return max(0.0, self.policy.max_wait - self.stats.slept - self.stats.lost)
 
     def _pause_or_defer(self, delay: float, what: str, detail: str, failure: Failure, *, kind: str,
                         stop_all: bool) -> None:
-        if delay > self._budget():
+        # The next attempt may fail as slowly as the last one (a hang costs a whole timeout).
+        slow = self._last_attempt if failure.kind == "transient" else 0.0
+        if delay + slow > self._budget():
             raise GitHubDeferred(self.redact(
                 f"could not {what}: {detail}; no wait budget left (--max-wait {self.policy.max_wait:g}s)"),
                 status=failure.status, kind=kind, stop_all=stop_all)

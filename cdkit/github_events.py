@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,19 +257,35 @@ def text_problem(value: str, *, limit: int, control_ok: bool) -> str | None:
 # --- history ---------------------------------------------------------------------------------
 
 
-class _History:
-    """The checkout's git history, deepened on demand: CI checkouts are often shallow."""
+DEFAULT_MAX_WAIT = 60.0  # seconds every `git fetch` of one event may take together (`max-wait`)
 
-    def __init__(self, cwd: Path) -> None:
+
+class _History:
+    """The checkout's git history, deepened on demand: CI checkouts are often shallow.
+
+    Every fetch shares one time budget (`max_wait`): a remote that hangs ends in a
+    HistoryError (fail closed) instead of a job that waits for GitHub's six-hour limit.
+    """
+
+    def __init__(self, cwd: Path, max_wait: float = DEFAULT_MAX_WAIT) -> None:
         self.cwd = cwd
         self.deepened = False
+        self.deadline = time.monotonic() + max_wait
+        self.max_wait = max_wait
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise HistoryError(f"fetching from {REMOTE} took the whole wait budget ({self.max_wait:g}s, input "
+                               "max-wait): failing closed; raise max-wait, or check out with `fetch-depth: 0`")
+        return left
 
     def deepen(self) -> None:
         """Full history before any ancestry question: a shallow boundary answers them wrongly."""
         if self.deepened or not git.is_shallow(cwd=self.cwd):
             self.deepened = True
             return
-        problem = git.fetch(REMOTE, unshallow=True, cwd=self.cwd)
+        problem = git.fetch(REMOTE, unshallow=True, cwd=self.cwd, timeout=self._left())
         if problem is not None:
             problem = problem.splitlines()[0].removesuffix(".")
             raise HistoryError(
@@ -279,7 +296,8 @@ class _History:
         self.deepened = True
 
     def have(self, sha: str) -> bool:
-        return git.ensure_commit(sha, REMOTE, cwd=self.cwd)
+        return git.commit_exists(sha, cwd=self.cwd) or git.ensure_commit(sha, REMOTE, cwd=self.cwd,
+                                                                         timeout=self._left())
 
     def need(self, sha: str, what: str) -> None:
         if not self.have(sha):
@@ -291,7 +309,8 @@ class _History:
 
     def branch_tip(self, branch: str) -> str | None:
         """The remote branch's tip, fetched so that a stale or missing local copy cannot mislead."""
-        git.fetch(REMOTE, f"+refs/heads/{branch}:refs/remotes/{REMOTE}/{branch}", cwd=self.cwd)
+        git.fetch(REMOTE, f"+refs/heads/{branch}:refs/remotes/{REMOTE}/{branch}", cwd=self.cwd,
+                  timeout=self._left())
         return git.branch_tip(branch, cwd=self.cwd)
 
 
@@ -305,6 +324,10 @@ class Context:
     cwd: Path
     release_branch: str
     wants_release: bool  # the workflow asked for a release (command release/deploy, or an environment)
+    max_wait: float = DEFAULT_MAX_WAIT  # seconds all of this event's fetches may take
+
+    def history(self) -> _History:
+        return _History(self.cwd, self.max_wait)
 
 
 def decide(ctx: Context) -> Decision:
@@ -359,7 +382,7 @@ def _push(ctx: Context) -> Decision:
     if deleted or git.is_zero_oid(after):
         return Decision(NOTHING, "push", f"push deleted {ref}: nothing to do")
     _check_runner_sha(ctx, after, "after")
-    history = _History(ctx.cwd)
+    history = ctx.history()
     history.deepen()
     history.need(after, f"the pushed commit of {ref}")
     if ref.startswith("refs/tags/"):
@@ -407,7 +430,7 @@ def _pull_request(ctx: Context) -> Decision:
                         "(a merge is judged by the push it makes)")
     assert base_repo is not None
     fork = head_repo is None or head_repo.get("full_name") != base_repo.get("full_name")
-    history = _History(ctx.cwd)
+    history = ctx.history()
     history.deepen()
     history.need(head, f"the head of pull request #{number}")
     if not history.have(base_sha):
@@ -430,7 +453,7 @@ def _merge_group(ctx: Context) -> Decision:
     head, base = f.sha("merge_group.head_sha"), f.sha("merge_group.base_sha")
     head_ref = f.string("merge_group.head_ref")
     _check_runner_sha(ctx, head, "merge_group.head_sha")
-    history = _History(ctx.cwd)
+    history = ctx.history()
     history.deepen()
     history.need(head, "the merge queue commit")
     history.need(base, "the merge queue base")
@@ -461,7 +484,7 @@ def _workflow_dispatch(ctx: Context) -> Decision:
         head = ctx.env.sha
     else:
         raise PayloadError("workflow_dispatch event: GITHUB_SHA is not set and there is no `sha` input")
-    history = _History(ctx.cwd)
+    history = ctx.history()
     history.deepen()
     history.need(head, f"the dispatched commit (for {ref})")
     tip = history.branch_tip(ctx.release_branch)
@@ -521,10 +544,10 @@ _HANDLERS = {
 
 
 def read_event(environ: Mapping[str, str], *, cwd: str | os.PathLike[str], release_branch: str,
-               wants_release: bool) -> tuple[RunnerEnv, Decision]:
+               wants_release: bool, max_wait: float = DEFAULT_MAX_WAIT) -> tuple[RunnerEnv, Decision]:
     """The runner environment and event payload -> (the environment, the decision)."""
     env = RunnerEnv.from_environ(environ)
     payload = load_payload(env.event_path, env.event_name)
     ctx = Context(env=env, payload=payload, cwd=Path(cwd), release_branch=release_branch,
-                  wants_release=wants_release)
+                  wants_release=wants_release, max_wait=max_wait)
     return env, decide(ctx)

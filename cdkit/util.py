@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 
@@ -51,18 +52,55 @@ def cmd_output_b(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     check: bool = True,
+    timeout: float | None = None,
 ) -> tuple[int, bytes, bytes]:
-    """Run `cmd` without a shell; return (returncode, stdout, stderr) as bytes."""
-    proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        input=stdin if stdin is not None else b"",
-        capture_output=True,
-    )
-    if check and proc.returncode != 0:
-        raise CalledProcessError(cmd, proc.returncode, proc.stdout, proc.stderr)
-    return proc.returncode, proc.stdout, proc.stderr
+    """Run `cmd` without a shell; return (returncode, stdout, stderr) as bytes.
+
+    With `timeout`, the command runs in its own process group, and the whole group is
+    killed when the time is up (a `git fetch` waits on ssh or a credential helper, which
+    would keep the pipes open after git itself died): CommandTimedOut then.
+    """
+    if timeout is None:
+        proc = subprocess.run(cmd, cwd=cwd, env=None if env is None else dict(env),
+                              input=stdin if stdin is not None else b"", capture_output=True)
+        returncode, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        returncode, out, err = _run_with_timeout(cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout)
+    if check and returncode != 0:
+        raise CalledProcessError(cmd, returncode, out, err)
+    return returncode, out, err
+
+
+class CommandTimedOut(RuntimeError):
+    """A command outlived its timeout and was killed, with everything it started."""
+
+    def __init__(self, cmd: Sequence[str], timeout: float) -> None:
+        self.cmd = tuple(cmd)
+        self.timeout = timeout
+        super().__init__(f"{' '.join(cmd)} did not finish within {timeout:g}s and was stopped")
+
+
+def _run_with_timeout(cmd: Sequence[str], *, cwd: str | os.PathLike[str] | None, env: Mapping[str, str] | None,
+                      stdin: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+    proc = subprocess.Popen(cmd, cwd=cwd, env=None if env is None else dict(env), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin if stdin is not None else b"", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise CommandTimedOut(cmd, timeout) from None
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ctrl-C: nothing it started outlives it
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
+    return proc.returncode, out, err
 
 
 def cmd_output(*cmd: str, **kwargs: object) -> tuple[int, str, str]:

@@ -39,7 +39,7 @@ def pipeline(*, report: str = "auto", extra: str = "", test: str = "echo testing
           - {{name: lint, run: echo linting, on: [pre-push, ci]}}
           - {{name: test, run: '{test}', on: [pre-push, ci]}}
         environments:
-    """) + envs + extra
+    """).replace("environments:\n", "environments:\n" if envs else "environments: []\n") + envs + extra
 
 
 @pytest.fixture
@@ -57,13 +57,14 @@ def ci(repo: Path, server: FakeGitHub, base: str, head: str) -> ActionRun:
     return run_action(repo, "push", push_payload(base, head), sha=head, env=github(server))
 
 
-def deploy_job(repo: Path, server: FakeGitHub, base: str, head: str, environment: str = "production") -> ActionRun:
+def deploy_job(repo: Path, server: FakeGitHub, base: str, head: str, environment: str = "production",
+               extra: dict[str, str] | None = None) -> ActionRun:
     """The deploy job, on another runner: a fresh clone, an empty ledger; GitHub is all it knows."""
     fresh = repo.parent / f"fresh-{len(list(repo.parent.glob('fresh-*')))}" / "repo"
     fresh.parent.mkdir()
     subprocess.run(["git", "clone", "-q", str(repo), str(fresh)], check=True)
     return run_action(fresh, "push", push_payload(base, head), sha=head,
-                      env=github(server, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT=environment))
+                      env=github(server, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT=environment, **(extra or {})))
 
 
 def forge_check_runs(server: FakeGitHub, token: str, sha: str, conclusion: str = "success") -> None:

@@ -23,7 +23,8 @@ from typing import IO, TYPE_CHECKING
 from cdkit import output
 from cdkit.config import Environment, Pipeline
 from cdkit.errors import EXIT_FAILED, EXIT_OK, GateFailed, UsageError
-from cdkit.github_events import NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
+from cdkit.github import MAX_WAIT_ENV
+from cdkit.github_events import DEFAULT_MAX_WAIT, NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
 from cdkit.plan import make_plan, parse_skip
 from cdkit.report.actions import Actions, ActionsReporter, md_code, md_escape, safe_url, summary_table
 from cdkit.report.console import ConsoleReporter
@@ -55,6 +56,7 @@ class ActionInputs:
     token: str | None = None
     environment: str | None = None
     working_directory: str | None = None
+    max_wait: float = DEFAULT_MAX_WAIT  # seconds GitHub requests and git fetches may lose, each in total
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ActionInputs:
@@ -71,6 +73,7 @@ class ActionInputs:
             token=environ.get("INPUT_TOKEN") or environ.get("GITHUB_TOKEN") or None,
             environment=get("ENVIRONMENT"),
             working_directory=get("WORKING_DIRECTORY"),
+            max_wait=_max_wait(get("MAX_WAIT")),
         )
 
     @property
@@ -115,10 +118,11 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
     for token in {environ.get("INPUT_TOKEN"), environ.get("GITHUB_TOKEN")}:
         actions.add_mask(token)  # before anything, even an input error, could print it
     inputs = ActionInputs.from_environ(environ)
+    environ[MAX_WAIT_ENV] = f"{inputs.max_wait:g}"  # every GitHub client this run builds keeps to it
     ws = find_workspace(inputs.config, _working_directory(inputs, environ, cwd))
     pipeline = load_pipeline(ws)
     env, decision = read_event(environ, cwd=ws.root, release_branch=pipeline.release_branch,
-                               wants_release=inputs.wants_release)
+                               wants_release=inputs.wants_release, max_wait=inputs.max_wait)
     _say(actions, f"cdkit: {decision.message}")
     pipeline = _pipeline_for(actions, ws, pipeline, decision)
     outcome = _act(actions, inputs, ws, pipeline, env, decision, environ)
@@ -160,6 +164,13 @@ def describe_stages(pipeline: Pipeline) -> str:
     stages = ", ".join(f"{s.name}: {s.run[:60]!r}" for s in pipeline.stages)
     environments = ", ".join(f"{e.name} ({e.mode})" for e in pipeline.environments)
     return f"stages {stages}" + (f"; environments {environments}" if environments else "")
+
+
+def _max_wait(value: str | None) -> float:
+    from cdkit.github import parse_max_wait
+
+    seconds = parse_max_wait(value, "input max-wait")
+    return DEFAULT_MAX_WAIT if seconds is None else seconds
 
 
 def _working_directory(inputs: ActionInputs, environ: Mapping[str, str],
