@@ -145,16 +145,17 @@ def required_stages(pipeline: Pipeline) -> tuple[Stage, ...]:
     return tuple(s for s in pipeline.stages if "ci" in s.on)
 
 
-def ledger_stage_verdicts(ledger: Ledger, sha: str) -> dict[str, StageVerdict]:
+def ledger_stage_verdicts(ledger: Ledger, sha: str, *, in_ci: bool = False) -> dict[str, StageVerdict]:
     """Each stage's latest meaningful result on `sha` from runs of a clean tree.
 
     A result saying the stage was not part of that run (another trigger, --stage)
     is ignored rather than hiding an earlier pass or failure; a stage still
-    running has no verdict yet.
+    running has no verdict yet. In CI (`in_ci`) a pre-push hook's run on that
+    machine is a laptop's claim: it never counts there.
     """
     verdicts: dict[str, StageVerdict] = {}
     for run in ledger.runs_for_sha(sha):
-        if run.dirty:
+        if run.dirty or (in_ci and run.trigger == "pre-push"):
             continue  # a dirty work tree is not the commit: it never counts for a gate
         for result in ledger.stage_results(run.id):
             if result.status == "running" or result.reason.startswith(NOT_JUDGED_PREFIXES):
@@ -214,7 +215,7 @@ def paths_skip_problem(ctx: ReleaseContext, stage: Stage, sha: str) -> str | Non
 
 def combined_verdicts(ctx: ReleaseContext, sha: str) -> dict[str, StageVerdict]:
     """The ledger's verdicts, completed by GitHub's checks for stages the ledger has no result for."""
-    verdicts = ledger_stage_verdicts(ctx.ledger, sha)
+    verdicts = ledger_stage_verdicts(ctx.ledger, sha, in_ci=ctx.environ.get("GITHUB_ACTIONS") == "true")
     if ctx.remote is not None:
         for name, verdict in ctx.remote.stage_verdicts(sha).items():
             verdicts.setdefault(name, verdict)

@@ -272,3 +272,23 @@ def test_only_cdkits_own_deployments_say_what_an_environment_runs(
         assert deployed(run), run.summary
     else:
         assert refused(run, "production comes after staging, which has not run"), run.summary
+
+
+@pytest.mark.parametrize("where", ["ci", "laptop"])
+def test_the_hooks_runs_in_a_ledger_count_on_a_laptop_but_never_in_ci(tmp_path: Path, where: str) -> None:
+    # A self-hosted runner that someone also pushes from keeps the hook's runs in its ledger.
+    remote = make_bare(tmp_path / "remote.git")
+    repo = make_repo(tmp_path / "repo")
+    base = commit(repo, {".cdkit.yml": pipeline()}, "first")
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    assert cdkit("hook", "install", cwd=repo).returncode == 0
+    head = commit(repo, {"b.txt": "b"}, "second")
+    git(repo, "push", "-q", "origin", "main")  # the hook runs both stages: they pass, in the ledger
+    if where == "ci":
+        run = run_action(repo, "push", push_payload(base, head), sha=head,
+                         env={"INPUT_COMMAND": "deploy", "INPUT_ENVIRONMENT": "production"})
+        assert refused(run, "stage 'lint' has no result for"), run.proc.stdout + run.summary
+    else:
+        result = cdkit("deploy", "--env", "production", cwd=repo)
+        assert result.returncode == 0, result.stdout + result.stderr
