@@ -72,7 +72,7 @@ def test_no_expression_inside_any_run_of_the_action() -> None:
 def test_action_declares_and_describes_every_input_and_output() -> None:
     data = load(ACTION)
     assert list(data["inputs"]) == ["command", "config", "token", "environment", "python-version",
-                                    "working-directory"]
+                                    "working-directory", "max-wait"]
     assert list(data["outputs"]) == ["result", "sha", "stages", "deploy", "environment", "deployment-id"]
     assert all(spec.get("description") for spec in [*data["inputs"].values(), *data["outputs"].values()])
     assert data["inputs"]["command"]["default"] == "auto" and data["inputs"]["config"]["default"] == ".cdkit.yml"
