@@ -23,7 +23,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,13 +32,13 @@ from typing import Any, Protocol
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate
 from cdkit.config import Environment, Pipeline, Stage
-from cdkit.errors import CdkitError, GateFailed, UsageError
+from cdkit.deploylock import EnvironmentLock, LockBusy
+from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
-from cdkit.util import HOST, local_process_gone
+from cdkit.secrets import without_credentials
 
-DEFAULT_LOCK_TTL = 600.0  # a crashed deploy blocks its environment for at most this long
 DEFAULT_DEPLOY_TIMEOUT = 3600.0
 DEFAULT_KILL_GRACE = 5.0
 LOCAL_VIA = "local"
@@ -90,7 +89,6 @@ class ReleaseContext:
     remote: Remote | None = None
     say: Callable[[str], None] = lambda _text: None  # progress lines for the console
     on_output: Callable[[bytes], None] | None = None  # the deploy command's output, line by line
-    lock_ttl: float = DEFAULT_LOCK_TTL
     deploy_timeout: float = DEFAULT_DEPLOY_TIMEOUT
     kill_grace: float = DEFAULT_KILL_GRACE
     github_deployment_id: int | None = None  # a `deployment` event's own deployment, updated instead of a new one
@@ -128,6 +126,13 @@ class DeployResult:
     @property
     def ok(self) -> bool:
         return self.status in (SUCCESS, UNCHANGED)
+
+    @property
+    def exit_code(self) -> int:
+        """0 deployed (or nothing to do), 130 interrupted (Ctrl-C or SIGTERM), 1 anything else."""
+        if self.ok:
+            return EXIT_OK
+        return EXIT_INTERRUPTED if self.status == CANCELLED else EXIT_FAILED
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -366,42 +371,21 @@ def _how_to_approve(env: Environment, sha: str) -> str:
 # --- the lock ---------------------------------------------------------------------------------
 
 
-def _lock_name(environment: str) -> str:
-    return f"deploy:{environment}"
-
-
-def _holder_alive(holder: str) -> bool:
-    """Whether a lock holder (`pid@host:token`) may still be running: only a local, gone process is known dead."""
-    try:
-        pid_text, rest = holder.split("@", 1)
-        host = rest.rsplit(":", 1)[0]
-        pid = int(pid_text)
-    except ValueError:
-        return True
-    return not local_process_gone(pid, host)
-
-
 @contextmanager
-def environment_lock(ctx: ReleaseContext, environment: str) -> Iterator[str]:
-    """Hold the environment's deploy lock (a ledger row with an expiry) for the block.
+def environment_lock(ctx: ReleaseContext, environment: str) -> Iterator[EnvironmentLock]:
+    """Hold the environment's deploy lock for the block (see `cdkit.deploylock`): refuse while another has it.
 
-    A lock whose holder process is gone, or that expired, is taken over with an
-    audit line; one held by a live deploy refuses this one.
+    The deploy and verify commands inherit the lock, so it stays held while any of them
+    lives, even after cdkit itself is killed.
     """
-    name = _lock_name(environment)
-    me = f"{os.getpid()}@{HOST}:{uuid.uuid4().hex[:8]}"
-    holder = ctx.ledger.acquire_lock(name, me, ttl=ctx.lock_ttl)
-    if holder is not None and not _holder_alive(holder):
-        ctx.ledger.audit(f"lock {name} held by {holder}, whose process is gone; released for {me}")
-        ctx.ledger.release_lock(name, holder)
-        holder = ctx.ledger.acquire_lock(name, me, ttl=ctx.lock_ttl)
-    if holder is not None:
-        raise GateFailed(f"another deploy to {environment} is in progress (lock held by {holder}); wait for it "
-                         f"to finish, or, if it crashed, its lock expires within {int(ctx.lock_ttl)}s")
     try:
-        yield me
+        lock = EnvironmentLock.acquire(ctx.cdkit_dir, environment)
+    except LockBusy as exc:
+        raise GateFailed(f"{exc}; wait for it to finish, then deploy again") from None
+    try:
+        yield lock
     finally:
-        ctx.ledger.release_lock(name, me)
+        lock.release()
 
 
 def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
@@ -416,74 +400,102 @@ def _close_abandoned(ctx: ReleaseContext, environment: str) -> None:
 # --- running the deploy command ---------------------------------------------------------------
 
 
-def _wait_for_deploy(ctx: ReleaseContext, env: Environment, proc: subprocess.Popen[bytes], lock_holder: str,
-                     cancelled: list[str]) -> int:
-    """Wait for the deploy command: a timeout or a signal stops it (TERM, then KILL after the grace period),
-    noted in `cancelled`; the lock is refreshed meanwhile, so a long deploy keeps it."""
-
-    def cancel(reason: str) -> None:
-        cancelled.append(reason)
-        signal_group(proc.pid, signal.SIGTERM)
-
-    deadline = time.monotonic() + ctx.deploy_timeout
-    kill_at: float | None = None
-    heartbeat = max(1.0, ctx.lock_ttl / 3)
-    refreshed = time.monotonic()
-    with cancel_on_signals(cancel):
-        while True:
-            try:
-                return proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if now >= deadline and kill_at is None:
-                cancel(f"timed out after {int(ctx.deploy_timeout)}s")
-                kill_at = now + ctx.kill_grace
-            elif cancelled and kill_at is None:
-                kill_at = now + ctx.kill_grace
-            if kill_at is not None and now >= kill_at:
-                signal_group(proc.pid, signal.SIGKILL)
-            if now - refreshed >= heartbeat:
-                ctx.ledger.acquire_lock(_lock_name(env.name), lock_holder, ttl=ctx.lock_ttl)
-                refreshed = now
+LOST_LOCK = "lost the deploy lock"
 
 
-def run_deploy_command(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int, lock_holder: str,
-                       rollback: bool, log_path: Path, workdir: Path) -> tuple[str, str]:
-    """Run the environment's deploy command in its own process group; (status, reason).
+class _Stop:
+    """Why a deploy is being stopped (the first reason wins), and the process group to stop.
 
-    The lock is refreshed while it runs, so a long deploy keeps it and a crashed one lets it expire.
+    Set from a signal handler (Ctrl-C, SIGTERM) at any point of the deploy, or by the
+    wait loop (timeout, lost lock): a command not started yet is never started.
     """
-    environ = git.stage_environment(dict(ctx.environ))
-    environ.update({
-        "CDKIT_ENVIRONMENT": env.name, "CDKIT_SHA": sha, "CDKIT_DEPLOYMENT_ID": str(deployment_id),
-        "CDKIT_ROLLBACK": "1" if rollback else "0", "CDKIT_ENVIRONMENT_URL": env.url or "",
-    })
+
+    def __init__(self) -> None:
+        self.why: tuple[str, str] | None = None
+        self.group: int | None = None
+
+    def __call__(self, status: str, reason: str) -> None:
+        if self.why is None:
+            self.why = (status, reason)
+        if self.group is not None:
+            signal_group(self.group, signal.SIGTERM)
+
+
+def _wait_for_command(ctx: ReleaseContext, proc: subprocess.Popen[bytes], lock: EnvironmentLock, stop: _Stop,
+                      *, timeout: float, what: str) -> int:
+    """Wait for a deploy or verify command; a timeout or a lost lock stops it (TERM, then KILL after the
+    grace period), as a signal does through `stop`."""
+    deadline = time.monotonic() + timeout
+    kill_at: float | None = None
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if stop.why is None and now >= deadline:
+            stop(TIMED_OUT, f"the {what} command timed out after {int(timeout)}s")
+        elif stop.why is None and lock.lost():
+            # Someone removed or replaced the lock file: another deploy may hold the new one.
+            stop(FAILURE, f"{LOST_LOCK} ({lock.path} was removed or replaced while it ran); stopped so two "
+                          "deploys never overlap")
+        if stop.why is not None and kill_at is None:
+            kill_at = now + ctx.kill_grace
+        if kill_at is not None and now >= kill_at:
+            signal_group(proc.pid, signal.SIGKILL)
+
+
+def run_command(ctx: ReleaseContext, command: str, environ: Mapping[str, str], *, lock: EnvironmentLock,
+                stop: _Stop, log_path: Path, workdir: Path, timeout: float, what: str) -> tuple[str, str]:
+    """Run a deploy or verify command in its own session; (status, reason).
+
+    It inherits the environment's lock, so a command that outlives cdkit still holds it.
+    """
+    if stop.why is not None:
+        return stop.why  # stopped before it could start: it never starts
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", env.deploy], cwd=workdir, env=environ, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=workdir, env=dict(environ), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(lock.fd,))
     except OSError as exc:
-        return FAILURE, f"could not start the deploy command: {exc}"
-    cancelled: list[str] = []  # why the deploy was stopped, if it was
+        return FAILURE, f"could not start the {what} command: {exc}"
+    stop.group = proc.pid
+    if stop.why is not None:  # a signal arrived while it started
+        signal_group(proc.pid, signal.SIGTERM)
+    lock.note(session=proc.pid)  # for whoever finds the lock held after cdkit died
     exited = threading.Event()
     with log_path.open("ab") as log:
         reader = threading.Thread(target=pump_output, daemon=True,
                                   args=(proc, log, ctx.on_output or (lambda _line: None), exited))
         reader.start()
         try:
-            code = _wait_for_deploy(ctx, env, proc, lock_holder, cancelled)
+            code = _wait_for_command(ctx, proc, lock, stop, timeout=timeout, what=what)
         finally:
-            signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives the deploy
+            stop.group = None
+            signal_group(proc.pid, signal.SIGKILL)  # nothing the command left behind outlives it
             exited.set()
             reader.join()
     if proc.stdout is not None:
         proc.stdout.close()
-    if cancelled:
-        status = TIMED_OUT if cancelled[0].startswith("timed out") else CANCELLED
-        return status, cancelled[0]
+    if stop.why is not None:
+        return stop.why
     if code != 0:
-        return FAILURE, f"killed by signal {-code}" if code < 0 else f"the deploy command exited with {code}"
+        return FAILURE, f"the {what} command was killed by signal {-code}" if code < 0 else \
+            f"the {what} command exited with {code}"
     return SUCCESS, ""
+
+
+def command_environment(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int,
+                        rollback: bool, lock: EnvironmentLock) -> dict[str, str]:
+    """What the deploy and verify commands see: no credential the environment does not name, and the facts."""
+    environ = without_credentials(git.stage_environment(dict(ctx.environ)), env.env_passthrough)
+    environ.update({
+        "CDKIT_ENVIRONMENT": env.name, "CDKIT_SHA": sha, "CDKIT_DEPLOYMENT_ID": str(deployment_id),
+        "CDKIT_ROLLBACK": "1" if rollback else "0", "CDKIT_ENVIRONMENT_URL": env.url or "",
+        # The inherited lock: a process meant to outlive the deploy (a daemon) closes it, or it holds the lock.
+        "CDKIT_LOCK_FD": str(lock.fd),
+    })
+    return environ
 
 
 # --- deploy -----------------------------------------------------------------------------------
@@ -518,7 +530,7 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
     sha = git.resolve_commit(sha, cwd=ctx.root)
     if ctx.remote is not None:
         ctx.remote.preflight(env)
-    with environment_lock(ctx, env.name) as holder:
+    with environment_lock(ctx, env.name) as lock:
         _close_abandoned(ctx, env.name)
         busy = ctx.remote.deploy_in_progress(env.name) if ctx.remote is not None else None
         if busy:
@@ -531,7 +543,7 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
             # The approval adds exactly one problem; when it is the only one, the release waits.
             waiting = result.decision is not None and not result.decision.approved and len(result.problems) == 1
             raise _refuse(env, sha, result.problems, only_approval=waiting)
-        return _deploy_now(ctx, env, sha, holder=holder, rollback=rollback, decision=result.decision,
+        return _deploy_now(ctx, env, sha, lock=lock, rollback=rollback, decision=result.decision,
                            current=result.current)
 
 
@@ -546,7 +558,7 @@ def deployer(ctx: ReleaseContext) -> str:
         return "unknown"
 
 
-def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str, rollback: bool,
+def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, rollback: bool,
                 decision: Decision | None, current: str | None) -> DeployResult:
     approval = _approval_record(env, decision)
     deployed_by = deployer(ctx)
@@ -560,23 +572,14 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str,
     log_path = log_dir / f"{deployment_id}-{env.name}.log"
     github_id = ctx.github_deployment_id
     status, reason = CRASHED, "cdkit stopped before the deploy command finished"
+    stop = _Stop()
+    lock.note(deployment=deployment_id)
     try:
-        if ctx.remote is not None:
-            payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
-                       "deployed_by": deployed_by}
-            try:
-                github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
-            except GateFailed as exc:
-                # Another machine's deploy started first (the remote set ours to failure): nothing ran.
-                status, reason = REFUSED, str(exc)
-                raise
-        what = "rolling back" if rollback else "deploying"
-        ctx.say(f"cdkit: {what} {env.name} to {sha[:12]} (deployment #{deployment_id}, log: {log_path})")
-        # The deploy command sees exactly `sha`: the work tree only when it is a clean checkout of it.
-        in_place = git.work_tree_state(ctx.root) == (sha, True)
-        with git.checkout_of(sha, ctx.root, in_place=in_place) as workdir:
-            status, reason = run_deploy_command(ctx, env, sha, deployment_id=deployment_id, lock_holder=holder,
-                                                rollback=rollback, log_path=log_path, workdir=workdir)
+        with cancel_on_signals(lambda why: stop(CANCELLED, why)):
+            status, reason, github_id = _start_and_run(ctx, env, sha, deployment_id=deployment_id, lock=lock,
+                                                       stop=stop, rollback=rollback, approval=approval,
+                                                       log_path=log_path, github_id=github_id,
+                                                       deployed_by=deployed_by)
     except KeyboardInterrupt:
         status, reason = CANCELLED, "interrupted"
         raise
@@ -587,10 +590,35 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, holder: str,
         if ctx.remote is not None and github_id is not None:
             ctx.remote.finish_deployment(github_id, env, SUCCESS if status == SUCCESS else FAILURE,
                                          log_url=ctx.log_url)
+    if status == REFUSED:
+        raise GateFailed(reason)
     ctx.say(f"cdkit: deployment #{deployment_id} to {env.name}: {status}" + (f" ({reason})" if reason else ""))
     return DeployResult(env.name, sha, status, rollback=rollback, deployment_id=deployment_id,
                         log_path=str(log_path), approval=approval, reasons=(reason,) if reason else (),
                         github_id=github_id)
+
+
+def _start_and_run(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int, lock: EnvironmentLock,
+                   stop: _Stop, rollback: bool, approval: dict[str, Any] | None, log_path: Path,
+                   github_id: int | None, deployed_by: str) -> tuple[str, str, int | None]:
+    """Create the GitHub deployment (if any), then run the deploy command at `sha`: (status, reason, GitHub id)."""
+    if ctx.remote is not None:
+        payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
+                   "deployed_by": deployed_by}
+        try:
+            github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
+        except GateFailed as exc:
+            # Another machine's deploy started first (the remote set ours to failure): nothing ran.
+            return REFUSED, str(exc), github_id
+    what = "rolling back" if rollback else "deploying"
+    ctx.say(f"cdkit: {what} {env.name} to {sha[:12]} (deployment #{deployment_id}, log: {log_path})")
+    # The deploy command sees exactly `sha`: the work tree only when it is a clean checkout of it.
+    in_place = git.work_tree_state(ctx.root) == (sha, True)
+    with git.checkout_of(sha, ctx.root, in_place=in_place) as workdir:
+        environ = command_environment(ctx, env, sha, deployment_id=deployment_id, rollback=rollback, lock=lock)
+        status, reason = run_command(ctx, env.deploy, environ, lock=lock, stop=stop, log_path=log_path,
+                                     workdir=workdir, timeout=ctx.deploy_timeout, what="deploy")
+    return status, reason, github_id
 
 
 # --- entry points for automatic releases ------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example
 
 # Each deploy appends "ENV SHA ID ROLLBACK" to $DEPLOY_LOG; with $HOLD set it waits for that file to exist.
 DEPLOY = ('echo "deploying to $CDKIT_ENVIRONMENT"; echo "$CDKIT_ENVIRONMENT $CDKIT_SHA $CDKIT_DEPLOYMENT_ID $CDKIT_ROLLBACK" >> "$DEPLOY_LOG"; '
-          'if [ -n "$HOLD" ]; then touch "$HOLD.started"; while [ ! -e "$HOLD" ]; do sleep 0.05; done; fi; '
+          'if [ -n "$HOLD" ]; then echo $$ > "$HOLD.pid"; touch "$HOLD.started"; while [ ! -e "$HOLD" ]; do sleep 0.05; done; fi; '
           'test ! -e "$DEPLOY_FAIL"')
 
 PIPELINE = config(f"""
@@ -65,10 +64,26 @@ def ledger_of(repo: Path, **kw: object) -> Ledger:
     return Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3", **kw)  # type: ignore[arg-type]
 
 
-def run_ok(repo: Path) -> subprocess.CompletedProcess[str]:
-    result = cdkit("run", cwd=repo)
+def run_ok(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = cdkit("run", *args, cwd=repo)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie nobody reaped yet has ended: its descriptors are closed)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < end, f"process {pid} never ended"
+        time.sleep(0.05)
 
 
 def wait_for(path: Path, timeout: float = 30) -> None:
@@ -81,9 +96,9 @@ def wait_for(path: Path, timeout: float = 30) -> None:
 # --- deployment mode ---------------------------------------------------------------------------
 
 
-def test_passing_run_on_release_branch_deploys_deployment_environments_by_itself(world: Path) -> None:
+def test_run_deploy_on_the_release_branch_deploys_the_deployment_environments_in_order(world: Path) -> None:
     sha = git(world, "rev-parse", "HEAD")
-    result = run_ok(world)
+    result = run_ok(world, "--deploy")
     assert [d[:2] for d in deploys(world)] == [["staging", sha]]
     assert "prod is in delivery mode" in result.stdout
     with ledger_of(world) as ledger:
@@ -92,25 +107,61 @@ def test_passing_run_on_release_branch_deploys_deployment_environments_by_itself
         assert Path(record["log_path"]).read_text() == "deploying to staging\n"
 
 
-def test_no_auto_deploy_off_the_release_branch_or_from_a_dirty_tree(world: Path) -> None:
+def test_a_plain_run_never_deploys_and_says_what_deploy_would_do(world: Path) -> None:
+    sha = git(world, "rev-parse", "HEAD")
+    result = run_ok(world)
+    assert (f"cdkit: nothing deployed (a plain `cdkit run` never deploys); `cdkit run --deploy` on a clean main "
+            f"would deploy {sha[:12]} to staging, each gate checked again") in result.stdout
+    data = json.loads(run_ok(world, "--json").stdout)
+    assert data["deployments"] == [] and data["would_deploy"] == ["staging"]
+    assert deploys(world) == []
+    run_ok(world, "--deploy")  # the control: asked for, it deploys
+    assert [d[:2] for d in deploys(world)] == [["staging", sha]]
+
+
+@pytest.mark.parametrize("limit", ["--stage", "CDKIT_SKIP", "--trigger", "dirty", "--head", "off the branch"])
+def test_run_deploy_refuses_a_run_that_would_not_count_before_running_anything(world: Path, limit: str) -> None:
+    args: list[str] = []
+    env: dict[str, str] = {}
+    if limit == "--stage":
+        args = ["--stage", "build"]
+    elif limit == "CDKIT_SKIP":
+        env = {"CDKIT_SKIP": "test"}
+    elif limit == "--trigger":
+        args = ["--trigger", "pre-push"]
+    elif limit == "dirty":
+        (world / "app.txt").write_text("uncommitted\n")
+    elif limit == "--head":
+        args = ["--head", "HEAD"]
+    else:
+        git(world, "checkout", "-q", "-b", "feature")
+    result = cdkit("run", "--deploy", *args, cwd=world, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--deploy releases only a complete run of the clean release branch:" in result.stderr
+    with ledger_of(world) as ledger:
+        assert ledger.recent_runs() == []  # nothing ran
+    assert deploys(world) == []
+
+
+def test_no_deploy_off_the_release_branch_or_from_a_dirty_tree(world: Path) -> None:
     git(world, "checkout", "-q", "-b", "feature")
     commit(world, {"app.txt": "2\n"})
-    run_ok(world)
+    assert "nothing deployed" not in run_ok(world).stdout  # nothing --deploy could release here either
     git(world, "checkout", "-q", "main")
     (world / "app.txt").write_text("dirty\n")
-    run_ok(world)
+    assert "nothing deployed" not in run_ok(world).stdout
     assert deploys(world) == []
 
 
 def test_run_json_lists_the_deployments(world: Path) -> None:
-    result = cdkit("run", "--json", cwd=world)
+    result = cdkit("run", "--deploy", "--json", cwd=world)
     data = json.loads(result.stdout)
     assert [(d["environment"], d["status"]) for d in data["deployments"]] == [("staging", "success")]
 
 
 def test_failed_deploy_command_is_recorded_and_fails_the_run(world: Path, tmp_path: Path) -> None:
     (tmp_path / "deploy-fails").touch()
-    result = cdkit("run", cwd=world)
+    result = cdkit("run", "--deploy", cwd=world)
     assert result.returncode == 1
     assert "deployment #1 to staging: failure (the deploy command exited with 1)" in result.stdout
     with ledger_of(world) as ledger:
@@ -176,7 +227,7 @@ def test_a_later_failure_of_the_same_sha_wins_over_an_earlier_pass(world: Path) 
 
 def test_delivery_waits_refuses_self_approval_then_deploys_with_a_second_persons_approval(world: Path) -> None:
     sha = git(world, "rev-parse", "HEAD")
-    run_ok(world)
+    run_ok(world, "--deploy")
     waiting = cdkit("deploy", "--env", "prod", cwd=world)
     assert waiting.returncode == 1
     assert f"{sha[:12]} is not approved for prod: needs 1 approval(s) of {sha[:12]}, has 0" in waiting.stderr
@@ -265,9 +316,9 @@ def test_later_environment_needs_the_earlier_one_to_have_it(world: Path) -> None
 
 def test_older_sha_refused_unless_explicit_rollback_which_is_recorded(world: Path) -> None:
     old = git(world, "rev-parse", "HEAD")
-    run_ok(world)
+    run_ok(world, "--deploy")
     new = commit(world, {"app.txt": "2\n"})
-    run_ok(world)
+    run_ok(world, "--deploy")
     assert [d[:2] for d in deploys(world)] == [["staging", old], ["staging", new]]
 
     refused = cdkit("deploy", "--env", "staging", "--sha", old, cwd=world)
@@ -291,9 +342,9 @@ def test_older_sha_refused_unless_explicit_rollback_which_is_recorded(world: Pat
 def test_rerun_of_an_old_deploy_is_a_rollback_refused_unless_confirmed(world: Path) -> None:
     """Re-running the deploy of A after B shipped (an old workflow re-run) is the same request: refused."""
     a = git(world, "rev-parse", "HEAD")
-    run_ok(world)
+    run_ok(world, "--deploy")
     commit(world, {"app.txt": "2\n"})
-    run_ok(world)
+    run_ok(world, "--deploy")
     with ledger_of(world) as ledger:
         first = ledger.deployments(environment="staging")[0]
     rerun = cdkit("deploy", "--env", first["environment"], "--sha", first["sha"], cwd=world)
@@ -302,7 +353,7 @@ def test_rerun_of_an_old_deploy_is_a_rollback_refused_unless_confirmed(world: Pa
 
 
 def test_deploying_what_already_runs_is_a_no_op(world: Path) -> None:
-    run_ok(world)
+    run_ok(world, "--deploy")
     result = cdkit("deploy", "--env", "staging", "--json", cwd=world)
     assert result.returncode == 0
     assert json.loads(result.stdout)["status"] == "unchanged"
@@ -328,7 +379,7 @@ def test_two_deploys_at_once_one_is_refused(world: Path, tmp_path: Path) -> None
     first = _start_held_deploy(world, hold)
     second = cdkit("deploy", "--env", "staging", cwd=world)
     assert second.returncode == 1
-    assert "another deploy to staging is in progress (lock held by " in second.stderr
+    assert "another deploy to staging is in progress (deployment #1 started at " in second.stderr
     hold.touch()
     assert first.wait(timeout=60) == 0
     with ledger_of(world) as ledger:
@@ -336,55 +387,107 @@ def test_two_deploys_at_once_one_is_refused(world: Path, tmp_path: Path) -> None
     assert len(deploys(world)) == 1
 
 
-def test_crashed_deploy_is_recorded_and_its_lock_taken_over_with_an_audit_line(world: Path, tmp_path: Path) -> None:
-    sha = git(world, "rev-parse", "HEAD")
-    git(world, "checkout", "-q", "-b", "side")
-    run_ok(world)
-    git(world, "checkout", "-q", "main")
-    hold = tmp_path / "hold"
-    first = _start_held_deploy(world, hold)
-    first.kill()  # cdkit itself dies mid-deploy (SIGKILL: no cleanup at all)
-    first.wait()
-    hold.touch()  # let the orphaned deploy command finish
-    result = cdkit("deploy", "--env", "staging", "--json", cwd=world)
-    assert result.returncode == 0, result.stderr
-    with ledger_of(world) as ledger:
-        assert [(d["sha"], d["status"]) for d in ledger.deployments()] == [(sha, "crashed"), (sha, "success")]
-        audit = [what for _, what in ledger.audit_lines()]
-    assert any("whose process is gone; released for" in a for a in audit)
-    assert any("deployment #1 of" in a and "recorded as crashed" in a for a in audit)
-
-
-def test_lock_of_a_live_holder_elsewhere_expires_and_is_taken_over(world: Path) -> None:
-    git(world, "checkout", "-q", "-b", "side")
-    run_ok(world)
-    git(world, "checkout", "-q", "main")
-    with ledger_of(world) as ledger:
-        assert ledger.acquire_lock("deploy:staging", "1@another-host:abcd", ttl=600) is None
-    assert "lock held by 1@another-host:abcd" in cdkit("deploy", "--env", "staging", cwd=world).stderr
-    later = time.time() + 601
-    pipeline = load(world / ".cdkit.yml")
-    with ledger_of(world, clock=lambda: later) as ledger:
-        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
-        assert deploy(ctx, "staging", "main").status == "success"
-        assert any("lock deploy:staging held by 1@another-host:abcd expired; taken over by" in what
-                   for _, what in ledger.audit_lines())
-        assert ledger.acquire_lock("deploy:staging", "someone-else", ttl=1) is None  # released after the deploy
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cancelled_deploy_is_recorded_and_releases_the_lock(world: Path, tmp_path: Path, sig: int) -> None:
+def test_cancelled_deploy_is_recorded_exits_130_and_releases_the_lock(world: Path, tmp_path: Path, sig: int) -> None:
     git(world, "checkout", "-q", "-b", "side")
     run_ok(world)
     git(world, "checkout", "-q", "main")
     first = _start_held_deploy(world, tmp_path / "hold")
     first.send_signal(sig)
-    assert first.wait(timeout=60) == 1
+    assert first.wait(timeout=60) == 130
     with ledger_of(world) as ledger:
         (record,) = ledger.deployments()
         assert record["status"] == "cancelled"
-        assert ledger.acquire_lock("deploy:staging", "next", ttl=1) is None
         assert any("cancelled" in what for _, what in ledger.audit_lines())
+    assert cdkit("deploy", "--env", "staging", cwd=world).returncode == 0  # the lock is free again
+
+
+def _staging_ready(world: Path) -> str:
+    """Stages passed on HEAD (run on another branch, so nothing deployed yet); returns HEAD."""
+    sha = git(world, "rev-parse", "HEAD")
+    git(world, "checkout", "-q", "-b", "side")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    return sha
+
+
+def test_sigkill_of_cdkit_leaves_its_deploy_command_holding_the_environment(world: Path, tmp_path: Path) -> None:
+    sha = _staging_ready(world)
+    hold = tmp_path / "hold"
+    first = _start_held_deploy(world, hold)
+    command = int(Path(f"{hold}.pid").read_text())
+    assert os.getsid(command) == command != os.getsid(first.pid)  # the deploy command has its own session
+    first.kill()  # cdkit dies mid-deploy (SIGKILL: no cleanup at all); its deploy command goes on
+    first.wait()
+    assert alive(command)
+    second = cdkit("deploy", "--env", "staging", cwd=world)
+    assert second.returncode == 1
+    assert (f"that cdkit is gone, but the deploy command it started still runs (session {command}): wait for it "
+            f"to end, or stop it with: kill -TERM -- -{command}") in second.stderr
+    assert len(deploys(world)) == 1  # the second deploy never started its command
+    hold.touch()  # the orphaned deploy command finishes...
+    wait_gone(command)
+    third = cdkit("deploy", "--env", "staging", "--json", cwd=world)  # ...and only then is the environment free
+    assert third.returncode == 0, third.stderr
+    with ledger_of(world) as ledger:
+        assert [(d["sha"], d["status"]) for d in ledger.deployments()] == [(sha, "crashed"), (sha, "success")]
+        audit = [what for _, what in ledger.audit_lines()]
+    assert any("deployment #1 of" in a and "recorded as crashed" in a for a in audit)
+
+
+def test_a_stopped_holder_keeps_the_lock_and_finishes_its_deploy(world: Path, tmp_path: Path) -> None:
+    sha = _staging_ready(world)
+    hold = tmp_path / "hold"
+    first = _start_held_deploy(world, hold)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = cdkit("deploy", "--env", "staging", cwd=world)
+        assert second.returncode == 1
+        assert f"by cdkit pid {first.pid} on " in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    hold.touch()
+    assert first.wait(timeout=60) == 0
+    newer = commit(world, {"app.txt": "2\n"})
+    git(world, "checkout", "-q", "side")
+    git(world, "merge", "-q", "--ff-only", "main")
+    run_ok(world)
+    git(world, "checkout", "-q", "main")
+    assert cdkit("deploy", "--env", "staging", cwd=world).returncode == 0  # free once the holder finished
+    with ledger_of(world) as ledger:
+        assert [(d["sha"], d["status"]) for d in ledger.deployments()] == [(sha, "success"), (newer, "success")]
+
+
+def test_a_holder_whose_lock_file_is_replaced_stops_its_deploy_and_records_why(world: Path, tmp_path: Path) -> None:
+    _staging_ready(world)
+    hold = tmp_path / "hold"
+    first = _start_held_deploy(world, hold)
+    command = int(Path(f"{hold}.pid").read_text())
+    (world / ".git" / "cdkit" / "locks" / "staging.lock").unlink()  # someone cleans the git dir
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 1
+    assert "deployment #1 to staging: failure (lost the deploy lock (" in out
+    wait_gone(command)  # its deploy command was stopped, never released by `hold`
+    assert not hold.exists()
+    with ledger_of(world) as ledger:
+        (record,) = ledger.deployments()
+        assert record["status"] == "failure"
+        assert any("lost the deploy lock" in what for _, what in ledger.audit_lines())
+
+
+def test_a_lock_held_by_any_process_refuses_the_deploy_until_released(world: Path) -> None:
+    import fcntl
+
+    _staging_ready(world)
+    path = world / ".git" / "cdkit" / "locks" / "staging.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = cdkit("deploy", "--env", "staging", cwd=world)
+    assert refused.returncode == 1
+    assert "is locked by a process that wrote nothing into it" in refused.stderr
+    assert deploys(world) == []
+    assert cdkit("deploy", "--env", "staging", cwd=world).returncode == 0
 
 
 def test_deploy_command_gets_the_documented_environment_and_runs_at_the_sha(world: Path, tmp_path: Path) -> None:
@@ -410,7 +513,7 @@ def test_deploy_command_gets_the_documented_environment_and_runs_at_the_sha(worl
 
 def test_status_shows_the_whole_chain(world: Path) -> None:
     sha = git(world, "rev-parse", "HEAD")
-    run_ok(world)
+    run_ok(world, "--deploy")
     cdkit("approve", sha, "--env", "prod", "--comment", "ok", cwd=world, env=BOB)
     text = cdkit("status", cwd=world).stdout
     assert "  staging (deployment) (runs it now)\n    deployment #1 success at " in text
@@ -424,7 +527,7 @@ def test_status_shows_the_whole_chain(world: Path) -> None:
 
 def test_environments_lists_what_runs_where(world: Path) -> None:
     assert "staging  deployment: nothing deployed yet" in cdkit("environments", cwd=world).stdout
-    run_ok(world)
+    run_ok(world, "--deploy")
     text = cdkit("environments", cwd=world).stdout
     assert text.startswith("staging  deployment: runs ")
     assert "prod     delivery (1 approval(s) via local): nothing deployed yet" in text
@@ -444,16 +547,6 @@ def test_review_mode_without_github_fails_closed(tmp_path: Path) -> None:
     assert "prod is approved through pull-request reviews (approval.via: review), which needs GitHub" \
         in result.stderr
     assert cdkit("approve", "HEAD", "--env", "prod", cwd=repo, env=BOB).returncode == 2
-
-
-def test_holder_on_this_host_with_live_pid_is_respected(world: Path) -> None:
-    with ledger_of(world) as ledger:
-        assert ledger.acquire_lock("deploy:staging", f"{os.getpid()}@{socket.gethostname()}:x", ttl=600) is None
-    pipeline = load(world / ".cdkit.yml")
-    with ledger_of(world) as ledger:
-        ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
-        with pytest.raises(GateFailed, match="another deploy to staging is in progress"):
-            deploy(ctx, "staging", "HEAD")
 
 
 def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) -> None:
@@ -486,10 +579,10 @@ def test_a_paths_skip_does_not_vouch_for_an_earlier_unchecked_change(tmp_path: P
     monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
     repo = make_repo(tmp_path / "repo")
     commit(repo, {".cdkit.yml": PATHS_PIPELINE, "src/ok.py": "1"}, "first")
-    assert cdkit("run", cwd=repo).returncode == 0  # test passes on the first commit
+    assert cdkit("run", "--deploy", cwd=repo).returncode == 0  # test passes on the first commit
     bad = commit(repo, {"src/bad": "x"}, "a bad change pushed with --no-verify: never checked")
     docs = commit(repo, {"docs/readme.md": "x"}, "docs only")
-    run = cdkit("run", "--base", bad, cwd=repo)  # the pushed range touches docs only: test skipped
+    run = cdkit("run", "--deploy", "--base", bad, cwd=repo)  # the pushed range touches docs only: test skipped
     assert "paths did not match" in cdkit("status", cwd=repo).stdout
     assert run.returncode == 1, run.stdout  # deployment mode tried to release it, and the gate refused
     deployed_first = (tmp_path / "deploys.txt").read_text()
@@ -504,9 +597,9 @@ def test_a_paths_skip_is_vouched_for_by_a_pass_with_the_same_files(tmp_path: Pat
     monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
     repo = make_repo(tmp_path / "repo")
     first = commit(repo, {".cdkit.yml": PATHS_PIPELINE, "src/ok.py": "1"}, "first")
-    assert cdkit("run", cwd=repo).returncode == 0
+    assert cdkit("run", "--deploy", cwd=repo).returncode == 0
     docs = commit(repo, {"docs/readme.md": "x"}, "docs only")
-    assert cdkit("run", "--base", first, cwd=repo).returncode == 0  # test skipped by paths
+    assert cdkit("run", "--deploy", "--base", first, cwd=repo).returncode == 0  # test skipped by paths
     result = cdkit("deploy", "--env", "staging", "--sha", docs, cwd=repo)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split()[:2] for line in (tmp_path / "deploys.txt").read_text().splitlines()] == \
@@ -517,9 +610,9 @@ def test_only_a_missing_approval_waits_any_other_refusal_is_refused(world: Path)
     from cdkit.release import deploy_if_approved
 
     good = git(world, "rev-parse", "HEAD")
-    assert cdkit("run", cwd=world).returncode == 0  # passes; staging deploys it (deployment mode)
+    assert cdkit("run", "--deploy", cwd=world).returncode == 0  # passes; staging deploys it (deployment mode)
     bad = commit(world, {"fail-build": "x"}, "breaks the build")
-    assert cdkit("run", cwd=world).returncode == 1
+    assert cdkit("run", "--deploy", cwd=world).returncode == 1
     pipeline = load(world / ".cdkit.yml")
     with ledger_of(world) as ledger:
         ctx = ReleaseContext(root=world, cdkit_dir=world / ".git" / "cdkit", pipeline=pipeline, ledger=ledger)
@@ -536,7 +629,7 @@ def test_a_deploy_that_leaves_a_detached_process_holding_its_output_still_ends(w
     text = PIPELINE.replace(f"deploy: '{DEPLOY}'", f"deploy: {sys.executable} deploy.py & sleep 0.5; echo started", 1)
     commit(world, {".cdkit.yml": text}, "a deploy that starts a daemon")
     try:
-        assert cdkit("run", cwd=world).returncode == 0  # staging (deployment mode) deploys it
+        assert cdkit("run", "--deploy", cwd=world).returncode == 0  # staging (deployment mode) deploys it
         with ledger_of(world) as ledger:
             (deployment,) = ledger.deployments(environment="staging")
         assert deployment["status"] == "success"

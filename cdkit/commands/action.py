@@ -29,7 +29,7 @@ from cdkit.plan import make_plan, parse_skip
 from cdkit.report.actions import Actions, ActionsReporter, md_code, md_escape, safe_url, summary_table
 from cdkit.report.console import ConsoleReporter
 from cdkit.runner import Reporter, StageResult
-from cdkit.secrets import SECRET_ENV_VARS, redact
+from cdkit.secrets import redact
 from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, load_pipeline_at, open_ledger, run_trigger
 
 if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run needs them
@@ -42,9 +42,6 @@ COMMANDS = ("auto", "run", "plan", "deploy")
 # Files the runner reads back after the step: a stage writing to them could set this
 # step's outputs or the job's environment, so stages never see where they are.
 RUNNER_FILE_VARS = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STATE")
-# Credentials a job may carry besides the token: never near pull-request code.
-PR_CODE_SECRET_VARS = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_RUNTIME_TOKEN",
-                       "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
 
 
 @dataclass(frozen=True)
@@ -105,10 +102,16 @@ class Outcome:
         }
 
 
-def stage_environ(environ: Mapping[str, str], *, pr_code: bool) -> dict[str, str]:
-    """The environment stages get: no token, no runner files, and for PR code no other credentials."""
-    dropped = set(SECRET_ENV_VARS) | set(RUNNER_FILE_VARS) | (set(PR_CODE_SECRET_VARS) if pr_code else set())
-    return {k: v for k, v in environ.items() if k not in dropped and not k.startswith("INPUT_")}
+def stage_environ(environ: Mapping[str, str], *, token: str | None) -> dict[str, str]:
+    """The environment stages and deploy commands start from: no runner files, no inputs.
+
+    Credentials stay in it (the token as GITHUB_TOKEN) only for the one rule every
+    command cdkit starts follows: a stage or environment gets a credential when the
+    pipeline names it in `env_passthrough`, and never otherwise
+    (`cdkit.secrets.without_credentials`, applied where each command starts).
+    """
+    kept = {k: v for k, v in environ.items() if k not in RUNNER_FILE_VARS and not k.startswith("INPUT_")}
+    return {**kept, **({"GITHUB_TOKEN": token} if token else {})}
 
 
 def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None,
@@ -244,7 +247,7 @@ def _run_stages(actions: Actions, ws: Workspace, pipeline: Pipeline, env: Runner
         if checks is not None:
             reporters.append(checks)
         outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters,
-                              environ=stage_environ(environ, pr_code=decision.pr_code),
+                              environ=stage_environ(environ, token=token),
                               pipeline_fixed=decision.pipeline_sha is not None)
         links: dict[str, str] = {}
         if checks is not None:
@@ -393,8 +396,8 @@ def _release_context(actions: Actions, ws: Workspace, pipeline: Pipeline, ledger
     from cdkit.commands.deploy import remote_for
     from cdkit.release import ReleaseContext
 
-    deploy_environ = stage_environ(environ, pr_code=False)
-    github_environ = {**deploy_environ, **({"GITHUB_TOKEN": token} if token else {})}
+    deploy_environ = stage_environ(environ, token=token)
+    github_environ = deploy_environ
     deployment_id = None
     if decision.event == "deployment":
         raw = (decision.payload.get("deployment") or {}).get("id")
@@ -407,7 +410,7 @@ def _release_context(actions: Actions, ws: Workspace, pipeline: Pipeline, ledger
         else:
             output.write_line(f"  | {text}", stream=actions.stream)
 
-    # Only cdkit's GitHub client holds the token; the deploy command is the project's, and gets none.
+    # Only cdkit's GitHub client uses the token; the deploy command gets it only if its environment names it.
     return ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
                           environ=deploy_environ, remote=remote_for(ws, pipeline, github_environ),
                           say=lambda text: _say(actions, text), on_output=show,
@@ -428,7 +431,7 @@ def _deploy_outcome(actions: Actions, result: DeployResult, results: tuple[Stage
         actions.annotate("notice", "; ".join(reasons), title=f"cdkit: {result.environment} waits for approval")
         return Outcome("waiting", EXIT_OK, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
     actions.annotate("error", "; ".join(reasons), title=f"cdkit: deploy to {result.environment} {result.status}")
-    return Outcome(result.status, EXIT_FAILED, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
+    return Outcome(result.status, result.exit_code, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]
 
 
 # --- the job summary ---------------------------------------------------------------------------

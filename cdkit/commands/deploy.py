@@ -68,7 +68,7 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
         result = release_deploy(ctx, environment, sha or default_sha(ws, pipeline), rollback=rollback)
     if as_json:
         output.write_line(json.dumps(result.as_data(), indent=2))
-    return 0 if result.ok else 1
+    return result.exit_code
 
 
 def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list[dict[str, Any]]:
@@ -123,7 +123,7 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
 
 def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, ref: str | None, passed: bool,
                  environ: Mapping[str, str], stream: IO[str]) -> list[dict[str, Any]]:
-    """After `cdkit run`: continuous deployment of a passing, clean run on the release branch.
+    """After `cdkit run --deploy`: continuous deployment of a passing, clean run on the release branch.
 
     Returns the deploys as data (empty when nothing is in deployment mode or the run does not qualify).
     """
@@ -137,7 +137,7 @@ def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, re
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
                               remote=remote_for(ws, pipeline, environ))
         results = after_pipeline(ctx, sha=sha, ref=ref, passed=passed, dirty=dirty)
-    return [r.as_data() for r in results]
+    return [{**r.as_data(), "exit_code": r.exit_code} for r in results]
 
 
 def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> list[dict[str, Any]]:
