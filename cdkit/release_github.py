@@ -204,9 +204,50 @@ class GitHubRemote:
             if self._of_this_run(statuses):
                 continue  # this run's job deployment (or a deploy this run already finished)
             state = statuses[0].get("state") if statuses else "pending"
-            if state in ACTIVE_STATES:
-                return f"deployment {deployment_id} of {str(deployment.get('sha'))[:12]} is {state}"
+            if state not in ACTIVE_STATES:
+                continue
+            ended, why_unknown = self._run_ended(deployment, statuses)
+            if ended:
+                self._mark_abandoned(deployment, ended)
+                continue
+            return f"deployment {deployment_id} of {str(deployment.get('sha'))[:12]} is {state}{why_unknown}"
         return None
+
+    def _run_ended(self, deployment: Mapping[str, Any], statuses: list[dict[str, Any]]) -> tuple[str | None, str]:
+        """(how its workflow run ended, or None; why cdkit could not tell) for an active-looking deployment.
+
+        A job killed mid-deploy (cancelled, runner lost) or a GitHub fault on the last
+        status leaves a deployment `in_progress` forever; its workflow run, named by
+        cdkit's payload or by the job's status links, says whether anyone still runs it.
+        """
+        payload = deployment.get("payload") if isinstance(deployment.get("payload"), Mapping) else {}
+        run_ids = {str(payload["cdkit_run_id"])} if payload and payload.get("cdkit_run_id") else set()
+        link = re.compile(rf"/{re.escape(self.repo)}/actions/runs/(\d+)(?:[/?#]|$)", re.IGNORECASE)
+        for status in statuses:
+            for key in ("log_url", "target_url"):
+                found = link.search(str(status.get(key) or ""))
+                if found:
+                    run_ids.add(found.group(1))
+        if not run_ids:
+            return None, ""
+        for run_id in sorted(run_ids):
+            try:
+                run = self._get(f"/actions/runs/{run_id}", f"read workflow run {run_id}", "actions: read")
+            except GitHubRefused as exc:
+                # Fail closed: it may still run. Say how to let cdkit tell next time.
+                return None, (f"; cdkit could not read its workflow run {run_id} (HTTP {exc.status}): with "
+                              "`actions: read` it tells a crashed deploy from a running one")
+            if run.get("status") == "completed":
+                return f"its workflow run {run_id} ended ({run.get('conclusion') or 'no conclusion'})", ""
+        return None, ""
+
+    def _mark_abandoned(self, deployment: Mapping[str, Any], how: str) -> None:
+        """Record on GitHub that nobody will finish this deployment, so it stops looking like a deploy in progress."""
+        deployment_id = int(deployment["id"])
+        self.client.request("POST", f"/repos/{self.repo}/deployments/{deployment_id}/statuses",
+                            body={"state": "error", "description": f"cdkit: abandoned, {how}"[:140]},
+                            what=f"mark deployment {deployment_id} abandoned", scope="deployments: write",
+                            idempotent=True)
 
     def preflight(self, environment: Environment) -> None:
         """`via: environment` needs a GitHub environment with required reviewers; GitHub would create it unprotected."""
@@ -340,7 +381,9 @@ class GitHubRemote:
         else:
             token = uuid.uuid4().hex
             body = {"ref": sha, "environment": environment.name, "auto_merge": False, "required_contexts": [],
-                    "payload": {**payload, evidence.DEPLOYMENT_MARKER: token}, "transient_environment": False,
+                    "payload": {**payload, evidence.DEPLOYMENT_MARKER: token,
+                                **({"cdkit_run_id": self.run_id} if self.run_id else {})},
+                    "transient_environment": False,
                     "description": ("rollback" if rollback else "deploy") + f" {sha[:12]} by cdkit"}
 
             def recover() -> tuple[dict[str, Any], Any] | None:

@@ -3,7 +3,8 @@
 Registered on every `FakeGitHub` when imported (see tests/fake_github.py). State lives in
 `server.state.extra`: "deployments" (id -> deployment), "deployment_statuses" (id -> newest first),
 "environments" (name -> environment), "run_approvals" (run id -> entries), "pulls" (number -> pull),
-"reviews" / "pull_commits" (number -> list), "permissions" (login -> role), "refs" (ref -> sha).
+"reviews" / "pull_commits" (number -> list), "permissions" (login -> role), "refs" (ref -> sha),
+"workflow_runs" (run id -> {"status": ..., "conclusion": ...}; an unknown run is a 404).
 
 What GitHub does on its own, for tests to script:
     start_job_deployment(server, ...)      a job with `environment:` starts: its deployment, `in_progress`,
@@ -153,6 +154,15 @@ def get_environment(server: FakeGitHub, req: Request) -> Reply:
 @route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/approvals")
 def run_approvals(server: FakeGitHub, req: Request) -> Reply:
     return Reply(200, _extra(server, "run_approvals").get(req.params["run_id"], []))
+
+
+@route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}")
+def get_workflow_run(server: FakeGitHub, req: Request) -> Reply:
+    run = _extra(server, "workflow_runs").get(req.params["run_id"])
+    if run is None:
+        return Reply(404, NOT_FOUND)
+    return Reply(200, {"id": int(req.params["run_id"]), "status": run.get("status", "in_progress"),
+                       "conclusion": run.get("conclusion"), "head_sha": run.get("head_sha", "")})
 
 
 @route("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission")

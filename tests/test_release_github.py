@@ -63,7 +63,7 @@ def test_deployment_mode_deploys_on_the_release_branch_with_auto_merge_false(
         environments:
           - {name: staging, mode: deployment, deploy: "true", url: "https://staging.example.com"}
     """)})
-    result = cdkit("run", "--json", cwd=repo, env=gh_env(fake_github, sha))
+    result = cdkit("run", "--deploy", "--json", cwd=repo, env=gh_env(fake_github, sha))
     assert result.returncode == 0, result.stderr
     assert [d["status"] for d in json.loads(result.stdout)["deployments"]] == ["success"]
     (deployment,) = github_deployments(fake_github)
@@ -357,15 +357,39 @@ def test_the_deploy_jobs_own_github_deployment_does_not_block_it(
     assert fake_github.state.extra["deployment_statuses"][ours[0]["id"]][0]["state"] == "success"
 
 
-def test_a_deploy_in_progress_from_another_run_still_refuses(
-        environment_repo: tuple[Path, str], fake_github: FakeGitHub) -> None:
+@pytest.mark.parametrize("run", [{"status": "in_progress"}, None])
+def test_a_deployment_whose_workflow_run_still_runs_or_is_unknown_still_refuses(
+        environment_repo: tuple[Path, str], fake_github: FakeGitHub, run: dict[str, Any] | None) -> None:
     repo, sha = environment_repo
+    if run is not None:
+        fake_github.state.extra["workflow_runs"] = {"771": run}
     other = start_job_deployment(fake_github, repo="acme/app", environment="prod", sha=sha, run_id="771")
     result = cdkit("deploy", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha))
     assert result.returncode == 1
-    assert f"another deploy to prod is in progress on GitHub (deployment {other} of {sha[:12]} is in_progress)" \
-        in result.stderr
-    assert [d["id"] for d in github_deployments(fake_github)] == [other]
+    assert f"in progress on GitHub (deployment {other} of {sha[:12]} is in_progress" in result.stderr
+    if run is None:  # a run cdkit cannot read may still run: it says so, and fails closed
+        assert "cdkit could not read its workflow run 771 (HTTP 404): with `actions: read`" in result.stderr
+    assert fake_github.state.extra["deployment_statuses"][other][0]["state"] == "in_progress"
+
+
+@pytest.mark.parametrize("created_by", ["github job", "cdkit"])
+def test_a_deployment_left_in_progress_by_a_run_that_ended_is_marked_and_does_not_block(
+        environment_repo: tuple[Path, str], fake_github: FakeGitHub, created_by: str) -> None:
+    repo, sha = environment_repo
+    fake_github.state.extra["workflow_runs"] = {"771": {"status": "completed", "conclusion": "cancelled"}}
+    if created_by == "github job":
+        stuck = start_job_deployment(fake_github, repo="acme/app", environment="prod", sha=sha, run_id="771")
+    else:  # cdkit's own deployment, whose job was killed before it could post the final status
+        stuck = add_deployment(fake_github, environment="prod", sha=sha, state="in_progress")
+        fake_github.state.extra["deployments"][stuck]["payload"] = {"cdkit_token": "x", "cdkit_run_id": "771"}
+    result = cdkit("deploy", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "success"
+    latest = fake_github.state.extra["deployment_statuses"][stuck][0]
+    assert (latest["state"], latest["description"]) == \
+        ("error", "cdkit: abandoned, its workflow run 771 ended (cancelled)")
+    (ours,) = [d for d in github_deployments(fake_github) if d["id"] != stuck]
+    assert ours["payload"]["cdkit_run_id"] == "77"  # so a later deploy can tell if this one is abandoned
 
 
 def staging_repo(tmp_path: Path) -> tuple[Path, str, Path]:
