@@ -20,7 +20,7 @@ from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 # The files SQLite keeps beside the ledger (where a writer's lock is).
@@ -140,6 +140,11 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE outbox_counts SET n = n - 1 WHERE state = OLD.state;
     END
     """,
+    # 5 -> 6: who holds a claim (pid@host), so a claim of a process known dead (a killed `cdkit sync`)
+    # is taken over at once instead of holding its items back until it expires.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT
+    """,
 )
 
 
@@ -194,6 +199,12 @@ def _from_json(text: str) -> Any:
     import json
 
     return json.loads(text)
+
+
+def _claimant_gone(claimant: str | None) -> bool:
+    """Whether the process that claimed an outbox item (`pid@host`) is known to have ended."""
+    pid, _, host = (claimant or "").partition("@")
+    return pid.isdigit() and local_process_gone(int(pid), host)
 
 
 class LedgerError(CdkitError):
@@ -646,15 +657,19 @@ class Ledger:
         now = self.clock()
         with self.transaction() as db:
             row = db.execute("SELECT * FROM outbox WHERE id = ?", (item_id,)).fetchone()
-            if row is None or row["state"] != "pending" or (row["claimed_until"] or 0) > now:
+            if row is None or row["state"] != "pending":
                 return None
-            db.execute("UPDATE outbox SET in_doubt = 1, claimed_until = ? WHERE id = ?", (now + CLAIM_SECONDS, item_id))
+            if (row["claimed_until"] or 0) > now and not _claimant_gone(row["claimed_by"]):
+                return None
+            db.execute("UPDATE outbox SET in_doubt = 1, claimed_until = ?, claimed_by = ? WHERE id = ?",
+                       (now + CLAIM_SECONDS, f"{os.getpid()}@{HOST}", item_id))
         return self._outbox(row)
 
     def release_claim(self, item_id: int, *, in_doubt: bool | None = None) -> None:
         """End a claim; `in_doubt` restores the flag when nothing was sent (None: leave it)."""
         with self.transaction() as db:
-            db.execute("UPDATE outbox SET claimed_until = NULL, in_doubt = COALESCE(?, in_doubt) WHERE id = ?",
+            db.execute("UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, in_doubt = COALESCE(?, in_doubt)"
+                       " WHERE id = ?",
                        (None if in_doubt is None else int(in_doubt), item_id))
 
     def mark_sending(self, item_id: int) -> None:

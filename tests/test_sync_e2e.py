@@ -260,3 +260,33 @@ def test_two_syncs_at_once_send_each_report_once(repo: Path, fake_github: FakeGi
     assert sorted(contexts) == [f"cdkit/s{n}" for n in range(6)], "each report sent exactly once"
     with Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3") as ledger:
         assert ledger.outbox_counts() == {"delivered": 6}
+
+
+def test_a_killed_sync_does_not_hold_its_reports_back(repo: Path, fake_github: FakeGitHub) -> None:
+    sha = commit(repo, {".cdkit.yml": pipeline("lint")})
+    ledger_path = repo / ".git" / "cdkit" / "ledger.sqlite3"
+    with Ledger(ledger_path) as ledger:
+        ledger.enqueue(f"status:{REPO}:{sha}:cdkit/lint:1", "status", {
+            "repo": REPO, "sha": sha, "state": "success", "context": "cdkit/lint", "description": "passed",
+            "target_url": None, "stage": "lint", "run_id": 1})
+    fake_github.hold()  # the first sync is mid-send when it is killed
+    env = {**os.environ, **env_for(fake_github, PAT)}
+    first = subprocess.Popen([sys.executable, "-m", "cdkit", "sync"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not fake_github.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_github.requests, "the first sync never reached GitHub"
+    # Control: while the sync that claimed the report lives, another one leaves the report to it.
+    beside = cdkit("sync", cwd=repo, env=env_for(fake_github, PAT))
+    assert beside.returncode == 1 and "1 report(s) still waiting" in beside.stdout, beside.stdout + beside.stderr
+    with Ledger(ledger_path) as ledger:
+        assert ledger.outbox_counts() == {"pending": 1}
+    first.kill()
+    first.communicate()
+    fake_github.release()
+    after = cdkit("sync", cwd=repo, env=env_for(fake_github, PAT))
+    assert after.returncode == 0, after.stderr
+    with Ledger(ledger_path) as ledger:
+        assert ledger.outbox_counts() == {"delivered": 1}
+    assert [s["context"] for s in fake_github.statuses(REPO, sha)] == ["cdkit/lint"]  # sent once
