@@ -46,6 +46,7 @@ class Stage(NamedTuple):
     working_directory: str | None = None
     # A stage that rewrites files (a formatter, a code generator) fails unless this says it may.
     allow_changes: bool = False
+    env_passthrough: tuple[str, ...] = ()  # credentials the command may see (cdkit.secrets.without_credentials)
 
 
 class ApprovalPolicy(NamedTuple):
@@ -61,6 +62,7 @@ class Environment(NamedTuple):
     deploy: str
     url: str | None = None
     approval: ApprovalPolicy = ApprovalPolicy()
+    env_passthrough: tuple[str, ...] = ()  # credentials the deploy command may see
 
 
 # GitHub Actions' app id: the `GITHUB_TOKEN` of a workflow run creates its check runs as this app,
@@ -780,6 +782,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                 env={key: str(value) for key, value in (raw.get("env") or {}).items()},  # 3 -> "3"
                 working_directory=raw.get("working_directory"),
                 allow_changes=bool(raw.get("allow_changes", False)),
+                env_passthrough=tuple(raw.get("env_passthrough") or ()),
             )
         )
     environments = []
@@ -797,6 +800,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                     reviewers=tuple(approval.get("reviewers") or ()),
                     merge=approval.get("merge", False),
                 ),
+                env_passthrough=tuple(raw.get("env_passthrough") or ()),
             )
         )
     return Pipeline(

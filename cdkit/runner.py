@@ -23,6 +23,7 @@ from typing import IO, NamedTuple, Protocol
 
 from cdkit.config import Stage
 from cdkit.plan import Plan
+from cdkit.secrets import without_credentials
 from cdkit.util import is_within
 
 PASSED, FAILED, TIMED_OUT, SKIPPED, CANCELLED = "passed", "failed", "timed_out", "skipped", "cancelled"
@@ -177,7 +178,8 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 def _stage_env(stage: Stage, ctx: RunContext, extra: Mapping[str, str]) -> dict[str, str]:
-    env = dict(ctx.environ)
+    # Every stage starts here, from the hook, `cdkit run` or the Action: one place for the credentials rule.
+    env = without_credentials(ctx.environ, stage.env_passthrough)
     env.update(stage.env)
     env.update(extra)
     env["CDKIT_STAGE"] = stage.name

@@ -10,6 +10,10 @@ TOKEN_PATTERN = re.compile(
     r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@))"
 )
 REDACTED = "***"
+# Credentials a shell or a CI job may carry besides those: the Actions runtime's and its OIDC token requests.
+RUNNER_CREDENTIAL_VARS = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_RUNTIME_URL",
+                          "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
+CREDENTIAL_ENV_VARS = frozenset(SECRET_ENV_VARS + RUNNER_CREDENTIAL_VARS)
 
 # Secrets that arrived some other way than the environment (`--token`): redacted everywhere too.
 _REGISTERED: set[str] = set()
@@ -33,3 +37,15 @@ def redact(text: str, environ: Mapping[str, str] | None = None, extra: Iterable[
     for value in secret_values(environ or {}, extra):
         text = text.replace(value, REDACTED)
     return TOKEN_PATTERN.sub(REDACTED, text)
+
+
+def without_credentials(environ: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
+    """`environ` for a stage, a deploy or a verify command: no credential unless the pipeline names it.
+
+    The one rule for every command cdkit starts (`cdkit run`, the hook, `cdkit deploy`,
+    `cdkit release check`, the Action): a token cdkit was given to talk to GitHub is
+    cdkit's, not the project's commands'. A stage or environment that needs one says so
+    with `env_passthrough: [NAME]`.
+    """
+    allowed = set(passthrough)
+    return {k: v for k, v in environ.items() if k not in CREDENTIAL_ENV_VARS or k in allowed}

@@ -726,7 +726,8 @@ def test_statuses_only_for_stages_the_push_judged(repo: Path) -> None:
 def test_failure_summary_redacts_tokens_from_the_stage_log(repo: Path) -> None:
     token = "ghp_" + "T0k3n" * 7 + "a"
     leaky = PIPELINE.replace(
-        "run: test ! -e BAD", """run: 'echo "Authorization: token $GITHUB_TOKEN"; echo "plain $GITHUB_TOKEN"; exit 1'""")
+        "run: test ! -e BAD", """run: 'echo "Authorization: token $GITHUB_TOKEN"; echo "plain $GITHUB_TOKEN"; exit 1'
+    env_passthrough: [GITHUB_TOKEN]""")  # granted the token, the stage still cannot show it
     commit(repo, {".cdkit.yml": leaky}, "leaky stage")
     result = push(repo, "origin", "main", env={"GITHUB_TOKEN": token})
     assert blocked(result)

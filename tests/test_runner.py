@@ -396,6 +396,7 @@ def test_status_keeps_a_real_result_over_a_run_that_did_not_judge_the_stage(repo
 
 def test_live_output_never_shows_a_token(repo: Path) -> None:
     token = "ghp_" + "Z" * 36
-    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, run: 'echo \"Authorization: token $GITHUB_TOKEN\"'}\n"})
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: a, env_passthrough: [GITHUB_TOKEN], "
+                                "run: 'echo \"Authorization: token $GITHUB_TOKEN\"'}\n"})  # granted, still hidden
     result = cdkit("run", cwd=repo, env={"GITHUB_TOKEN": token})
     assert token not in result.stdout and "Authorization: ***" in result.stdout
