@@ -96,25 +96,30 @@ def plan(config: str | None, base: str | None, head: str | None, trigger: str, a
 @click.option("--report", type=click.Choice(["auto", "checks", "statuses", "none"]), default=None,
               help="How stages reach GitHub (default: `report:` in .cdkit.yml, else auto: check runs when the "
                    "token can create them, else commit statuses).")
+@click.option("--deploy", is_flag=True,
+              help="After a complete, passing run of the clean release branch, deploy it to the deployment-mode "
+                   "environments in order (without it, `cdkit run` never deploys).")
 @TOKEN_OPTION
 @MAX_WAIT_OPTION
 @JSON_OPTION
 def run(config: str | None, base: str | None, head: str | None, stage_names: tuple[str, ...],
         stages: tuple[str, ...], with_needs: bool, trigger: str, jobs: int | None, report: str | None,
-        token: str | None, max_wait: float, as_json: bool) -> int:
+        deploy: bool, token: str | None, max_wait: float, as_json: bool) -> int:
     """Run the pipeline's stages in dependency order and record the results.
 
     Name stages to run only those (`cdkit run lint`); --with-needs adds what they need.
     Set CDKIT_SKIP=a,b to skip stages (each skip is recorded). With a GitHub token
     (GITHUB_TOKEN or GH_TOKEN) and repository (GITHUB_REPOSITORY or the origin URL),
-    every stage is also reported on the commit as cdkit/<stage>.
+    every stage is also reported on the commit as cdkit/<stage>. Nothing is deployed
+    unless --deploy is given.
     """
     from cdkit.commands.run import run as command
 
     if with_needs and not (stage_names or stages):
         raise click.UsageError("--with-needs goes with named stages: cdkit run STAGE --with-needs")
     return command(config=config, base=base, head=head, stages=stage_names + stages, trigger=trigger, jobs=jobs,
-                   as_json=as_json, report=report, token=token, max_wait=max_wait, with_needs=with_needs)
+                   as_json=as_json, report=report, token=token, max_wait=max_wait, with_needs=with_needs,
+                   deploy=deploy)
 
 
 @cli.command()

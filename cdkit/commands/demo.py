@@ -145,7 +145,7 @@ def story_releases(demo: Demo) -> None:
     demo.step("Two environments: staging deploys by itself (deployment), prod waits for an approval (delivery)")
     pipeline = (demo.repo / ".cdkit.yml").read_text() + ENVIRONMENTS
     first = demo.commit({".cdkit.yml": pipeline}, "Add staging and prod")
-    demo.cdkit("run")
+    demo.cdkit("run", "--deploy")
 
     demo.step("Delivery: prod refuses the unapproved commit, and its own author cannot approve it")
     demo.cdkit("deploy", "--env", "prod")
@@ -158,12 +158,12 @@ def story_releases(demo: Demo) -> None:
 
     demo.step("A commit whose test fails is never released anywhere")
     demo.commit({"calc.py": BUGGY_CALC}, "Break add() again")
-    demo.cdkit("run")
+    demo.cdkit("run", "--deploy")
     demo.cdkit("deploy", "--env", "staging")
 
     demo.step("The fix ships to staging by itself, and to prod after Bob's approval")
     second = demo.commit({"calc.py": FIXED_CALC}, "Fix add() for good")
-    demo.cdkit("run")
+    demo.cdkit("run", "--deploy")
     bob.cdkit("approve", second[:12], "--env", "prod",
               show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {second[:12]} --env prod")
     demo.cdkit("deploy", "--env", "prod")

@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from cdkit import output
 from cdkit.config import Pipeline
+from cdkit.errors import UsageError
 from cdkit.events import Trigger, manual_trigger
 from cdkit.ledger import Ledger
 from cdkit.plan import stages_with_needs
@@ -43,12 +44,17 @@ def outcome_as_data(outcome: RunOutcome) -> dict[str, Any]:
 def run(*, config: str | None, base: str | None, head: str | None, stages: Sequence[str], trigger: str,
         jobs: int | None, as_json: bool, environ: Mapping[str, str] = os.environ,
         cwd: str | os.PathLike[str] | None = None, report: str | None = None, token: str | None = None,
-        max_wait: float | None = None, with_needs: bool = False) -> int:
+        max_wait: float | None = None, with_needs: bool = False, deploy: bool = False) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     if with_needs:
         stages = stages_with_needs(pipeline, stages)
     the_trigger = manual_trigger(ws.root, base=base, head=head, kind=trigger)
+    blockers = release_blockers(ws, pipeline, head=head, stages=stages, trigger=trigger, environ=environ)
+    if deploy and blockers:
+        # The gates would refuse such a run anyway (its results do not count): say why without running it.
+        raise UsageError("--deploy releases only a complete run of the clean release branch:\n"
+                         + "\n".join(f"  - {p}" for p in blockers))
     # With --json, stdout carries only the JSON document; live output goes to stderr.
     stream = sys.stderr if as_json else sys.stdout
     console = ConsoleReporter(pipeline.stages, stream=stream)
@@ -75,16 +81,59 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     if not as_json:
         headline = f"run #{outcome.run_id} {outcome.status} on {the_trigger.head_sha[:12]}"
         print_summary(outcome.results, headline=headline, stream=stream)
-    # Continuous deployment: a passing run of a clean HEAD on the release branch deploys by itself.
     from cdkit.commands.deploy import auto_release
 
-    deployments = auto_release(ws, pipeline, run_id=outcome.run_id, sha=the_trigger.head_sha, ref=the_trigger.ref,
-                               passed=outcome.status == "passed" and head is None, environ=environ, stream=stream)
+    deployments: list[dict[str, Any]] = []
+    would_deploy = would_release(pipeline) if outcome.status == "passed" and not blockers else []
+    if deploy:  # asked for: a passing, complete run of the clean release branch deploys through the chain
+        deployments = auto_release(ws, pipeline, run_id=outcome.run_id, sha=the_trigger.head_sha,
+                                   ref=the_trigger.ref, passed=outcome.status == "passed", environ=environ,
+                                   stream=stream)
+    elif would_deploy:
+        output.write_line(f"cdkit: nothing deployed (a plain `cdkit run` never deploys); `cdkit run --deploy` on "
+                          f"a clean {pipeline.release_branch} would deploy {the_trigger.head_sha[:12]} to "
+                          f"{', then '.join(would_deploy)}, each gate checked again", stream=stream)
     if as_json:
         output.write_line(json.dumps({**outcome_as_data(outcome), "deployments": deployments,
+                                      "would_deploy": [] if deploy else would_deploy,
                                       "github": reported.as_data() if reported is not None else None}, indent=2))
-    released = all(d["status"] in ("success", "unchanged") for d in deployments)
-    return outcome.exit_code or (0 if released else 1)
+    return outcome.exit_code or max((d["exit_code"] for d in deployments), default=0)
+
+
+def would_release(pipeline: Pipeline) -> list[str]:
+    """The environments `--deploy` would deploy to, in order: deployment mode, up to the first delivery one."""
+    names = []
+    for env in pipeline.environments:
+        if env.mode != "deployment":
+            break
+        names.append(env.name)
+    return names
+
+
+def release_blockers(ws: Workspace, pipeline: Pipeline, *, head: str | None, stages: Sequence[str], trigger: str,
+                     environ: Mapping[str, str]) -> list[str]:
+    """Why this run could not release (`--deploy` needs a complete, countable run of the clean release branch)."""
+    from cdkit import git
+    from cdkit.plan import parse_skip
+
+    problems = []
+    if stages:
+        problems.append(f"--stage {' --stage '.join(stages)} runs part of the pipeline: drop --stage")
+    skipped = sorted(parse_skip(environ.get("CDKIT_SKIP")))
+    if skipped:
+        problems.append(f"CDKIT_SKIP={','.join(skipped)} skips stages: unset CDKIT_SKIP")
+    if trigger != "ci":
+        problems.append(f"--trigger {trigger} runs the {trigger} stages, not those a release needs: drop --trigger")
+    if head is not None:
+        problems.append("--head runs another commit than the checked-out release branch: drop --head")
+    ref = git.current_branch(cwd=ws.root)
+    if ref != f"refs/heads/{pipeline.release_branch}":
+        shown = ref.removeprefix("refs/heads/") if ref else "a detached HEAD"
+        problems.append(f"the checked-out branch is {shown}, not the release branch {pipeline.release_branch}: "
+                        f"git switch {pipeline.release_branch}")
+    if not git.work_tree_state(ws.root)[1]:
+        problems.append("the work tree has uncommitted changes, which are not the commit: commit or stash them")
+    return problems
 
 
 def _github_reporter(ws: Workspace, pipeline: Pipeline, the_trigger: Trigger, ledger: Ledger, *, report: str | None,
