@@ -112,8 +112,37 @@ def describe_holder(path: Path) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("since") or 0)))
     what = f"deployment #{info['deployment']}" if info.get("deployment") else "a deploy"
     text = f"{what} started at {since} by cdkit pid {pid} on {host}"
-    session = info.get("session")
-    if isinstance(pid, int) and local_process_gone(pid, host) and session:
-        text += (f"; that cdkit is gone, but the deploy command it started still runs (session {session}): "
-                 f"wait for it to end, or stop it with: kill -TERM -- -{session}")
+    if isinstance(pid, int) and local_process_gone(pid, host):
+        sessions = sorted(_holding_sessions(path)) or ([info["session"]] if info.get("session") else [])
+        if sessions:
+            where = ", ".join(f"session {s}" for s in sessions)
+            stop = "; ".join(f"kill -TERM -- -{s}" for s in sessions)
+            text += (f"; that cdkit is gone, but the deploy command it started still runs ({where}): wait for it "
+                     f"to end, or stop it with: {stop}")
+        else:
+            text += "; that cdkit is gone, but a process it started still holds the lock"
     return text
+
+
+def _holding_sessions(path: Path) -> set[int]:
+    """The sessions of the processes that hold `path` open (Linux /proc; empty elsewhere or when unreadable).
+
+    The lock file names the deploy command's session only once cdkit wrote it; the
+    processes themselves say who holds the lock, whenever cdkit died.
+    """
+    target = str(path.resolve())
+    sessions: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return sessions
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == target for fd in fds):
+                sessions.add(os.getsid(int(entry)))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return sessions

@@ -76,7 +76,7 @@ def test_a_cdkit_deploy_on_github_shows_with_its_payload_and_job_deployments_do_
     env = {**env_for(fake_github), "GITHUB_RUN_ID": "77", "GITHUB_SERVER_URL": "https://github.com"}
     start_job_deployment(fake_github, repo="acme/app", environment="staging", sha=sha, run_id="77",
                          state="success")
-    assert cdkit("run", cwd=repo, env=env).returncode == 0
+    assert cdkit("run", "--deploy", cwd=repo, env=env).returncode == 0
     data = json.loads(cdkit("history", "--source", "github", "--json", cwd=repo, env=env).stdout)
     (row,) = data["deployments"]  # GitHub's deployment for the job describes the same release: left out
     assert (row["environment"], row["sha"], row["outcome"]) == ("staging", sha, "deployed")
