@@ -299,21 +299,28 @@ def approvals(config: str | None, environment: str | None, as_json: bool) -> int
 @click.option("--env", "environment", metavar="NAME", required=True, help="The environment to deploy to.")
 @click.option("--sha", metavar="SHA", default=None, help="The commit to deploy (default: the release branch tip).")
 @click.option("--rollback", is_flag=True,
-              help="Allow deploying a commit older than what the environment runs (recorded as a rollback).")
+              help="Allow deploying a commit older than what the environment runs (recorded as a rollback; the "
+                   "commit rolled back from is quarantined there).")
+@click.option("--force", is_flag=True,
+              help="Deploy a commit quarantined for this environment (needs --reason; recorded).")
+@click.option("--reason", metavar="TEXT", default=None, help="Why --force: recorded with the deployment.")
 @JSON_OPTION
-def deploy(config: str | None, environment: str, sha: str | None, rollback: bool, as_json: bool) -> int:
+def deploy(config: str | None, environment: str, sha: str | None, rollback: bool, force: bool,
+           reason: str | None, as_json: bool) -> int:
     """Deploy a commit to an environment once every gate holds.
 
     Right before deploying, cdkit checks that every stage passed for that exact
     commit, that it is approved (delivery mode), that it is on the release branch,
     that it is not older than what the environment runs (unless --rollback), that
-    the environment before this one already runs it, and that no other deploy is
-    in progress. The deploy command gets CDKIT_ENVIRONMENT, CDKIT_SHA and
-    CDKIT_DEPLOYMENT_ID; the outcome is recorded whatever it is.
+    it is not quarantined there (unless --force --reason), that the environment
+    before this one ran it verified (and soaked), and that no other deploy is in
+    progress. The deploy command gets CDKIT_ENVIRONMENT, CDKIT_SHA and
+    CDKIT_DEPLOYMENT_ID; then `verify` runs; the outcome is recorded whatever it is.
     """
     from cdkit.commands.deploy import deploy as command
 
-    return command(environment=environment, sha=sha, rollback=rollback, config=config, as_json=as_json)
+    return command(environment=environment, sha=sha, rollback=rollback, force=force, reason=reason, config=config,
+                   as_json=as_json)
 
 
 @cli.command()
@@ -500,6 +507,24 @@ def _error(text: str) -> None:
         click.echo(text, err=True)
 
 
+# With --json, a refusal is a document too; its key says what did not happen.
+REFUSAL_KEYS = {"deploy": "deployed", "run": "deployed", "approve": "approved", "release": "released",
+                "adopt": "adopted"}
+
+
+def _json_refusal(argv: list[str] | None, message: str, problems: Any, exit_code: int) -> None:
+    """`--json` promises one JSON document on stdout on every outcome: an expected error is one as well."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--json" not in args or not args:
+        return
+    import json
+
+    command = next((a for a in args if not a.startswith("-")), "")
+    document = {REFUSAL_KEYS.get(command, "ok"): False, "error": _redact(message),
+                "problems": [_redact(str(p)) for p in problems], "exit_code": exit_code}
+    click.echo(json.dumps(document, indent=2))
+
+
 _complete_names(cli)
 
 
@@ -522,9 +547,11 @@ def invoke(command: Callable[..., Any], argv: list[str] | None) -> int:
         return EXIT_INTERRUPTED
     except ConfigError as exc:
         _error("\n".join(exc.messages))
+        _json_refusal(argv, str(exc), exc.messages, exc.exit_code)
         return exc.exit_code
     except CdkitError as exc:
         _error(f"cdkit: {exc}")
+        _json_refusal(argv, str(exc), getattr(exc, "problems", ()) or [str(exc)], exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("cdkit: interrupted", err=True)

@@ -56,6 +56,15 @@ class ApprovalPolicy(NamedTuple):
     merge: bool = False  # via: review: merge the release pull request once deployed
 
 
+class Verify(NamedTuple):
+    """An environment's `verify:` check, run after its deploy command succeeds."""
+
+    run: str
+    timeout: float = 300.0
+    retries: int = 1  # attempts
+    interval: float = 10.0
+
+
 class Environment(NamedTuple):
     name: str
     mode: str
@@ -63,6 +72,9 @@ class Environment(NamedTuple):
     url: str | None = None
     approval: ApprovalPolicy = ApprovalPolicy()
     env_passthrough: tuple[str, ...] = ()  # credentials the deploy command may see
+    verify: Verify | None = None
+    on_failure: str = "stop"  # or "rollback": redeploy the last verified SHA
+    soak: float = 0.0  # seconds a SHA must run verified here before the next environment takes it
 
 
 # GitHub Actions' app id: the `GITHUB_TOKEN` of a workflow run creates its check runs as this app,
@@ -764,6 +776,13 @@ def _as_tuple(value: str | list[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def _verify(raw: dict[str, Any] | None) -> Verify | None:
+    if raw is None:
+        return None
+    return Verify(run=raw["run"], timeout=parse_duration(raw.get("timeout", "5m")), retries=raw.get("retries", 1),
+                  interval=parse_duration(raw.get("interval", "10s")))
+
+
 def _build(data: dict[str, Any], filename: str) -> Pipeline:
     mode = data.get("mode", "delivery")
     stages: list[Stage] = []
@@ -801,6 +820,9 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                     merge=approval.get("merge", False),
                 ),
                 env_passthrough=tuple(raw.get("env_passthrough") or ()),
+                verify=_verify(raw.get("verify")),
+                on_failure=raw.get("on_failure", "stop"),
+                soak=parse_duration(raw["soak"]) if "soak" in raw else 0.0,
             )
         )
     return Pipeline(

@@ -20,7 +20,7 @@ from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 # The files SQLite keeps beside the ledger (where a writer's lock is).
@@ -145,7 +145,27 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN claimed_by TEXT
     """,
+    # 6 -> 7: verification and automatic rollback (why a deployment ended as it did, what it rolled back
+    # from), and the SHAs quarantined per environment: no automatic deploy picks them again.
+    """
+    ALTER TABLE deployments ADD COLUMN reason TEXT;
+    ALTER TABLE deployments ADD COLUMN rollback_from TEXT;
+    ALTER TABLE deployments ADD COLUMN automatic INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE quarantine (
+        environment TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        deployment_id INTEGER,
+        created_at REAL NOT NULL,
+        lifted_at REAL,
+        lifted_reason TEXT
+    );
+    CREATE INDEX quarantine_env ON quarantine(environment, sha)
+    """,
 )
+
+# Deployment statuses after which the environment runs the deployed SHA (verified, unverified, or not).
+LIVE_STATUSES = frozenset({"success", "verified", "verification_failed"})
 
 
 def _skip_checkpoint_on_close(db: sqlite3.Connection) -> None:
@@ -709,26 +729,27 @@ class Ledger:
 
     def start_deployment(
         self, *, environment: str, sha: str, rollback: bool, approval: dict[str, Any] | None,
-        deployed_by: str | None = None,
+        deployed_by: str | None = None, rollback_from: str | None = None, automatic: bool = False,
+        reason: str | None = None,
     ) -> int:
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at, deployed_by)"
-                " VALUES (?, ?, 'in_progress', ?, ?, ?, ?)",
+                "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at, deployed_by,"
+                " rollback_from, automatic, reason) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?, ?, ?)",
                 (environment, sha, int(rollback), _to_json(approval) if approval else None, self.clock(),
-                 _storable(deployed_by)),
+                 _storable(deployed_by), rollback_from, int(automatic), _storable(reason)),
             )
             assert cursor.lastrowid is not None
             chain.append(db, "deployment", cursor.lastrowid, self.clock())
             return cursor.lastrowid
 
     def finish_deployment(self, deployment_id: int, status: str, *, github_id: int | None = None,
-                          log_path: str | None = None) -> None:
+                          log_path: str | None = None, reason: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE deployments SET status = ?, finished_at = ?, github_id = COALESCE(?, github_id),"
-                " log_path = COALESCE(?, log_path) WHERE id = ?",
-                (status, self.clock(), github_id, log_path, deployment_id),
+                " log_path = COALESCE(?, log_path), reason = COALESCE(?, reason) WHERE id = ?",
+                (status, self.clock(), github_id, log_path, _storable(reason), deployment_id),
             )
             chain.append(db, "deployment", deployment_id, self.clock())
 
@@ -747,13 +768,34 @@ class Ledger:
         return rows
 
     def current_deployment(self, environment: str) -> dict[str, Any] | None:
-        """The last successful deployment of `environment`: what runs there now."""
-        return self.last_deployment(environment, status="success")
+        """The last deployment of `environment` whose command succeeded: what runs there now."""
+        live = [d for d in (self.last_deployment(environment, status=s) for s in sorted(LIVE_STATUSES)) if d]
+        return max(live, key=lambda d: int(d["id"])) if live else None
 
     def last_deployment(self, environment: str, *, status: str | None = None) -> dict[str, Any] | None:
         """The most recent deployment of `environment` (of that `status`, when given)."""
         rows = self.deployments(environment=environment, status=status, newest=1)
         return rows[0] if rows else None
+
+    def quarantine(self, *, environment: str, sha: str, reason: str, deployment_id: int | None) -> None:
+        """No automatic deploy of `sha` to `environment` from now on (a failed, or rolled-back-from, SHA)."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM quarantine WHERE environment = ? AND sha = ? AND lifted_at IS NULL",
+                          (environment, sha)).fetchone() is None:
+                db.execute("INSERT INTO quarantine (environment, sha, reason, deployment_id, created_at)"
+                           " VALUES (?, ?, ?, ?, ?)", (environment, sha, _storable(reason), deployment_id,
+                                                      self.clock()))
+
+    def lift_quarantine(self, *, environment: str, sha: str, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE quarantine SET lifted_at = ?, lifted_reason = ? WHERE environment = ? AND sha = ?"
+                       " AND lifted_at IS NULL", (self.clock(), _storable(reason), environment, sha))
+
+    def quarantined(self, environment: str) -> dict[str, dict[str, Any]]:
+        """The SHAs quarantined for `environment` now: sha -> its record (reason, deployment_id, created_at)."""
+        rows = self.db.execute("SELECT * FROM quarantine WHERE environment = ? AND lifted_at IS NULL ORDER BY rowid",
+                               (environment,)).fetchall()
+        return {r["sha"]: dict(r) for r in rows}
 
     def acquire_lock(self, name: str, holder: str, *, ttl: float) -> str | None:
         """Take `name` for `ttl` seconds; return None, or the holder that has it.

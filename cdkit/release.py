@@ -18,6 +18,7 @@ timeout, cancellation, or a crash found later by the next deploy.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -31,10 +32,10 @@ from typing import Any, Protocol
 
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate
-from cdkit.config import Environment, Pipeline, Stage
+from cdkit.config import Environment, Pipeline, Stage, Verify
 from cdkit.deploylock import EnvironmentLock, LockBusy
 from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
-from cdkit.ledger import Ledger
+from cdkit.ledger import LIVE_STATUSES, Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
 from cdkit.secrets import without_credentials
@@ -46,6 +47,12 @@ LOCAL_VIA = "local"
 # What a deploy ends as. `unchanged`: the environment already runs the SHA; `refused`: a gate said no.
 SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
 UNCHANGED, REFUSED, WAITING = "unchanged", "refused", "waiting"
+# With a `verify:` check, a deploy whose command succeeded ends verified, or failed verification.
+VERIFIED, VERIFICATION_FAILED = "verified", "verification_failed"
+# What a deployment that the environment can be trusted to run ends as (none configured: deployed).
+GOOD = frozenset({SUCCESS, VERIFIED})
+# A SHA whose deploy ended so is the SHA's fault (not an interruption): it is quarantined there.
+QUARANTINING = frozenset({FAILURE, TIMED_OUT, VERIFICATION_FAILED})
 
 # A result GitHub has that the gate does not count (another app, another account, the hook): see cdkit.evidence.
 NOT_COUNTED = "not counted"
@@ -68,13 +75,16 @@ class Remote(Protocol):
     def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]: ...
     def current_sha(self, environment: str) -> str | None: ...
     def has_deployed(self, environment: str, sha: str) -> bool: ...
+    def verified_since(self, environment: str, sha: str) -> tuple[float, float | None] | None: ...
+    def quarantine_reason(self, environment: str, sha: str) -> str | None: ...
+    def last_good_sha(self, environment: str, *, besides: str) -> str | None: ...
     def deploy_in_progress(self, environment: str) -> str | None: ...
     def preflight(self, environment: Environment) -> None: ...
     def approval(self, environment: Environment, sha: str, commit_people: tuple[Identity, ...]) -> Decision: ...
     def start_deployment(self, environment: Environment, sha: str, *, payload: dict[str, Any],
                          rollback: bool) -> int | None: ...
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
-                          log_url: str | None) -> None: ...
+                          log_url: str | None, description: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -122,10 +132,12 @@ class DeployResult:
     approval: dict[str, Any] | None = None
     reasons: tuple[str, ...] = ()
     github_id: int | None = None
+    quarantined: bool = False  # this deploy's failure quarantined its SHA for the environment
+    automatic_rollback: DeployResult | None = None  # on_failure: rollback, when it ran
 
     @property
     def ok(self) -> bool:
-        return self.status in (SUCCESS, UNCHANGED)
+        return self.status in (SUCCESS, VERIFIED, UNCHANGED)
 
     @property
     def exit_code(self) -> int:
@@ -134,11 +146,25 @@ class DeployResult:
             return EXIT_OK
         return EXIT_INTERRUPTED if self.status == CANCELLED else EXIT_FAILED
 
+    def summary(self) -> str:
+        """What happened, in one line (the job summary's)."""
+        why = f" ({self.reasons[0]})" if self.reasons and not self.ok else ""
+        line = f"{self.environment}: {self.sha[:12]} {self.status.replace('_', ' ')}{why}"
+        if self.quarantined:
+            line += f"; {self.sha[:12]} is quarantined for {self.environment}"
+        back = self.automatic_rollback
+        if back is not None:
+            line += (f"; rolled back to {back.sha[:12]} ({back.status.replace('_', ' ')})" if back.status != REFUSED
+                     else f"; no automatic rollback: {back.reasons[0] if back.reasons else 'refused'}")
+        return line
+
     def as_data(self) -> dict[str, Any]:
         return {
             "environment": self.environment, "sha": self.sha, "status": self.status, "rollback": self.rollback,
-            "deployment_id": self.deployment_id, "log": self.log_path, "approval": self.approval,
-            "reasons": list(self.reasons), "github_deployment_id": self.github_id,
+            "deployed": self.ok, "deployment_id": self.deployment_id, "log": self.log_path,
+            "approval": self.approval, "reasons": list(self.reasons), "github_deployment_id": self.github_id,
+            "quarantined": self.quarantined, "summary": self.summary(),
+            "automatic_rollback": self.automatic_rollback.as_data() if self.automatic_rollback else None,
         }
 
 
@@ -237,9 +263,41 @@ def current_sha(ctx: ReleaseContext, environment: str) -> str | None:
 
 
 def has_deployed(ctx: ReleaseContext, environment: str, sha: str) -> bool:
-    if ctx.ledger.deployments(environment=environment, sha=sha, status=SUCCESS, newest=1):
-        return True
-    return ctx.remote is not None and ctx.remote.has_deployed(environment, sha)
+    """Whether `sha` was deployed to `environment` and verified there (or deployed, where nothing verifies)."""
+    return verified_since(ctx, environment, sha) is not None
+
+
+def verified_since(ctx: ReleaseContext, environment: str, sha: str) -> tuple[float, float | None] | None:
+    """When `sha` last became verified in `environment`, and until when it ran there (None: it still does).
+
+    None when it never was: a deploy whose verification failed, or that failed, says
+    nothing good about it.
+    """
+    history = ctx.ledger.deployments(environment=environment)
+    for i in range(len(history) - 1, -1, -1):
+        record = history[i]
+        if record["sha"] != sha or record["status"] not in GOOD:
+            continue
+        replaced = next((d["finished_at"] for d in history[i + 1:] if d["status"] in LIVE_STATUSES), None)
+        return float(record["finished_at"] or record["started_at"]), replaced
+    return ctx.remote.verified_since(environment, sha) if ctx.remote is not None else None
+
+
+def quarantine_reason(ctx: ReleaseContext, environment: str, sha: str) -> str | None:
+    """Why `sha` is quarantined for `environment` (it failed there, or was rolled back from), or None."""
+    record = ctx.ledger.quarantined(environment).get(sha)
+    if record is not None:
+        return str(record["reason"])
+    return ctx.remote.quarantine_reason(environment, sha) if ctx.remote is not None else None
+
+
+def last_good_sha(ctx: ReleaseContext, environment: str, *, besides: str) -> str | None:
+    """The SHA to roll `environment` back to: the last one verified there, other than `besides`, not quarantined."""
+    quarantined = ctx.ledger.quarantined(environment)
+    for record in reversed(ctx.ledger.deployments(environment=environment)):
+        if record["status"] in GOOD and record["sha"] != besides and record["sha"] not in quarantined:
+            return str(record["sha"])
+    return ctx.remote.last_good_sha(environment, besides=besides) if ctx.remote is not None else None
 
 
 def parse_local_identity(text: str) -> Identity:
@@ -336,15 +394,50 @@ def _order_problems(ctx: ReleaseContext, env: Environment, sha: str, current: st
 
 
 def _chain_problems(ctx: ReleaseContext, env: Environment, sha: str) -> list[str]:
+    """Promotion in order: the environment before this one ran `sha` verified, does not quarantine it, soaked it."""
     previous = _previous(ctx.pipeline, env)
-    if previous is None or has_deployed(ctx, previous.name, sha):
+    if previous is None:
         return []
-    return [f"{env.name} comes after {previous.name}, which has not run {sha[:12]} yet; "
-            f"deploy it there first (cdkit deploy --env {previous.name} --sha {sha[:12]})"]
+    quarantined = quarantine_reason(ctx, previous.name, sha)
+    if quarantined:
+        return [f"{env.name} comes after {previous.name}, where {sha[:12]} is quarantined ({quarantined}); "
+                "deploy a newer commit"]
+    since = verified_since(ctx, previous.name, sha)
+    if since is None:
+        verified = " and verified it" if previous.verify is not None else ""
+        return [f"{env.name} comes after {previous.name}, which has not run {sha[:12]}{verified} yet; "
+                f"deploy it there first (cdkit deploy --env {previous.name} --sha {sha[:12]})"]
+    if previous.soak:
+        start, end = since
+        ran = (end if end is not None else ctx.ledger.clock()) - start
+        if ran < previous.soak:
+            still = "" if end is None else f", and it was replaced there after {_duration(ran)}"
+            return [f"{env.name} comes after {previous.name}, where {sha[:12]} must run verified for "
+                    f"{_duration(previous.soak)} (soak) before it is promoted; it has run {_duration(ran)}{still}"]
+    return []
 
 
-def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = False) -> Check:
-    """Every precondition for deploying `sha` to `env`, evaluated now (no side effects)."""
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
+
+
+def _quarantine_problems(ctx: ReleaseContext, env: Environment, sha: str, force: str | None) -> list[str]:
+    reason = quarantine_reason(ctx, env.name, sha)
+    if reason is None or force:
+        return []
+    return [f"{sha[:12]} is quarantined for {env.name} ({reason}): no automatic deploy picks it again; deploy a "
+            f"newer commit, or, on purpose: cdkit deploy --env {env.name} --sha {sha[:12]} --force --reason TEXT"]
+
+
+def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = False,
+          force: str | None = None) -> Check:
+    """Every precondition for deploying `sha` to `env`, evaluated now (no side effects).
+
+    `force` (a reason) lets a person deploy a SHA quarantined for `env`; nothing else.
+    """
     problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha),
                               lambda stage: paths_skip_problem(ctx, stage, sha))
     decision = None
@@ -356,6 +449,7 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
     problems += _branch_problems(ctx, sha)
     current = current_sha(ctx, env.name)
     problems += _order_problems(ctx, env, sha, current, rollback)
+    problems += _quarantine_problems(ctx, env, sha, force)
     problems += _chain_problems(ctx, env, sha)
     return Check(env.name, sha, tuple(problems), decision, current, rollback)
 
@@ -486,12 +580,13 @@ def run_command(ctx: ReleaseContext, command: str, environ: Mapping[str, str], *
 
 
 def command_environment(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int,
-                        rollback: bool, lock: EnvironmentLock) -> dict[str, str]:
+                        rollback: bool, lock: EnvironmentLock, previous: str | None) -> dict[str, str]:
     """What the deploy and verify commands see: no credential the environment does not name, and the facts."""
     environ = without_credentials(git.stage_environment(dict(ctx.environ)), env.env_passthrough)
     environ.update({
         "CDKIT_ENVIRONMENT": env.name, "CDKIT_SHA": sha, "CDKIT_DEPLOYMENT_ID": str(deployment_id),
         "CDKIT_ROLLBACK": "1" if rollback else "0", "CDKIT_ENVIRONMENT_URL": env.url or "",
+        "CDKIT_PREVIOUS_SHA": previous or "",
         # The inherited lock: a process meant to outlive the deploy (a daemon) closes it, or it holds the lock.
         "CDKIT_LOCK_FD": str(lock.fd),
     })
@@ -510,21 +605,25 @@ def _approval_record(env: Environment, decision: Decision | None) -> dict[str, A
 class Refused(GateFailed):
     """A gate said no; `only_approval` when the one thing missing is the approval (delivery waits)."""
 
-    def __init__(self, message: str, *, only_approval: bool = False) -> None:
+    def __init__(self, message: str, *, only_approval: bool = False, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.only_approval = only_approval
+        self.problems = tuple(problems)
 
 
 def _refuse(env: Environment, sha: str, problems: Sequence[str], *, only_approval: bool = False) -> Refused:
     lines = "\n".join(f"  - {p}" for p in problems)
-    return Refused(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}", only_approval=only_approval)
+    return Refused(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}", only_approval=only_approval,
+                   problems=problems)
 
 
-def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False) -> DeployResult:
+def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False,
+           force: str | None = None) -> DeployResult:
     """Deploy `sha` (any revision) to `environment` if every precondition holds right now.
 
     Raises GateFailed (exit 1) with every reason when a precondition fails.
-    Returns the recorded outcome otherwise (check `DeployResult.ok`).
+    Returns the recorded outcome otherwise (check `DeployResult.ok`). `force` is a
+    person's reason to deploy a quarantined SHA (recorded); automatic paths never pass it.
     """
     env = find_environment(ctx.pipeline, environment)
     sha = git.resolve_commit(sha, cwd=ctx.root)
@@ -535,7 +634,7 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
         busy = ctx.remote.deploy_in_progress(env.name) if ctx.remote is not None else None
         if busy:
             raise GateFailed(f"another deploy to {env.name} is in progress on GitHub ({busy}); wait for it to finish")
-        result = check(ctx, env, sha, rollback=rollback)
+        result = check(ctx, env, sha, rollback=rollback, force=force)
         if result.current == sha and not rollback and result.ok:
             ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
             return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
@@ -543,8 +642,60 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
             # The approval adds exactly one problem; when it is the only one, the release waits.
             waiting = result.decision is not None and not result.decision.approved and len(result.problems) == 1
             raise _refuse(env, sha, result.problems, only_approval=waiting)
-        return _deploy_now(ctx, env, sha, lock=lock, rollback=rollback, decision=result.decision,
-                           current=result.current)
+        stop = _Stop()
+        with cancel_on_signals(lambda why: stop(CANCELLED, why)):
+            return _deploy_with_recovery(ctx, env, sha, lock=lock, stop=stop, rollback=rollback,
+                                         decision=result.decision, current=result.current, force=force)
+
+
+def _deploy_with_recovery(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, stop: _Stop,
+                          rollback: bool, decision: Decision | None, current: str | None,
+                          force: str | None) -> DeployResult:
+    """One deploy; then quarantine a SHA that failed, and with `on_failure: rollback` redeploy the last good one."""
+    who = deployer(ctx)
+    reason = None
+    if force:
+        reason = f"forced past its quarantine by {who}: {force}"
+        ctx.ledger.audit(f"{env.name}: {sha} {reason}")
+    elif rollback:
+        reason = f"rolled back by {who}"
+    result = _deploy_now(ctx, env, sha, lock=lock, stop=stop, rollback=rollback, decision=decision,
+                         current=current, reason=reason, rollback_from=current if rollback else None)
+    if rollback and current and current != sha and result.ok:
+        # A person rolled the environment back from `current`: no automatic deploy picks it again.
+        _quarantine(ctx, env, current, f"{env.name} was rolled back from it by {who}", result.deployment_id)
+    if result.ok and force:
+        ctx.ledger.lift_quarantine(environment=env.name, sha=sha, reason=reason or "")
+    if result.status not in QUARANTINING or (result.reasons and result.reasons[0].startswith(LOST_LOCK)):
+        return result
+    why = f"deployment #{result.deployment_id} {result.status.replace('_', ' ')}" + \
+        (f": {result.reasons[0]}" if result.reasons else "")
+    _quarantine(ctx, env, sha, why, result.deployment_id)
+    result = dataclasses.replace(result, quarantined=True)
+    if env.on_failure != "rollback" or rollback:
+        return result
+    return dataclasses.replace(result, automatic_rollback=_roll_back(ctx, env, sha, lock=lock, stop=stop, why=why))
+
+
+def _quarantine(ctx: ReleaseContext, env: Environment, sha: str, reason: str, deployment_id: int | None) -> None:
+    ctx.ledger.quarantine(environment=env.name, sha=sha, reason=reason, deployment_id=deployment_id)
+    ctx.ledger.audit(f"{sha} quarantined for {env.name}: {reason}")
+    ctx.say(f"cdkit: {sha[:12]} is quarantined for {env.name}: no automatic deploy picks it again")
+
+
+def _roll_back(ctx: ReleaseContext, env: Environment, failed: str, *, lock: EnvironmentLock, stop: _Stop,
+               why: str) -> DeployResult:
+    """`on_failure: rollback`: redeploy the last verified SHA at once, as its own (verified) deployment."""
+    target = last_good_sha(ctx, env.name, besides=failed)
+    if target is None:
+        note = f"{env.name} has no earlier verified deployment to roll back to"
+        ctx.say(f"cdkit: {note}")
+        return DeployResult(env.name, failed, REFUSED, reasons=(note,))
+    if stop.why is not None:  # interrupted: a person is in charge now
+        return DeployResult(env.name, target, CANCELLED, reasons=(stop.why[1],))
+    ctx.say(f"cdkit: on_failure: rollback: {env.name} goes back to {target[:12]}, its last verified SHA")
+    return _deploy_now(ctx, env, target, lock=lock, stop=stop, rollback=True, decision=None, current=failed,
+                       reason=f"automatic rollback: {why}", rollback_from=failed, automatic=True)
 
 
 def deployer(ctx: ReleaseContext) -> str:
@@ -558,53 +709,69 @@ def deployer(ctx: ReleaseContext) -> str:
         return "unknown"
 
 
-def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, rollback: bool,
-                decision: Decision | None, current: str | None) -> DeployResult:
+def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, stop: _Stop,
+                rollback: bool, decision: Decision | None, current: str | None, reason: str | None = None,
+                rollback_from: str | None = None, automatic: bool = False) -> DeployResult:
+    """One deployment, recorded in the ledger and on GitHub whatever happens: deploy command, then `verify`."""
     approval = _approval_record(env, decision)
     deployed_by = deployer(ctx)
     deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval,
-                                                deployed_by=deployed_by)
+                                                deployed_by=deployed_by, rollback_from=rollback_from,
+                                                automatic=automatic, reason=reason)
     if rollback:
-        ctx.ledger.audit(f"deployment #{deployment_id}: explicit rollback of {env.name} from "
+        how = "automatic" if automatic else "explicit"
+        ctx.ledger.audit(f"deployment #{deployment_id}: {how} rollback of {env.name} from "
                          f"{(current or 'nothing')[:12]} to {sha[:12]}")
     log_dir = ctx.cdkit_dir / "deploys"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{deployment_id}-{env.name}.log"
-    github_id = ctx.github_deployment_id
-    status, reason = CRASHED, "cdkit stopped before the deploy command finished"
-    stop = _Stop()
+    github_id = ctx.github_deployment_id if not automatic else None
+    status, why = CRASHED, "cdkit stopped before the deploy command finished"
     lock.note(deployment=deployment_id)
+    payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
+               "deployed_by": deployed_by, "automatic": automatic,
+               **({"rollback_from": rollback_from} if rollback_from else {})}
     try:
-        with cancel_on_signals(lambda why: stop(CANCELLED, why)):
-            status, reason, github_id = _start_and_run(ctx, env, sha, deployment_id=deployment_id, lock=lock,
-                                                       stop=stop, rollback=rollback, approval=approval,
-                                                       log_path=log_path, github_id=github_id,
-                                                       deployed_by=deployed_by)
+        status, why, github_id = _start_and_run(ctx, env, sha, deployment_id=deployment_id, lock=lock, stop=stop,
+                                                rollback=rollback, payload=payload, log_path=log_path,
+                                                github_id=github_id, previous=current)
     except KeyboardInterrupt:
-        status, reason = CANCELLED, "interrupted"
+        status, why = CANCELLED, "interrupted"
         raise
     finally:
-        ctx.ledger.finish_deployment(deployment_id, status, github_id=github_id, log_path=str(log_path))
-        if status != SUCCESS:
-            ctx.ledger.audit(f"deployment #{deployment_id} of {sha} to {env.name}: {status} ({reason})")
-        if ctx.remote is not None and github_id is not None:
-            ctx.remote.finish_deployment(github_id, env, SUCCESS if status == SUCCESS else FAILURE,
-                                         log_url=ctx.log_url)
+        ctx.ledger.finish_deployment(deployment_id, status, github_id=github_id, log_path=str(log_path),
+                                     reason=why or None)
+        if status not in GOOD:
+            ctx.ledger.audit(f"deployment #{deployment_id} of {sha} to {env.name}: {status} ({why})")
+        if ctx.remote is not None and github_id is not None and status != REFUSED:
+            ctx.remote.finish_deployment(github_id, env, "success" if status in GOOD else "failure",
+                                         log_url=ctx.log_url, description=_github_description(status, why))
     if status == REFUSED:
-        raise GateFailed(reason)
-    ctx.say(f"cdkit: deployment #{deployment_id} to {env.name}: {status}" + (f" ({reason})" if reason else ""))
+        raise GateFailed(why)
+    ctx.say(f"cdkit: deployment #{deployment_id} to {env.name}: {status.replace('_', ' ')}"
+            + (f" ({why})" if why else ""))
     return DeployResult(env.name, sha, status, rollback=rollback, deployment_id=deployment_id,
-                        log_path=str(log_path), approval=approval, reasons=(reason,) if reason else (),
+                        log_path=str(log_path), approval=approval, reasons=(why,) if why else (),
                         github_id=github_id)
 
 
+def _github_description(status: str, why: str) -> str:
+    """A deployment status's description (GitHub keeps 140 characters); a quarantining failure says so."""
+    if status in GOOD:
+        return f"cdkit: {status.replace('_', ' ')}"
+    prefix = QUARANTINED_PREFIX if status in QUARANTINING and not why.startswith(LOST_LOCK) else "cdkit: "
+    text = f"{prefix}{status.replace('_', ' ')}: {why}"
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
+QUARANTINED_PREFIX = "cdkit: quarantined: "
+
+
 def _start_and_run(ctx: ReleaseContext, env: Environment, sha: str, *, deployment_id: int, lock: EnvironmentLock,
-                   stop: _Stop, rollback: bool, approval: dict[str, Any] | None, log_path: Path,
-                   github_id: int | None, deployed_by: str) -> tuple[str, str, int | None]:
-    """Create the GitHub deployment (if any), then run the deploy command at `sha`: (status, reason, GitHub id)."""
+                   stop: _Stop, rollback: bool, payload: dict[str, Any], log_path: Path,
+                   github_id: int | None, previous: str | None) -> tuple[str, str, int | None]:
+    """Create the GitHub deployment (if any), run the deploy command at `sha`, then verify: (status, reason, id)."""
     if ctx.remote is not None:
-        payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
-                   "deployed_by": deployed_by}
         try:
             github_id = ctx.remote.start_deployment(env, sha, payload=payload, rollback=rollback) or github_id
         except GateFailed as exc:
@@ -615,10 +782,35 @@ def _start_and_run(ctx: ReleaseContext, env: Environment, sha: str, *, deploymen
     # The deploy command sees exactly `sha`: the work tree only when it is a clean checkout of it.
     in_place = git.work_tree_state(ctx.root) == (sha, True)
     with git.checkout_of(sha, ctx.root, in_place=in_place) as workdir:
-        environ = command_environment(ctx, env, sha, deployment_id=deployment_id, rollback=rollback, lock=lock)
+        environ = command_environment(ctx, env, sha, deployment_id=deployment_id, rollback=rollback, lock=lock,
+                                      previous=previous)
         status, reason = run_command(ctx, env.deploy, environ, lock=lock, stop=stop, log_path=log_path,
                                      workdir=workdir, timeout=ctx.deploy_timeout, what="deploy")
+        if status == SUCCESS and env.verify is not None:
+            status, reason = _verify(ctx, env.verify, environ, lock=lock, stop=stop, log_path=log_path,
+                                     workdir=workdir)
     return status, reason, github_id
+
+
+def _verify(ctx: ReleaseContext, verify: Verify, environ: Mapping[str, str], *, lock: EnvironmentLock,
+            stop: _Stop, log_path: Path, workdir: Path) -> tuple[str, str]:
+    """Run `verify` up to `retries` times, `interval` apart: verified, or why the verification failed."""
+    reason = ""
+    for attempt in range(1, verify.retries + 1):
+        ctx.say(f"cdkit: verifying (attempt {attempt} of {verify.retries}): {verify.run}")
+        status, reason = run_command(ctx, verify.run, environ, lock=lock, stop=stop, log_path=log_path,
+                                     workdir=workdir, timeout=verify.timeout, what="verify")
+        if status == SUCCESS:
+            return VERIFIED, ""
+        if stop.why is not None:
+            return stop.why  # interrupted, or the lock was lost: not the SHA's verdict
+        if attempt < verify.retries:
+            ctx.say(f"cdkit: verify attempt {attempt} failed ({reason}); next in {_duration(verify.interval)}")
+            deadline = time.monotonic() + verify.interval
+            while time.monotonic() < deadline and stop.why is None and not lock.lost():
+                time.sleep(0.1)
+    what = f"after {verify.retries} attempts" if verify.retries > 1 else "its one attempt"
+    return VERIFICATION_FAILED, f"verification failed {what}: {reason}"
 
 
 # --- entry points for automatic releases ------------------------------------------------------

@@ -35,7 +35,7 @@ from cdkit.errors import GateFailed, UsageError
 from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_repository
 from cdkit.ledger import Ledger
 from cdkit.release import (
-    SUCCESS, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha, deploy,
+    GOOD, QUARANTINED_PREFIX, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha, deploy,
     deploy_if_approved, find_environment,
 )
 from cdkit.session import Workspace
@@ -182,6 +182,59 @@ class GitHubRemote:
             if any(s.get("state") in ("success", "inactive") for s in statuses):
                 return True
         return False
+
+    def _cdkit_deployments(self, environment: str, sha: str | None = None) -> list[dict[str, Any]]:
+        """cdkit's own deployments (its payload marker), newest first: the only ones that say what is verified."""
+        return [d for d in self._deployments(environment, sha)
+                if self._says_what_runs(d) and isinstance(d.get("payload"), Mapping)]
+
+    def _final_state(self, deployment_id: int) -> tuple[str, str, float | None]:
+        """(state, description, when) of a deployment's newest status ("" when it has none)."""
+        statuses = self._statuses(deployment_id)
+        if not statuses:
+            return "", "", None
+        newest = statuses[0]
+        return str(newest.get("state") or ""), str(newest.get("description") or ""), _epoch(newest.get("created_at"))
+
+    def verified_since(self, environment: str, sha: str) -> tuple[float, float | None] | None:
+        """When cdkit's deployment of `sha` last reached `success` (set only once verified), and until when it ran."""
+        newer_success: float | None = None
+        for deployment in self._cdkit_deployments(environment):
+            state, _, when = self._final_state(int(deployment["id"]))
+            if deployment.get("sha") == sha and state in ("success", "inactive") and when is not None:
+                return when, newer_success
+            if state in ("success", "inactive") and when is not None:
+                newer_success = when
+        return None
+
+    def quarantine_reason(self, environment: str, sha: str) -> str | None:
+        """Why `sha` is quarantined for `environment` on GitHub: its newest finished cdkit deployment failed as
+        the SHA's fault, or a later rollback moved the environment away from it."""
+        for deployment in self._cdkit_deployments(environment):
+            payload = deployment["payload"]
+            if deployment.get("sha") != sha and payload.get("rollback_from") == sha:
+                state, _, _ = self._final_state(int(deployment["id"]))
+                if state in ("success", "inactive"):
+                    how = "automatically" if payload.get("automatic") else f"by {payload.get('deployed_by')}"
+                    return f"{environment} was rolled back from it {how} (GitHub deployment {deployment['id']})"
+            if deployment.get("sha") != sha:
+                continue
+            state, description, _ = self._final_state(int(deployment["id"]))
+            if state in ("success", "inactive"):
+                return None  # its newest deployment is good (a forced, verified redeploy lifts the quarantine)
+            if description.startswith(QUARANTINED_PREFIX):
+                return f"GitHub deployment {deployment['id']}: {description.removeprefix(QUARANTINED_PREFIX)}"
+        return None
+
+    def last_good_sha(self, environment: str, *, besides: str) -> str | None:
+        for deployment in self._cdkit_deployments(environment):
+            sha = str(deployment.get("sha"))
+            if sha == besides:
+                continue
+            state, _, _ = self._final_state(int(deployment["id"]))
+            if state in ("success", "inactive") and self.quarantine_reason(environment, sha) is None:
+                return sha
+        return None
 
     def deploy_in_progress(self, environment: str) -> str | None:
         return self._active_deployment(environment)
@@ -416,8 +469,8 @@ class GitHubRemote:
                          "then deploy again")
 
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
-                          log_url: str | None) -> None:
-        self._status(github_id, environment, state, log_url=log_url)
+                          log_url: str | None, description: str | None = None) -> None:
+        self._status(github_id, environment, state, log_url=log_url, description=description)
 
     def _status(self, deployment_id: int, environment: Environment, state: str, *,
                 log_url: str | None = None, description: str | None = None) -> None:
@@ -524,7 +577,7 @@ def _merge_if_configured(ctx: ReleaseContext, env: Environment, sha: str, status
     its head, which GitHub records as the pull request being merged: no merge commit, and
     the branch keeps meaning "what E runs".
     """
-    if status != SUCCESS or not env.approval.merge or env.approval.via != "review":
+    if status not in GOOD or not env.approval.merge or env.approval.via != "review":
         return
     _github(ctx).set_branch(f"{DEPLOYED_PREFIX}{env.name}", sha)
     ctx.say(f"cdkit: merged the release pull request of {env.name} ({DEPLOYED_PREFIX}{env.name} is now {sha[:12]})")
@@ -613,5 +666,5 @@ def release_check(ctx: ReleaseContext, environment: str, *, deploy_now: bool = T
         result = deploy_if_approved(ctx, env.name, sha)
         _merge_if_configured(ctx, env, sha, result.status)
         data["deployment"] = result.as_data()
-    data["released"] = data.get("deployment", {}).get("status") == SUCCESS
+    data["released"] = data.get("deployment", {}).get("status") in GOOD
     return data

@@ -559,7 +559,10 @@ def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) ->
     assert "authored or committed a commit being released, so cannot approve it" in text
     assert "deploying it would roll prod back: pass --rollback" in text
     assert "cdkit: rolling back prod to" in text
-    assert text.count("  cdkit: deploying ") + text.count("  cdkit: rolling back ") == 5
+    assert text.count("  cdkit: deploying ") + text.count("  cdkit: rolling back ") == 8
+    story = text.split("rolls itself back when that fails", 1)[1].split("── 13.", 1)[0]
+    assert "staging: verification failed (verification failed after 2 attempts" in story
+    assert "on_failure: rollback: staging goes back to" in story and "is quarantined for staging" in story
 
 
 PATHS_PIPELINE = config(f"""

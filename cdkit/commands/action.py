@@ -427,6 +427,8 @@ def _deploy_outcome(actions: Actions, result: DeployResult, results: tuple[Stage
         note = f"{result.environment} runs {result.sha[:12]} ({result.status})"
         return Outcome("deployed", EXIT_OK, deploy=True, notes=(*notes, note), **common)  # type: ignore[arg-type]
     reasons = list(result.reasons) or [f"deploy {result.status}"]
+    if result.deployment_id is not None:
+        reasons = [result.summary()]  # a deploy that ran: what happened, rollback and quarantine, in one line
     if waiting_ok and result.status == "waiting":
         actions.annotate("notice", "; ".join(reasons), title=f"cdkit: {result.environment} waits for approval")
         return Outcome("waiting", EXIT_OK, notes=(*notes, *reasons), **common)  # type: ignore[arg-type]

@@ -175,6 +175,28 @@ def story_releases(demo: Demo) -> None:
     demo.cdkit("status", first[:12])
 
 
+VERIFY = """\
+    verify: {run: test ! -e maintenance.flag, retries: 2, interval: 1s}
+    on_failure: rollback
+"""
+
+
+def story_verify(demo: Demo) -> None:
+    demo.step("staging verifies every deploy (`verify:`) and rolls itself back when that fails")
+    demo.say("The smoke test here fails while `maintenance.flag` exists: it stands in for a health check "
+             "that a passing pipeline cannot catch.")
+    text = (demo.repo / ".cdkit.yml").read_text()
+    staging_deploy = next(line for line in text.splitlines(keepends=True) if line.strip().startswith("deploy:"))
+    demo.commit({".cdkit.yml": text.replace(staging_deploy, staging_deploy + VERIFY, 1)}, "Verify staging")
+    demo.cdkit("run", "--deploy")
+
+    demo.step("A commit that passes every stage but fails verification: rolled back at once, and quarantined")
+    bad = demo.commit({"maintenance.flag": "on\n"}, "Turn on maintenance mode")
+    demo.cdkit("run", "--deploy")
+    demo.cdkit("deploy", "--env", "staging", "--sha", bad[:12])
+    demo.cdkit("environments")
+
+
 def _show_git(demo: Demo, *args: str) -> int:
     """Run git in the demo repository, echoed like a terminal would (a push shows the hook's output)."""
     output.write_line(f"$ git {' '.join(args)}")
@@ -203,7 +225,7 @@ def story_hook(demo: Demo) -> None:
     demo.cdkit("hook", "status")
 
 
-STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases, story_hook)
+STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases, story_verify, story_hook)
 
 
 def demo(*, keep: bool = False) -> int:

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from cdkit import git, output
 from cdkit.config import Pipeline
-from cdkit.errors import UsageError
+from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
@@ -57,7 +57,10 @@ def default_sha(ws: Workspace, pipeline: Pipeline) -> str:
 
 
 def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | None, as_json: bool,
-           environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None) -> int:
+           force: bool = False, reason: str | None = None, environ: Mapping[str, str] = os.environ,
+           cwd: str | os.PathLike[str] | None = None) -> int:
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force deploys a quarantined commit on purpose: say why with --reason TEXT (recorded)")
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     find_environment(pipeline, environment)
@@ -65,10 +68,25 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
     with open_ledger(ws.repo) as ledger:
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
                               remote=remote_for(ws, pipeline, environ))
-        result = release_deploy(ctx, environment, sha or default_sha(ws, pipeline), rollback=rollback)
+        target = sha or default_sha(ws, pipeline)
+        try:
+            result = release_deploy(ctx, environment, target, rollback=rollback,
+                                    force=reason.strip() if force and reason else None)
+        except GateFailed as exc:
+            if not as_json:
+                raise
+            output.write_line(json.dumps(refusal_data(environment, target, exc), indent=2))
+            return exc.exit_code
     if as_json:
         output.write_line(json.dumps(result.as_data(), indent=2))
     return result.exit_code
+
+
+def refusal_data(environment: str, sha: str, exc: GateFailed) -> dict[str, Any]:
+    """`--json` on a refusal: the same document as a deploy, with `deployed: false` and every problem."""
+    problems = list(getattr(exc, "problems", ())) or [str(exc)]
+    return {"environment": environment, "sha": sha, "status": "refused", "deployed": False,
+            "waiting": bool(getattr(exc, "only_approval", False)), "problems": problems}
 
 
 def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list[dict[str, Any]]:
@@ -87,7 +105,10 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
             "since": record["finished_at"] if record else None,
             "deployment_id": record["id"] if record else None,
             "rollback": bool(record["rollback"]) if record else False,
+            "status": record["status"] if record else None,  # success (no verify), verified, verification_failed
             "approved_by": [c["who"] for c in (approval or {}).get("counted", [])],
+            "quarantined": [{"sha": sha, "reason": q["reason"], "since": q["created_at"]}
+                            for sha, q in ledger.quarantined(env.name).items()],
             "last_attempt": {"id": last["id"], "sha": last["sha"], "status": last["status"]} if last else None,
         })
     return rows
@@ -111,13 +132,16 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
         if r["sha"]:
             who = f", approved by {', '.join(r['approved_by'])}" if r["approved_by"] else ""
             back = " (rollback)" if r["rollback"] else ""
-            what = f"runs {r['sha'][:12]} since {when(r['since'])}{back}{who}"
+            state = {"verified": ", verified", "verification_failed": ", FAILED verification"}.get(r["status"] or "", "")
+            what = f"runs {r['sha'][:12]} since {when(r['since'])}{back}{state}{who}"
         else:
             what = "nothing deployed yet"
         output.write_line(f"{r['name'].ljust(width)}  {how}: {what}")
         last = r["last_attempt"]
         if last and last["id"] != r["deployment_id"]:
             output.write_line(f"{' ' * width}  last attempt: #{last['id']} {last['sha'][:12]} {last['status']}")
+        for q in r["quarantined"]:
+            output.write_line(f"{' ' * width}  quarantined: {q['sha'][:12]} ({q['reason']})")
     return 0
 
 
@@ -142,7 +166,7 @@ def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, re
 
 def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> list[dict[str, Any]]:
     """For `cdkit status SHA`: per environment, the gate's verdict on SHA, its approvals and its deployments."""
-    from cdkit.release import check
+    from cdkit.release import check, quarantine_reason, verified_since
 
     ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
     rows = []
@@ -152,10 +176,13 @@ def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> l
             "name": env.name, "mode": env.mode,
             "runs_now": verdict.current,
             "deployable": verdict.ok, "problems": list(verdict.problems),
+            "quarantined": quarantine_reason(ctx, env.name, sha),
+            "verified_since": (verified_since(ctx, env.name, sha) or (None,))[0],
             "approval": verdict.decision.as_data() if verdict.decision else None,
             "approvals": [{"approver": a["approver"], "via": a["via"], "at": a["created_at"], "comment": a["comment"]}
                           for a in ledger.approvals(sha=sha, environment=env.name)],
             "deployments": [{"id": d["id"], "status": d["status"], "rollback": bool(d["rollback"]),
+                             "automatic": bool(d["automatic"]), "reason": d["reason"],
                              "started_at": d["started_at"], "finished_at": d["finished_at"], "log": d["log_path"]}
                             for d in ledger.deployments(environment=env.name, sha=sha)],
         })
@@ -175,8 +202,14 @@ def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
         if r["approval"] is not None and not r["approvals"]:
             output.write_line("    no approvals recorded")
         for d in r["deployments"]:
-            back = " rollback" if d["rollback"] else ""
-            output.write_line(f"    deployment #{d['id']}{back} {d['status']} at {when(d['finished_at'] or d['started_at'])}")
+            back = (" automatic rollback" if d["automatic"] else " rollback") if d["rollback"] else ""
+            why = f" ({d['reason']})" if d["reason"] else ""
+            output.write_line(f"    deployment #{d['id']}{back} {d['status'].replace('_', ' ')} at "
+                              f"{when(d['finished_at'] or d['started_at'])}{why}")
+        if r["verified_since"]:
+            output.write_line(f"    verified there since {when(r['verified_since'])}")
+        if r["quarantined"]:
+            output.write_line(f"    QUARANTINED: {r['quarantined']}")
         if r["runs_now"] != sha:
             state = "deployable now" if r["deployable"] else "not deployable: " + "; ".join(r["problems"])
             output.write_line(f"    {state}")
