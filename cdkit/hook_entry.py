@@ -240,18 +240,20 @@ def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
     return {
         **pipeline._asdict(),
         "stages": [{**s._asdict(), "env": dict(s.env)} for s in pipeline.stages],
-        "environments": [{**e._asdict(), "approval": e.approval._asdict()} for e in pipeline.environments],
+        "environments": [{**e._asdict(), "approval": e.approval._asdict(),
+                          "verify": e.verify._asdict() if e.verify else None} for e in pipeline.environments],
         "evidence": pipeline.evidence._asdict(),
     }
 
 
 def _pipeline_from_data(data: dict[str, Any]) -> Pipeline:
-    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage
+    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage, Verify
 
     return Pipeline(**{
         **data,
         "stages": tuple(Stage(**s) for s in data["stages"]),
-        "environments": tuple(Environment(**{**e, "approval": ApprovalPolicy(**e["approval"])})
+        "environments": tuple(Environment(**{**e, "approval": ApprovalPolicy(**e["approval"]),
+                                             "verify": Verify(**e["verify"]) if e.get("verify") else None})
                               for e in data["environments"]),
         "evidence": Evidence(**data["evidence"]),
     })

@@ -141,13 +141,18 @@ def build(tmp: Path) -> World:
             patch.setenv(key, value)
         ctx = ReleaseContext(root=repo, cdkit_dir=repo / ".git" / "cdkit", pipeline=pipeline, ledger=ledger,
                              environ={**env, "DEPLOY_MARK": str(mark), "DEPLOY_FAIL": str(fail)})
+        failed: set[str] = set()
         for name, offset, fails, rollback in plan:
             mark.unlink(missing_ok=True)
             fail.unlink(missing_ok=True)
             if fails:
                 fail.touch()
             clock.start, clock.end = T0 + offset, T0 + offset + 60
-            result = deploy(ctx, "prod", shas[name], rollback=rollback)
+            # A SHA whose deploy failed is quarantined: deploying it again is a person's decision, with a reason.
+            force = "retried by hand after its deploy failed" if name in failed else None
+            result = deploy(ctx, "prod", shas[name], rollback=rollback, force=force)
+            if fails:
+                failed.add(name)
             assert result.ok != fails, result
             assert result.deployment_id is not None
             world.deployments.append(result.deployment_id)
