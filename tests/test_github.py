@@ -341,6 +341,8 @@ def test_token_is_redacted_from_errors_even_when_github_echoes_it() -> None:
 
 @responses.activate
 def test_token_is_redacted_from_pygithub_debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    import github  # noqa: F401 - PyGithub sets its logger to INFO when first imported: before at_level, not inside it
+
     responses.post(status_url(), json={"id": 7, "description": f"echo {TOKEN}"}, status=201)
     with caplog.at_level(logging.DEBUG, logger="github"):  # what github.enable_console_debug_logging() does
         post_status(make_client(Sleeper()))
