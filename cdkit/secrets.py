@@ -1,19 +1,45 @@
-"""Keep tokens out of everything cdkit prints or sends."""
+"""Keep tokens out of everything cdkit prints or sends.
+
+A secret leaks in more shapes than its raw value: actions/checkout persists the job's
+token as `AUTHORIZATION: basic <base64 of x-access-token:TOKEN>` in the git config, a
+URL carries it percent-encoded, a tool logs `https://user:TOKEN@host`. So each known
+secret is matched in every encoding cdkit can know of (raw, URL-encoded, base64 and
+base64url at each of the three alignments a prefix such as `x-access-token:` can give
+it), and a base64 match is widened to its whole base64 run, so no part of the
+credential stays.
+
+Stage output flows through here by the megabyte: the matcher for one set of secrets is
+compiled once (one regex for every secret and every token shape) and reused.
+"""
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from urllib.parse import quote
 
 SECRET_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN", "CDKIT_TOKEN", "INPUT_TOKEN", "ACTIONS_RUNTIME_TOKEN")
-TOKEN_PATTERN = re.compile(
-    r"(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}|(?<=[Aa]uthorization: )(?:token|Bearer) \S+"
-    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@))"
-)
 REDACTED = "***"
 # Credentials a shell or a CI job may carry besides those: the Actions runtime's and its OIDC token requests.
 RUNNER_CREDENTIAL_VARS = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_RUNTIME_URL",
                           "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
 CREDENTIAL_ENV_VARS = frozenset(SECRET_ENV_VARS + RUNNER_CREDENTIAL_VARS)
+MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
+MIN_ENCODED_SECRET_LEN = 8  # the base64 core of a shorter value is too short to be told from noise
+
+# Token shapes redacted even when cdkit does not know the value: each with a literal that any match
+# contains, where a cheap `in` test is faster than the regex's own search (None where it is not), and,
+# in the group `keep`, the context that stays (`Authorization: `, `://`): only the credential goes.
+TOKEN_SHAPES: tuple[tuple[str | None, str], ...] = (
+    (None, r"g(?:h[pousr]_[A-Za-z0-9]{16,}|ithub_pat_[A-Za-z0-9_]{16,})"),
+    ("uthorization:", r"(?P<keep>uthorization:[ \t]*)(?i:token|bearer|basic)[ \t]+[^\s\"']+"),
+    ("UTHORIZATION:", r"(?P<keep>UTHORIZATION:[ \t]*)(?i:token|bearer|basic)[ \t]+[^\s\"']+"),
+    (None, r"(?P<keep>://)[^/\s:@]+:[^/\s@]+(?=@)"),
+)
+
+_BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_BASE64_RUN_END = re.compile(r"[A-Za-z0-9+/_-]*=*")
 
 # Secrets that arrived some other way than the environment (`--token`): redacted everywhere too.
 _REGISTERED: set[str] = set()
@@ -29,14 +55,100 @@ def register(value: str | None) -> str | None:
 def secret_values(environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
     values = [environ.get(name, "") for name in SECRET_ENV_VARS] + list(extra) + list(_REGISTERED)
     # Longest first so a token that contains another is replaced whole.
-    return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
+    return sorted({v for v in values if v and len(v) >= MIN_SECRET_LEN}, key=len, reverse=True)
+
+
+def base64_cores(secret: str) -> set[str]:
+    """The part of base64(X + secret + Y) that depends only on `secret`, for each length of X mod 3.
+
+    Base64 turns 3 bytes into 4 characters, so the characters that mix a byte of X or Y
+    with a byte of the secret are dropped; what is left appears in the encoding of any
+    `user:secret` Basic credential (and in base64url, with `-_` for `+/`).
+    """
+    raw = secret.encode()
+    cores: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode().rstrip("=")
+        start = (shift * 4 + 2) // 3  # characters touched by the `shift` filler bytes
+        whole = (shift + len(raw)) // 3 * 4  # characters of complete 3-byte groups
+        # A trailing partial group mixes the secret with whatever follows it.
+        core = encoded[start:whole]
+        if len(core) >= MIN_ENCODED_SECRET_LEN:
+            cores.add(core)
+            cores.add(core.replace("+", "-").replace("/", "_"))
+    return cores
+
+
+def url_encodings(secret: str) -> set[str]:
+    """`secret` percent-encoded as a URL's user, password, path or query would carry it (hex in either case)."""
+    forms = {quote(secret, safe=""), quote(secret)} - {secret}
+    return forms | {re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), form) for form in forms}
+
+
+class Redactor:
+    """The matcher for one set of secret values, built once and reused for every chunk of output.
+
+    Each form is found with the fastest test that finds it (`in`, then a replace; a regex
+    with a literal prefix for token shapes): one alternation of everything would run at a
+    few MB/s, since an alternation defeats the regex engine's literal search.
+    """
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        self.base64 = sorted({core for v in values if len(v) >= MIN_ENCODED_SECRET_LEN for core in base64_cores(v)},
+                             key=len, reverse=True)
+        self.literals = sorted(set(values) | {form for v in values for form in url_encodings(v)},
+                               key=len, reverse=True)
+        self.shapes = [(hint, re.compile(shape)) for hint, shape in TOKEN_SHAPES]
+
+    def redact(self, text: str) -> str:
+        """`text` with every known secret, in any of its encodings, and every token shape replaced by ***."""
+        for core in self.base64:  # first: a raw replacement could cut a base64 run in two
+            if core in text:
+                text = _redact_base64_runs(text, core)
+        for literal in self.literals:
+            if literal in text:
+                text = text.replace(literal, REDACTED)
+        for hint, shape in self.shapes:
+            if hint is None or hint in text:
+                text = shape.sub(_keep_context, text)
+        return text
+
+
+def _keep_context(match: re.Match[str]) -> str:
+    return (match.groupdict().get("keep") or "") + REDACTED
+
+
+def _redact_base64_runs(text: str, core: str) -> str:
+    """Every run of base64 characters that contains `core`, replaced whole (its padding included)."""
+    pieces: list[str] = []
+    end = 0  # where the text not yet copied starts
+    found = text.find(core)
+    while found >= 0:
+        start = found
+        while start > end and ord(text[start - 1]) in _BASE64_CHARS:
+            start -= 1
+        run_end = _BASE64_RUN_END.match(text, found + len(core))
+        stop = run_end.end() if run_end else found + len(core)
+        pieces += [text[end:start], REDACTED]
+        end = stop
+        found = text.find(core, end)
+    pieces.append(text[end:])
+    return "".join(pieces)
+
+
+@lru_cache(maxsize=16)
+def _redactor_for(values: tuple[str, ...]) -> Redactor:
+    return Redactor(values)
+
+
+def redactor(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Redactor:
+    """The matcher for the secrets known now (built once per set of secrets)."""
+    return _redactor_for(tuple(secret_values(environ or {}, extra)))
 
 
 def redact(text: str, environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> str:
-    """`text` with every known token value and anything shaped like a token replaced by ***."""
-    for value in secret_values(environ or {}, extra):
-        text = text.replace(value, REDACTED)
-    return TOKEN_PATTERN.sub(REDACTED, text)
+    """`text` with every known token value (in any encoding) and anything shaped like a token replaced by ***."""
+    return redactor(environ, extra).redact(text)
 
 
 def without_credentials(environ: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
