@@ -1,11 +1,23 @@
-"""All console output goes through here, so NO_COLOR, non-TTY and tests work in one place."""
+"""All console output goes through here, so NO_COLOR, non-TTY and tests work in one place.
+
+A reader that goes away (`cdkit run | head -1`, a closed terminal) is not an error:
+the first write that finds it gone (EPIPE, EIO) turns that stream into /dev/null, and
+cdkit carries on, finishes the run and records it. A reader that is merely slow (a
+paused terminal) never slows a run either: stage output is written by `LiveWriter`
+from a thread of its own.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import IO
 
 COLORS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36", "dim": "2", "bold": "1"}
+READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENXIO, errno.ECONNRESET})
 
 
 def use_color(stream: IO[str], environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -14,7 +26,15 @@ def use_color(stream: IO[str], environ: dict[str, str] | os._Environ[str] = os.e
         return False
     if environ.get("FORCE_COLOR"):
         return True
-    return hasattr(stream, "isatty") and stream.isatty() and environ.get("TERM") != "dumb"
+    return is_terminal(stream, environ)
+
+
+def is_terminal(stream: IO[str], environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """A terminal that can redraw a line in place (not TERM=dumb)."""
+    try:
+        return stream.isatty() and environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def paint(text: str, color: str, *, enabled: bool) -> str:
@@ -25,8 +45,13 @@ def paint(text: str, color: str, *, enabled: bool) -> str:
 
 def write(text: str = "", *, stream: IO[str] | None = None) -> None:
     stream = stream or sys.stdout
-    stream.write(text)
-    stream.flush()
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError as exc:
+        if exc.errno not in READER_GONE and not isinstance(exc, BrokenPipeError):
+            raise
+        reader_gone(stream)
 
 
 def write_line(text: str = "", *, stream: IO[str] | None = None) -> None:
@@ -35,3 +60,105 @@ def write_line(text: str = "", *, stream: IO[str] | None = None) -> None:
 
 def error(text: str) -> None:
     write_line(text, stream=sys.stderr)
+
+
+def reader_gone(stream: IO[str]) -> None:
+    """Nobody reads `stream` any more: from now on what is written to it goes nowhere.
+
+    Its descriptor is pointed at /dev/null (so the buffered rest, and Python's flush at
+    exit, cannot fail again), rather than closed (a later open would reuse the number).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class LiveWriter:
+    """Writes to a stream from its own thread, so the run never waits on whoever reads it.
+
+    `write` only queues. Stage output that piles up beyond `backlog` characters (a reader
+    that stopped, say a paused terminal) is dropped from the console, and a note says
+    how much; every stage's log file still has all of it. cdkit's own lines are never
+    dropped. With `status` (what is running now, or None), a terminal keeps a live last
+    line, redrawn every second; any other stream gets it as a line every `every` seconds.
+    """
+
+    def __init__(self, stream: IO[str], *, status: Callable[[], str | None] | None = None, live_line: bool = False,
+                 every: float = 30.0, backlog: int = 1 << 22, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.status = status
+        self.live_line = live_line
+        self.every = every
+        self.backlog = backlog
+        self.clock = clock
+        self._queue: list[str] = []
+        self._queued = 0
+        self._dropped = 0
+        self._closing = False
+        self._shown = ""  # the live line now on the terminal, to erase before anything else
+        self._lock = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="cdkit-console", daemon=True)
+        self._thread.start()
+
+    def write(self, text: str, *, droppable: bool = False) -> None:
+        with self._lock:
+            if droppable and self._queued + len(text) > self.backlog:
+                self._dropped += text.count("\n")
+                return
+            self._queue.append(text)
+            self._queued += len(text)
+            self._lock.notify()
+
+    def close(self) -> None:
+        """Write what is queued, erase the live line, and stop."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        interval = 1.0 if self.live_line else self.every
+        next_status = self.clock() + interval
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing and self.clock() < next_status:
+                    self._lock.wait(max(0.0, next_status - self.clock()))
+                text, self._queue, self._queued = "".join(self._queue), [], 0
+                dropped, self._dropped = self._dropped, 0
+                closing = self._closing
+            if dropped:
+                text += (f"cdkit: {dropped} line(s) of stage output not shown: the console fell behind "
+                         "(each stage's log file has every line)\n")
+            due = self.clock() >= next_status
+            if due:
+                next_status = self.clock() + interval
+            if self.live_line:
+                self._redraw(text, None if closing or self.status is None else self.status())
+            elif due and self.status is not None and not closing:
+                status_line = self.status()
+                write(text + (f"{status_line}\n" if status_line else ""), stream=self.stream)
+            elif text:
+                write(text, stream=self.stream)
+            if closing:
+                return
+
+    def _redraw(self, text: str, status_line: str | None) -> None:
+        """Write `text` above the live line, which then shows `status_line` (nothing when None)."""
+        status_line = status_line or ""
+        if not text and status_line == self._shown:
+            return
+        # Spaces, not an escape sequence: a live line stays plain text (NO_COLOR) and is never wider
+        # than the terminal (the status says so), so it cannot wrap.
+        erase = f"\r{' ' * len(self._shown)}\r" if self._shown else ""
+        self._shown = status_line
+        write(erase + text + status_line, stream=self.stream)

@@ -5,10 +5,17 @@ timeout or a cancel can kill everything it started, grandchildren included.
 Worker threads only read pipes and write log files; every event (output, exit)
 comes back to the calling thread through one queue, so reporters (console,
 ledger, GitHub) are always called from one thread, in order.
+
+Output never distorts a result: a stage's end is timed where its process is
+reaped, not where the event is handled; output travels in chunks of whole lines
+(never one event per line), and reporters must not block (the console writes
+from a thread of its own), so a flood of output delays neither a timeout nor
+the start of a stage that waits on another.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import select
@@ -19,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol
+from typing import IO, NamedTuple, Protocol, cast
 
 from cdkit.config import Stage
 from cdkit.plan import Plan
@@ -60,9 +67,16 @@ class RunContext(NamedTuple):
 
 
 class Reporter(Protocol):
+    """Told of every stage event, from one thread, in order; must return quickly (never wait on a reader).
+
+    `stage_output` gets a chunk of one or more whole lines, each ending in b"\\n"; only a
+    stage's last chunk may end without one. `run_finished` comes last, however the run ended.
+    """
+
     def stage_started(self, stage: Stage, started_at: float) -> None: ...
-    def stage_output(self, stage: Stage, line: bytes) -> None: ...
+    def stage_output(self, stage: Stage, chunk: bytes) -> None: ...
     def stage_finished(self, stage: Stage, result: StageResult) -> None: ...
+    def run_finished(self) -> None: ...
 
 
 def overall_status(results: Sequence[StageResult]) -> str:
@@ -77,7 +91,8 @@ def overall_status(results: Sequence[StageResult]) -> str:
 class _Running:
     """A started stage (mutable: a timeout or a cancel marks it)."""
 
-    __slots__ = ("stage", "proc", "started_at", "deadline", "log_path", "timed_out", "cancelled", "kill_at")
+    __slots__ = ("stage", "proc", "started_at", "deadline", "log_path", "timed_out", "cancelled", "kill_at",
+                 "in_flight")
 
     def __init__(self, stage: Stage, proc: subprocess.Popen[bytes], started_at: float, deadline: float,
                  log_path: Path) -> None:
@@ -89,6 +104,7 @@ class _Running:
         self.timed_out = False
         self.cancelled = False
         self.kill_at: float | None = None
+        self.in_flight = threading.Semaphore(CHUNKS_IN_FLIGHT)
 
 
 class _State:
@@ -102,11 +118,15 @@ class _State:
 
 
 QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
+PIPE_SIZE = 1 << 20  # asked of the kernel for a stage's output pipe (Linux's default ceiling for anyone)
+READ_SIZE = PIPE_SIZE  # a whole pipe at a time: a chatty stage costs one wake-up per MiB, not per 64 KiB
+LONG_LINE = 1 << 20  # a "line" this long without a newline is passed on anyway (memory stays bounded)
+CHUNKS_IN_FLIGHT = 4  # per stage, handed over but not yet reported: at most 4 x 1 MiB waiting
 
 
-def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
+def pump_chunks(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
                 exited: threading.Event) -> None:
-    """Copy a process group's output to its log and, line by line, to `emit` (stages and deploy commands).
+    """Copy a process group's output to its log and, in chunks of whole lines, to `emit`.
 
     Reads until end of file, or until `exited` is set and the pipe has gone quiet: a
     process that left the group (`setsid`, a daemon) may hold the pipe open forever, and
@@ -114,6 +134,7 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
+    _widen_pipe(fd)
     partial = b""
     stop_at: float | None = None
     while True:
@@ -124,14 +145,12 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
             if stop_at is not None:
                 break
             continue
-        chunk = os.read(fd, 65536)
+        chunk = os.read(fd, READ_SIZE)
         if not chunk:
             break
         if not log.closed:
-            _write_log(log, chunk, emit)
-        *lines, partial = (partial + chunk).split(b"\n")
-        for line in lines:
-            emit(line + b"\n")
+            _write_log(log, chunk, emit)  # flushed: the log is complete at every moment (`tail -f`, a crash)
+        partial = _emit_whole_lines(partial + chunk if partial else chunk, emit)
         if stop_at is not None and time.monotonic() >= stop_at:
             break
     if partial:
@@ -152,14 +171,61 @@ def _write_log(log: IO[bytes], chunk: bytes, emit: Callable[[bytes], None]) -> N
         emit(f"cdkit: cannot write this log any more ({exc.strerror}); the output goes on here only\n".encode())
 
 
+def _widen_pipe(fd: int) -> None:
+    """Give the pipe a bigger buffer where the OS allows it: fewer, larger reads, and a stage that
+    prints fast waits less for cdkit to read."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if setpipe is None:
+        return
+    try:
+        fcntl.fcntl(fd, setpipe, PIPE_SIZE)
+    except OSError:
+        pass  # a lower limit set by the admin: the default buffer works, only slower
+
+
+def _emit_whole_lines(data: bytes, emit: Callable[[bytes], None]) -> bytes:
+    """Pass on `data` up to its last newline; return the rest (the start of a line)."""
+    cut = data.rfind(b"\n") + 1
+    if not cut and len(data) >= LONG_LINE:
+        # Cut after a space or a tab (no token holds one, so redaction still sees each whole),
+        # or, in a megabyte without either, where a character ends.
+        cut = max(data.rfind(b" "), data.rfind(b"\t")) + 1 or _utf8_boundary(data, len(data) - 1)
+    if not cut:
+        return data
+    emit(data[:cut])
+    return data[cut:]
+
+
+def _utf8_boundary(data: bytes, at: int) -> int:
+    """`at`, moved back to the start of the UTF-8 character it falls in (a cut never splits one)."""
+    while at > 0 and data[at] & 0xC0 == 0x80:
+        at -= 1
+    return at
+
+
+def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
+                exited: threading.Event) -> None:
+    """`pump_chunks`, with `emit` called once per line (deploy commands, whose output is small)."""
+    def emit_lines(chunk: bytes) -> None:
+        for line in chunk.splitlines(keepends=True):
+            emit(line)
+
+    pump_chunks(proc, log, emit_lines, exited)
+
+
 def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
-           events: queue.SimpleQueue[tuple[str, str, object]]) -> None:
+           events: queue.SimpleQueue[tuple[str, str, object]], in_flight: threading.Semaphore,
+           clock: Callable[[], float]) -> None:
+    def hand_over(chunk: bytes) -> None:
+        in_flight.acquire()  # released once reported: memory stays flat however much a stage prints
+        events.put(("output", name, chunk))
+
     exited = threading.Event()
     with log_path.open("wb") as log:
-        reader = threading.Thread(target=pump_output, daemon=True,
-                                  args=(proc, log, lambda line: events.put(("output", name, line)), exited))
+        reader = threading.Thread(target=pump_chunks, daemon=True, args=(proc, log, hand_over, exited))
         reader.start()
         code = proc.wait()
+        exited_at = clock()  # the stage's end: whatever output is still in flight is not its time
         # The shell is gone; anything it left behind in its group would hold the pipe open
         # (and outlive the run), so end it before waiting for the reader.
         signal_group(proc.pid, signal.SIGKILL)
@@ -167,7 +233,7 @@ def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
         reader.join()
     if proc.stdout is not None:
         proc.stdout.close()
-    events.put(("exit", name, code))
+    events.put(("exit", name, (code, exited_at)))
 
 
 def signal_group(pgid: int, sig: int) -> None:
@@ -213,9 +279,11 @@ def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    threading.Thread(target=_watch, args=(proc, log_path, stage.name, events), daemon=True).start()
+    running = _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path)
+    threading.Thread(target=_watch, args=(proc, log_path, stage.name, events, running.in_flight, clock),
+                     daemon=True).start()
     # Deadlines on the monotonic clock: a wall-clock step (NTP, resume) must not time stages out.
-    return _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path)
+    return running
 
 
 class Runner:
@@ -245,6 +313,13 @@ class Runner:
         self.events.put(("wake", "", None))
 
     def run(self) -> list[StageResult]:
+        try:
+            return self._run()
+        finally:
+            for reporter in self.reporters:
+                reporter.run_finished()
+
+    def _run(self) -> list[StageResult]:
         self.ctx.log_dir.mkdir(parents=True, exist_ok=True)
         for planned in self.plan.stages:
             if not planned.runs:
@@ -315,10 +390,13 @@ class Runner:
             self._enforce_deadlines()
             return
         if kind == "output" and name in self.state.running:
+            running = self.state.running[name]
             for reporter in self.reporters:
-                reporter.stage_output(self.state.running[name].stage, payload)  # type: ignore[arg-type]
+                reporter.stage_output(running.stage, payload)  # type: ignore[arg-type]
+            running.in_flight.release()
         elif kind == "exit":
-            self._on_exit(name, int(payload))  # type: ignore[call-overload]
+            code, exited_at = cast("tuple[int, float]", payload)
+            self._on_exit(name, code, exited_at)
         self._enforce_deadlines()
 
     def _next_deadline(self) -> float:
@@ -351,9 +429,8 @@ class Runner:
                                             command=stage.run))
         self.state.pending.clear()
 
-    def _on_exit(self, name: str, code: int) -> None:
+    def _on_exit(self, name: str, code: int, exited_at: float) -> None:
         running = self.state.running.pop(name)
-        now = self.clock()
         if running.cancelled:
             status, reason = CANCELLED, self.state.cancel_reason or "cancelled"
         elif running.timed_out:
@@ -363,8 +440,8 @@ class Runner:
         else:
             status = FAILED
             reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        result = StageResult(name, status, reason, exit_code=code, started_at=running.started_at, finished_at=now,
-                             log_path=str(running.log_path), command=running.stage.run)
+        result = StageResult(name, status, reason, exit_code=code, started_at=running.started_at,
+                             finished_at=exited_at, log_path=str(running.log_path), command=running.stage.run)
         if self.check_result is not None and not running.cancelled:
             result = self.check_result(running.stage, result)
         self._finish(running.stage, result)
@@ -388,7 +465,7 @@ CANCEL_REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "termin
 
 @contextmanager
 def cancel_on_signals(cancel: Callable[[str], None]) -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM call `cancel(reason)` instead of killing cdkit.
+    """Within the block, SIGINT and SIGTERM call `cancel(reason)` instead of killing cdkit, and SIGHUP is ignored.
 
     `cancel` runs in a signal handler: it may only set state and send signals (a run's
     cancel puts on a SimpleQueue, which is reentrant). Outside the main thread, Python
@@ -401,7 +478,15 @@ def cancel_on_signals(cancel: Callable[[str], None]) -> Iterator[None]:
     def handle(signum: int, _frame: object) -> None:
         cancel(CANCEL_REASONS[signal.Signals(signum)])
 
+    def terminal_gone(_signum: int, _frame: object) -> None:
+        # A closed terminal hangs up: the run goes on (its stages are in sessions of their own and
+        # never see it), is recorded, and ends with the stages' exit code; writes to the dead
+        # terminal fail and turn console output off (cdkit.output.reader_gone). A handler, not
+        # SIG_IGN, which stages would inherit.
+        pass
+
     previous = {sig: signal.signal(sig, handle) for sig in CANCEL_REASONS}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, terminal_gone)
     try:
         yield
     finally:

@@ -313,3 +313,30 @@ def test_the_token_never_reaches_check_output(ledger: Ledger) -> None:
     stored = json.dumps([i.payload for i in ledger.pending()]) + json.dumps(
         [dict(r) for r in ledger.db.execute("SELECT payload FROM outbox")])
     assert APP_TOKEN not in stored
+
+
+@responses.activate
+def test_the_credential_actions_checkout_persists_never_reaches_check_output(ledger: Ledger) -> None:
+    # actions/checkout stores `AUTHORIZATION: basic base64(x-access-token:TOKEN)` in the git config; a
+    # stage that prints it (`git config --list`, a verbose fetch) must not publish it.
+    import base64
+
+    token = "ghs_" + "Q" * 36
+    header = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    responses.post(CHECK_RUNS, json={"id": 10}, status=201)
+    responses.patch(f"{CHECK_RUNS}/10", json={"id": 10})
+    env = {"GITHUB_TOKEN": token}
+    reporter = ChecksReporter(ledger=ledger, client=client(token, environ=env), repo=REPO, sha=SHA, environ=env)
+    st = stage()
+    reporter.stage_started(st, 1_700_000_000.0)
+    chunk = (f"http.https://github.com/.extraheader=AUTHORIZATION: basic {header}\n"
+             f"src/a.py:3: error: header is {header}\n"
+             "plain line\n").encode()
+    reporter.stage_output(st, chunk)  # one chunk of several lines, as the runner delivers them
+    reporter.stage_finished(st, result(status=FAILED, code=1))
+    reporter.run_finished()
+    reporter.flush()
+    sent = json.dumps(bodies("PATCH"))
+    assert header not in sent and header[10:30] not in sent and token not in sent
+    assert "AUTHORIZATION: ***" in sent and "plain line" in sent  # the rest of the log is still there
+    assert "header is ***" in sent  # the annotation's message too

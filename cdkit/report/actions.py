@@ -221,12 +221,16 @@ class ActionsReporter:
             self._live_token = new_token()
             self.actions._emit(f"::stop-commands::{self._live_token}")
 
-    def stage_output(self, stage: Stage, line: bytes) -> None:
+    def stage_output(self, stage: Stage, chunk: bytes) -> None:
         if stage.name != self.live or not self.actions.active:
             return  # printed from its log file when it ends
+        text = chunk.decode("utf-8", "replace").replace("\r\n", "\n")
         out = self.actions._out()
-        out.write(line.decode("utf-8", "replace").rstrip("\r\n") + "\n")
+        out.write(text if text.endswith("\n") else text + "\n")
         out.flush()
+
+    def run_finished(self) -> None:
+        pass  # every stage's group is closed as it ends
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
         if stage.name == self.live:

@@ -41,6 +41,7 @@ from cdkit.outbox import (
     status_key,
 )
 from cdkit.plan import NOT_JUDGED_PREFIXES, SKIPPED_BY_USER
+from cdkit.report.excerpt import colon_digit_lines
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 from cdkit.secrets import redact
 
@@ -254,18 +255,24 @@ class ChecksReporter:
         self._queue(check_run_key(self.repo, self.sha, stage.name, self.run_id), CHECK_RUN_CREATE,
                     self._payload(stage, body=body, fallback=fallback))
 
-    def stage_output(self, stage: Stage, line: bytes) -> None:
+    def stage_output(self, stage: Stage, chunk: bytes) -> None:
         log = self.logs.get(stage.name)
         if log is None:
             return
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        log.tail.append(text[:MAX_LINE_CHARS])
-        annotation = parse_annotation(text, workdir=self.workdir)
-        if annotation is not None:
+        text = chunk.decode("utf-8", "replace")
+        last = text.removesuffix("\n").rsplit("\n", TAIL_LINES)  # the first item may hold many lines
+        log.tail.extend(line.rstrip("\r")[:MAX_LINE_CHARS] for line in last[-TAIL_LINES:])
+        for _, line in colon_digit_lines(text):  # only lines that can hold `path:line` are parsed
+            annotation = parse_annotation(line, workdir=self.workdir)
+            if annotation is None:
+                continue
             if len(log.annotations) < MAX_ANNOTATIONS:
                 log.annotations.append(annotation)
             else:
                 log.dropped_annotations += 1
+
+    def run_finished(self) -> None:
+        pass  # each stage's report is queued as it ends; `finish` delivers them
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
         if stage.name not in self.started and result.status == SKIPPED and \

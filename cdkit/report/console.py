@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import IO
 
 from cdkit import output
 from cdkit.plan import SKIPPED_BY_USER
-from cdkit.secrets import redact
+from cdkit.secrets import redactor
 from cdkit.config import Stage
+from cdkit.errors import UsageError
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
 
 _MARKS = {PASSED: ("✓", "green"), FAILED: ("✗", "red"), TIMED_OUT: ("⏱", "red"), SKIPPED: ("-", "dim"),
@@ -47,38 +50,111 @@ def display_path(path: str | None, cwd: str | None = None) -> str:
     return path if rel.startswith("../..") else rel
 
 
-class ConsoleReporter:
-    """Prints each output line prefixed with its stage, and one line as each stage ends."""
+PROGRESS_EVERY = 30.0  # seconds between "still running" lines where no live line can be drawn
 
-    def __init__(self, stages: Sequence[Stage], *, stream: IO[str] | None = None, show_output: bool = True) -> None:
+
+def progress_every(environ: Mapping[str, str]) -> float:
+    """CDKIT_PROGRESS_EVERY (seconds, default 30): how often a non-terminal hears which stages still run."""
+    value = environ.get("CDKIT_PROGRESS_EVERY", "")
+    if not value:
+        return PROGRESS_EVERY
+    try:
+        seconds = float(value.removesuffix("s"))
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:
+        raise UsageError(f"CDKIT_PROGRESS_EVERY={value!r} is not a number of seconds from 0 to 86400 (e.g. 30)")
+    return seconds
+
+
+class ConsoleReporter:
+    """Prints each output line prefixed with its stage, one line as each stage starts and ends, and
+    what is still running: a live last line on a terminal, a line every 30 s anywhere else.
+
+    Output arrives in chunks of whole lines and is redacted, prefixed and queued a chunk at
+    a time; a thread of its own writes it, so a slow or vanished reader never holds up the run.
+    """
+
+    def __init__(self, stages: Sequence[Stage], *, stream: IO[str] | None = None, show_output: bool = True,
+                 environ: Mapping[str, str] = os.environ) -> None:
         self.stream = stream or sys.stdout
         self.color = output.use_color(self.stream)
         self.width = max((len(s.name) for s in stages), default=4)
         self.show_output = show_output
+        self.redactor = redactor(environ)
+        self.prefixes: dict[str, str] = {}
+        self.running: dict[str, float] = {}  # stage name -> when it started (monotonic)
+        self.live_line = output.is_terminal(self.stream)
+        self.writer = output.LiveWriter(self.stream, status=self.still_running, live_line=self.live_line,
+                                        every=progress_every(environ))
 
     def stage_started(self, stage: Stage, started_at: float) -> None:
+        self.running[stage.name] = time.monotonic()
         name = output.paint(stage.name.ljust(self.width), "cyan", enabled=self.color)
-        output.write_line(f"{mark('running', self.stream, self.color)} {name} started: {stage.run.splitlines()[0]}",
-                          stream=self.stream)
+        self.writer.write(f"{mark('running', self.stream, self.color)} {name} started: {stage.run.splitlines()[0]}\n")
 
-    def stage_output(self, stage: Stage, line: bytes) -> None:
+    def stage_output(self, stage: Stage, chunk: bytes) -> None:
         if not self.show_output:
             return
-        text = redact(line.decode("utf-8", "replace").rstrip("\r\n"), os.environ)
-        prefix = output.paint(f"{stage.name.ljust(self.width)} │", "dim", enabled=self.color)
-        if not _unicode_ok(self.stream):
-            prefix = f"{stage.name.ljust(self.width)} |"
-        output.write_line(f"{prefix} {text}", stream=self.stream)
+        text = self.redactor.redact(chunk.decode("utf-8", "replace"))
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        prefix = self.prefixes.get(stage.name) or self._prefix(stage.name)
+        body = text[:-1] if text.endswith("\n") else text
+        self.writer.write(prefix + body.replace("\n", "\n" + prefix) + "\n", droppable=True)
+
+    def _prefix(self, name: str) -> str:
+        if _unicode_ok(self.stream):
+            prefix = output.paint(f"{name.ljust(self.width)} │", "dim", enabled=self.color) + " "
+        else:
+            prefix = f"{name.ljust(self.width)} | "
+        self.prefixes[name] = prefix
+        return prefix
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
+        self.running.pop(stage.name, None)
         if result.status == SKIPPED and result.started_at is None and result.reason != SKIPPED_BY_USER \
                 and not result.reason.startswith("needs"):
             return  # planned out (trigger, paths): the summary lists it; no noise while running
-        output.write_line(self.result_line(result), stream=self.stream)
+        self.writer.write(self.result_line(result) + "\n")
+
+    def run_finished(self) -> None:
+        self.writer.close()  # everything written, the live line erased: the summary can follow
+
+    def still_running(self) -> str | None:
+        """`running: test 1m02s, lint 3s` (None when nothing runs); called from the writer's thread."""
+        now = time.monotonic()
+        try:
+            running = sorted(self.running.items(), key=lambda item: item[1])
+        except RuntimeError:  # changed while read: the next tick shows it
+            return None
+        if not running:
+            return None
+        stages = ", ".join(f"{name} {_elapsed(now - since)}" for name, since in running)
+        if not self.live_line:
+            return f"cdkit: still running: {stages}"
+        text = f"{mark('running', self.stream, False)} running: {stages}"
+        width = _columns(self.stream) - 1  # never wider than the terminal: a wrapped line cannot be redrawn
+        return text if len(text) <= width else text[:max(0, width - 3)] + "..."
 
     def result_line(self, result: StageResult) -> str:
         name = result.stage.ljust(self.width)
         return f"{mark(result.status, self.stream, self.color)} {name} {result_detail(result)}"
+
+
+def _columns(stream: IO[str]) -> int:
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    return columns or shutil.get_terminal_size((80, 24)).columns  # 0: a terminal that never said its size
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
 
 
 def result_detail(result: StageResult) -> str:

@@ -14,7 +14,7 @@ class LedgerReporter:
     def stage_started(self, stage: Stage, started_at: float) -> None:
         self.ledger.record_stage(self.run_id, stage.name, status="running", started_at=started_at, command=stage.run)
 
-    def stage_output(self, stage: Stage, line: bytes) -> None:
+    def stage_output(self, stage: Stage, chunk: bytes) -> None:
         pass  # the runner keeps the full log file; the ledger keeps its path
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
@@ -23,3 +23,6 @@ class LedgerReporter:
             started_at=result.started_at, finished_at=result.finished_at, log_path=result.log_path,
             command=result.command,
         )
+
+    def run_finished(self) -> None:
+        pass  # the caller records the run's own outcome
