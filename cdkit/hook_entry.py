@@ -33,7 +33,6 @@ LEGACY_NAME = "pre-push.legacy"
 TOKEN_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
 STATUS_STATES = {"passed": "success", "skipped": "success", "failed": "failure", "timed_out": "failure",
                  "cancelled": "error"}
-LOG_TAIL_LINES = 15
 PIPELINE_CACHE = "pipeline.cache"
 CACHE_FORMAT = 1
 
@@ -176,8 +175,12 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         _say(f"cdkit: no {ws.config_path.name} in {ws.root}; nothing to check (create one with `cdkit init`, "
              "or remove the hook with `cdkit hook uninstall`)")
         return EXIT_OK
-    pipeline = load_pipeline_cached(ws.config_path, ws.repo.cdkit_dir / PIPELINE_CACHE)
-    if not any("pre-push" in s.on for s in pipeline.stages):
+    try:
+        pipeline: Pipeline | None = load_pipeline_cached(ws.config_path, ws.repo.cdkit_dir / PIPELINE_CACHE)
+        invalid: CdkitError | None = None
+    except CdkitError as exc:
+        pipeline, invalid = None, exc  # said below: as the pushed file's errors if the push carries it
+    if pipeline is not None and not any("pre-push" in s.on for s in pipeline.stages):
         _say(f"cdkit: no stage of {ws.config_path.name} runs on pre-push (`on: [pre-push]`); nothing to check")
         return EXIT_OK
 
@@ -193,7 +196,44 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         _say(f"cdkit: {note}")
     if not plan.targets:
         return EXIT_OK
+    for target in plan.targets:
+        code = _validate_pushed_pipeline(ws, target)
+        if code != EXIT_OK:
+            return code
+    if pipeline is None:
+        assert invalid is not None
+        raise invalid  # the work tree's file is broken, not the pushed one: its own errors
     return _run_targets(ws, pipeline, plan.targets, remote=remote, url=url, environ=environ)
+
+
+def _validate_pushed_pipeline(ws: Workspace, target: PushTarget) -> int:
+    """`cdkit validate` on the pipeline file as pushed, when the push changes it.
+
+    An invalid `.cdkit.yml` would break CI for everyone who pulls it; the push is blocked
+    with its errors (file:line:col) before any stage runs.
+    """
+    try:
+        relative = ws.config_path.resolve().relative_to(ws.root.resolve()).as_posix()
+    except ValueError:
+        return EXIT_OK  # --config outside the repository: nothing of it is pushed
+    if relative not in target.changed_files:
+        return EXIT_OK
+    from cdkit.errors import ConfigError
+    from cdkit.session import load_pipeline_at
+
+    where = f"{relative} as pushed in {target.head_sha[:12]}"
+    try:
+        pushed = load_pipeline_at(ws, target.head_sha)
+    except ConfigError as exc:
+        _say(f"cdkit: {where} is not valid; the push is blocked. Fix it and push again:")
+        for message in exc.messages:
+            _say(f"  {message}")
+        return EXIT_USAGE
+    if pushed is None:
+        _say(f"cdkit: this push deletes {relative}: CI will have no pipeline to run")
+    else:
+        _say(f"cdkit: {where}: valid ({len(pushed.stages)} stage(s))")
+    return EXIT_OK
 
 
 # --- the validated pipeline, cached ----------------------------------------------------------
@@ -276,7 +316,7 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
                  url: str | None, environ: MutableMapping[str, str]) -> int:
     from cdkit.events import Trigger
     from cdkit.plan import parse_skip
-    from cdkit.report.console import ConsoleReporter
+    from cdkit.report.console import ConsoleReporter, counts_text, not_countable
     from cdkit.session import open_ledger, run_trigger
 
     repository = _repository(environ, url)
@@ -299,22 +339,19 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
                 _say(f"cdkit: {note}")
             if repository and _token(environ):
                 enqueue_statuses(ledger, repository, outcome, skipped_by_user=parse_skip(environ.get("CDKIT_SKIP")))
-            _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {_counts(outcome)}")
+            record = ledger.run(outcome.run_id)
+            why_not = not_countable(outcome.results, dirty=record is not None and record.dirty)
+            uncounted = f" (does not count for a release: {'; '.join(why_not)})" if why_not else ""
+            _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {counts_text(outcome.results)}{uncounted}")
             if outcome.exit_code == EXIT_INTERRUPTED:
                 break  # Ctrl-C or SIGTERM: judge nothing more
     return _verdict(outcomes, environ)
 
 
-def _counts(outcome: RunOutcome) -> str:
-    counts: dict[str, int] = {}
-    for result in outcome.results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-    return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items()) or "no stages"
-
-
 def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str, str]) -> int:
     """The strictest result across refs wins: interrupted > failed > passed."""
     from cdkit.report.console import display_path
+    from cdkit.report.excerpt import failure_excerpt
 
     code = max((o.exit_code for _, o in outcomes), default=EXIT_OK)
     if code == EXIT_OK:
@@ -333,7 +370,7 @@ def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str
             if result.log_path:
                 _say(f"  log: {display_path(result.log_path)}")
                 # A stage's output is the user's code: it may echo a token from the push's environment.
-                for line in _tail(result.log_path):
+                for line in failure_excerpt(result.log_path).lines():
                     _say(f"  | {_redact(line, environ)}")
     skip = f"CDKIT_SKIP={','.join(dict.fromkeys(failed_names)) or 'STAGE'} git push"
     width = max(len(skip), len("git push --no-verify"))
@@ -341,15 +378,6 @@ def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str
          f"  {skip.ljust(width)}  # skip these stages (recorded in the ledger)\n"
          f"  {'git push --no-verify'.ljust(width)}  # skip the whole hook (CI still checks)")
     return EXIT_FAILED
-
-
-def _tail(path: str) -> list[str]:
-    try:
-        with open(path, "rb") as log:
-            lines = log.read()[-8192:].decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
-    return lines[-LOG_TAIL_LINES:]
 
 
 # --- commit statuses, for `cdkit sync` to post once GitHub has the commits --------------------

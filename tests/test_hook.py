@@ -859,3 +859,52 @@ def test_ref_lines_without_a_remote_is_a_usage_error(repo: Path) -> None:
     result = cdkit("hook", "run", "pre-push", cwd=repo, input=f"refs/heads/x {sha} refs/heads/x {'0' * 40}\n".encode())
     assert result.returncode == 2
     assert "REMOTE and URL are required" in result.stderr
+
+
+# --- what the hook says ------------------------------------------------------------------------
+
+
+def test_the_summary_says_why_stages_were_skipped(repo: Path) -> None:
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: check, run: "true", on: [pre-push]}
+          - {name: docs, run: "true", on: [pre-push], paths: ["docs/**"], needs: []}
+          - {name: web, run: "true", on: [pre-push], paths: ["web/**"], needs: []}
+          - {name: ci-only, run: "true", on: [ci]}
+    """)}, "skips")
+    result = push(repo, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "1 passed, 3 skipped: 2 paths did not match, 1 not on pre-push" in result.stderr
+    commit(repo, {"docs/a.md": "x"}, "docs")
+    result = push(repo, "origin", "main", env={"CDKIT_SKIP": "check"})
+    assert result.returncode == 0
+    assert ("1 passed, 3 skipped: 1 CDKIT_SKIP, 1 paths did not match, 1 not on pre-push "
+            "(does not count for a release: CDKIT_SKIP skipped check)") in result.stderr, result.stderr
+
+
+def test_a_failure_shows_every_path_line_the_stage_printed_and_its_last_20_lines(repo: Path) -> None:
+    script = ("for i in $(seq 1 300); do echo noise $i; [ $i = 40 ] && echo 'src/calc.py:12:5: E501 line too long'; "
+              "[ $i = 90 ] && echo 'tests/test_calc.py:33: AssertionError'; done; exit 1")
+    commit(repo, {".cdkit.yml": PIPELINE.replace("run: test ! -e BAD", f"run: {json.dumps(script)}")}, "noisy")
+    result = push(repo, "origin", "main")
+    assert blocked(result)
+    shown = [line[4:] for line in result.stderr.splitlines() if line.startswith("  | ")]
+    assert shown[:2] == ["src/calc.py:12:5: E501 line too long", "tests/test_calc.py:33: AssertionError"]
+    assert shown[-20:] == [f"noise {i}" for i in range(281, 301)]
+    assert "noise 100" not in shown
+
+
+def test_a_push_that_changes_the_pipeline_file_validates_it_first(repo: Path, remote: Path) -> None:
+    before = tip(remote, "main")
+    commit(repo, {".cdkit.yml": PIPELINE.replace("on: [pre-push]", "on: [pre-push]\n    timout: 5s")}, "typo")
+    result = push(repo, "origin", "main")
+    assert blocked(result) and tip(remote, "main") == before
+    assert "as pushed in" in result.stderr and "is not valid; the push is blocked" in result.stderr
+    assert ".cdkit.yml" in result.stderr and "timout" in result.stderr and "did you mean" in result.stderr
+    assert not any(r[0] == git(repo, "rev-parse", "HEAD") for r in runs(repo))  # no stage ran for it
+    # The control: a valid edit of the file is validated, said so, and goes through.
+    commit(repo, {".cdkit.yml": PIPELINE.replace("on: [pre-push]", "on: [pre-push]\n    timeout: 5s")}, "fixed")
+    result = push(repo, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "as pushed in" in result.stderr and ": valid (2 stage(s))" in result.stderr

@@ -240,7 +240,7 @@ def test_dirty_run_is_recorded_as_dirty(repo: Path) -> None:
     with ledger_of(repo) as ledger:
         assert ledger.recent_runs(1)[0].dirty
         assert ledger.latest_stage_results(sha) == {}, "a dirty run never counts for a gate"
-    assert "(uncommitted changes)" in cdkit("status", cwd=repo).stdout
+    assert "not counted for a release (uncommitted changes" in cdkit("status", cwd=repo).stdout
 
 
 def test_two_runs_at_once_are_both_recorded(repo: Path) -> None:

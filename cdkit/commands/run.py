@@ -12,7 +12,7 @@ from cdkit.errors import UsageError
 from cdkit.events import Trigger, manual_trigger
 from cdkit.ledger import Ledger
 from cdkit.plan import stages_with_needs
-from cdkit.report.console import ConsoleReporter, print_summary
+from cdkit.report.console import ConsoleReporter, not_countable, print_summary, run_headline
 from cdkit.runner import StageResult
 from cdkit.session import (
     RunOutcome,
@@ -74,12 +74,14 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
                               reporters=[console, *([github] if github is not None else [])], environ=environ,
                               jobs=jobs, only=stages, allow_dirty=head is None, on_workdir=announce)
         reported = github.finish() if github is not None else None
+        record = ledger.run(outcome.run_id)
+        dirty = record is not None and record.dirty
     for note in outcome.notes:
         output.write_line(f"cdkit: {note}", stream=stream)
     for line in reported.lines() if reported is not None else []:
         output.write_line(line, stream=stream)
     if not as_json:
-        headline = f"run #{outcome.run_id} {outcome.status} on {the_trigger.head_sha[:12]}"
+        headline = run_headline(outcome.run_id, outcome.status, the_trigger.head_sha, outcome.results, dirty=dirty)
         print_summary(outcome.results, headline=headline, stream=stream)
     from cdkit.commands.deploy import auto_release
 
@@ -96,6 +98,7 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     if as_json:
         output.write_line(json.dumps({**outcome_as_data(outcome), "deployments": deployments,
                                       "would_deploy": [] if deploy else would_deploy,
+                                      "does_not_count": not_countable(outcome.results, dirty=dirty),
                                       "github": reported.as_data() if reported is not None else None}, indent=2))
     return outcome.exit_code or max((d["exit_code"] for d in deployments), default=0)
 

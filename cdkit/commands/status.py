@@ -11,7 +11,7 @@ from cdkit.plan import NOT_JUDGED_PREFIXES
 from cdkit.report.console import display_path, format_duration, mark
 from cdkit.commands.deploy import chain_data, print_chain
 from cdkit.errors import ConfigError
-from cdkit.ledger import Ledger
+from cdkit.ledger import Ledger, StageRecord
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
@@ -24,6 +24,8 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
     sha = git.resolve_commit(rev, cwd=ws.root)
     with open_ledger(ws.repo) as ledger:
         latest = ledger.latest_stage_results(sha, include_dirty=True, ignore_reasons=NOT_JUDGED_PREFIXES)
+        # What a release gate sees: runs of the committed tree only (cdkit.release.ledger_stage_verdicts).
+        counted = ledger.latest_stage_results(sha, ignore_reasons=NOT_JUDGED_PREFIXES)
         runs = ledger.runs_for_sha(sha)
         outbox = ledger.outbox_counts()
         chain = _chain(ws, ledger, sha)
@@ -31,8 +33,8 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
         output.write_line(json.dumps({
             "sha": sha,
             "runs": [{"id": r.id, "trigger": r.trigger, "status": r.status, "dirty": r.dirty} for r in runs],
-            "stages": {name: {"status": s.status, "reason": s.reason, "run_id": s.run_id, "duration": s.duration,
-                              "log": s.log_path} for name, s in latest.items()},
+            "stages": {name: _stage_data(s) for name, s in latest.items()},
+            "counted": {name: _stage_data(s) for name, s in counted.items()},
             "outbox": outbox,
             "environments": chain,
         }, indent=2))
@@ -42,19 +44,47 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
         print_chain(chain, sha)
         return 0
     output.write_line(f"{sha}: {len(runs)} run(s), latest #{runs[-1].id} {runs[-1].status}")
-    width = max(len(n) for n in latest) if latest else 4
-    color = output.use_color(sys.stdout)
-    for name, s in latest.items():
-        dirty = " (uncommitted changes)" if any(r.dirty for r in runs if r.id == s.run_id) else ""
-        reason = f"  {s.reason}" if s.reason and s.status != "passed" else ""
-        output.write_line(f"  {mark(s.status, sys.stdout, color)} {name.ljust(width)}  {s.status:<9} "
-                          f"{format_duration(s.duration):>8}  run #{s.run_id}{dirty}{reason}".rstrip())
-        if s.status in ("failed", "timed_out") and s.log_path:
-            output.write_line(f"      log: {display_path(s.log_path)}")
+    uncounted = {name: s for name, s in latest.items() if counted.get(name) != s}
+    missing = [name for name in _required_stages(ws) if name not in counted]
+    width = max((len(n) for n in [*latest, *missing]), default=4)
+    if counted or missing:
+        output.write_line("results that count for a release (runs of the committed tree):")
+        for name, s in counted.items():
+            _print_stage(name, s, width)
+        for name in missing:
+            output.write_line(f"  {mark('skipped', sys.stdout, output.use_color(sys.stdout))} {name.ljust(width)}  "
+                              "no result")
+    if uncounted:
+        output.write_line("not counted for a release (uncommitted changes: the work tree's results, not the commit's):")
+        for name, s in uncounted.items():
+            _print_stage(name, s, width)
     if outbox.get("pending"):
         output.write_line(f"{outbox['pending']} report(s) waiting in the outbox for GitHub (deliver with `cdkit sync`)")
     print_chain(chain, sha)
     return 0
+
+
+def _stage_data(s: StageRecord) -> dict[str, Any]:
+    return {"status": s.status, "reason": s.reason, "run_id": s.run_id, "duration": s.duration, "log": s.log_path}
+
+
+def _print_stage(name: str, s: StageRecord, width: int) -> None:
+    color = output.use_color(sys.stdout)
+    reason = f"  {s.reason}" if s.reason and s.status != "passed" else ""
+    output.write_line(f"  {mark(s.status, sys.stdout, color)} {name.ljust(width)}  {s.status:<9} "
+                      f"{format_duration(s.duration):>8}  run #{s.run_id}{reason}".rstrip())
+    if s.status in ("failed", "timed_out") and s.log_path:
+        output.write_line(f"      log: {display_path(s.log_path)}")
+
+
+def _required_stages(ws: Workspace) -> list[str]:
+    """The stages a release needs (none when the pipeline file cannot be read)."""
+    from cdkit.release import required_stages
+
+    try:
+        return [s.name for s in required_stages(load_pipeline(ws))]
+    except ConfigError:
+        return []
 
 
 def _chain(ws: Workspace, ledger: Ledger, sha: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from cdkit import output
-from cdkit.plan import SKIPPED_BY_USER
+from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX, SKIPPED_BY_USER
 from cdkit.secrets import redactor
 from cdkit.config import Stage
 from cdkit.errors import UsageError
@@ -165,6 +165,65 @@ def result_detail(result: StageResult) -> str:
     if result.reason and result.status != PASSED:
         detail += f": {result.reason}"
     return detail
+
+
+# --- a run in one line -----------------------------------------------------------------------------
+
+
+def skip_cause(reason: str) -> str:
+    """Why a stage was skipped, in the words a summary groups it by (`paths did not match`)."""
+    if reason.startswith(PATHS_SKIP_PREFIX):
+        return PATHS_SKIP_PREFIX
+    if reason == SKIPPED_BY_USER:
+        return "CDKIT_SKIP"
+    if reason.startswith("not selected"):
+        return "not selected (--stage)"
+    if reason.startswith("not on "):
+        return reason.split(" (", 1)[0]  # `not on pre-push`
+    if reason.startswith("needs "):
+        return "a stage they need did not pass"
+    return reason
+
+
+def counts_text(results: Sequence[StageResult]) -> str:
+    """`2 passed, 5 skipped: paths did not match`, or with several causes `5 skipped: 3 paths did not match, 2 CDKIT_SKIP`."""
+    counts: dict[str, int] = {}
+    causes: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+        if result.status == SKIPPED:
+            cause = skip_cause(result.reason)
+            causes[cause] = causes.get(cause, 0) + 1
+    parts = []
+    order = {status: n for n, status in enumerate((PASSED, FAILED, TIMED_OUT, CANCELLED, SKIPPED))}
+    for status, n in sorted(counts.items(), key=lambda item: order.get(item[0], len(order))):
+        text = f"{n} {status.replace('_', ' ')}"
+        if status == SKIPPED:
+            text += ": " + (next(iter(causes)) if len(causes) == 1 else
+                            ", ".join(f"{count} {cause}" for cause, count in causes.items()))
+        parts.append(text)
+    return ", ".join(parts) or "no stages"
+
+
+def not_countable(results: Sequence[StageResult], *, dirty: bool) -> list[str]:
+    """Why this run cannot count for a release as a complete pipeline run (nothing: it can)."""
+    why = []
+    if dirty:
+        why.append("uncommitted changes (the results are the work tree's, not the commit's)")
+    user_skipped = [r.stage for r in results if r.status == SKIPPED and r.reason == SKIPPED_BY_USER]
+    if user_skipped:
+        why.append(f"CDKIT_SKIP skipped {', '.join(user_skipped)}")
+    unselected = [r.stage for r in results if r.status == SKIPPED and r.reason.startswith(NOT_JUDGED_PREFIXES[0])]
+    if unselected:
+        why.append(f"--stage left out {', '.join(unselected)}")
+    return why
+
+
+def run_headline(run_id: int, status: str, sha: str, results: Sequence[StageResult], *, dirty: bool) -> str:
+    """`run #4 passed on 1a2b3c4d5e6f`, and when it cannot count, why, on the same line."""
+    line = f"run #{run_id} {status} on {sha[:12]}"
+    why = not_countable(results, dirty=dirty)
+    return f"{line} (does not count for a release: {'; '.join(why)})" if why else line
 
 
 def print_summary(results: Sequence[StageResult], *, headline: str, stream: IO[str] | None = None) -> None:
