@@ -218,12 +218,14 @@ def _validate_pushed_pipeline(ws: Workspace, target: PushTarget) -> int:
         return EXIT_OK  # --config outside the repository: nothing of it is pushed
     if relative not in target.changed_files:
         return EXIT_OK
+    from cdkit import config, git
     from cdkit.errors import ConfigError
-    from cdkit.session import load_pipeline_at
 
     where = f"{relative} as pushed in {target.head_sha[:12]}"
+    raw = git.file_at(target.head_sha, relative, cwd=ws.root)
     try:
-        pushed = load_pipeline_at(ws, target.head_sha)
+        # Named by its path alone: `.cdkit.yml:12:5: ...` is where the user's editor jumps to.
+        pushed = None if raw is None else config.load_text(config.decode_config(raw, relative), relative)
     except ConfigError as exc:
         _say(f"cdkit: {where} is not valid; the push is blocked. Fix it and push again:")
         for message in exc.messages:

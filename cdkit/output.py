@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import sys
 import threading
 import time
@@ -49,9 +50,37 @@ def write(text: str = "", *, stream: IO[str] | None = None) -> None:
         stream.write(text)
         stream.flush()
     except OSError as exc:
-        if exc.errno not in READER_GONE and not isinstance(exc, BrokenPipeError):
-            raise
-        reader_gone(stream)
+        _unless_reader_gone(exc, stream)
+
+
+def write_through(text: str, stream: IO[str]) -> None:
+    """`write`, straight to the stream's file descriptor (what `LiveWriter` writes from its thread).
+
+    Megabytes of stage output written through a TextIOWrapper from a second thread were
+    seen to lose bytes under load; `os.write` on the descriptor loses none. A descriptor
+    left non-blocking by someone else is waited on, not given up on.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream
+        write(text, stream=stream)
+        return
+    try:
+        stream.flush()  # whatever was written the ordinary way goes first
+        data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8", "replace"))
+        while data:
+            try:
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                select.select([], [fd], [], 1.0)
+    except OSError as exc:
+        _unless_reader_gone(exc, stream)
+
+
+def _unless_reader_gone(exc: OSError, stream: IO[str]) -> None:
+    if exc.errno not in READER_GONE and not isinstance(exc, BrokenPipeError):
+        raise exc
+    reader_gone(stream)
 
 
 def write_line(text: str = "", *, stream: IO[str] | None = None) -> None:
@@ -146,9 +175,9 @@ class LiveWriter:
                 self._redraw(text, None if closing or self.status is None else self.status())
             elif due and self.status is not None and not closing:
                 status_line = self.status()
-                write(text + (f"{status_line}\n" if status_line else ""), stream=self.stream)
+                write_through(text + (f"{status_line}\n" if status_line else ""), self.stream)
             elif text:
-                write(text, stream=self.stream)
+                write_through(text, self.stream)
             if closing:
                 return
 
@@ -161,4 +190,4 @@ class LiveWriter:
         # than the terminal (the status says so), so it cannot wrap.
         erase = f"\r{' ' * len(self._shown)}\r" if self._shown else ""
         self._shown = status_line
-        write(erase + text + status_line, stream=self.stream)
+        write_through(erase + text + status_line, self.stream)
