@@ -118,6 +118,7 @@ class _State:
 
 
 QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
+STILL_FLOWING_AFTER_EXIT = 10.0  # further seconds a pipe that never goes quiet is read
 PIPE_SIZE = 1 << 20  # asked of the kernel for a stage's output pipe (Linux's default ceiling for anyone)
 READ_SIZE = PIPE_SIZE  # a whole pipe at a time: a chatty stage costs one wake-up per MiB, not per 64 KiB
 LONG_LINE = 1 << 20  # a "line" this long without a newline is passed on anyway (memory stays bounded)
@@ -151,7 +152,9 @@ def pump_chunks(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
         if not log.closed:
             _write_log(log, chunk, emit)  # flushed: the log is complete at every moment (`tail -f`, a crash)
         partial = _emit_whole_lines(partial + chunk if partial else chunk, emit)
-        if stop_at is not None and time.monotonic() >= stop_at:
+        # What the stage wrote before it exited is still being read (cdkit may be behind on a
+        # flood): only output that keeps flowing long after, from an escaped process, is cut.
+        if stop_at is not None and time.monotonic() >= stop_at + STILL_FLOWING_AFTER_EXIT:
             break
     if partial:
         emit(partial)
