@@ -416,7 +416,8 @@ def action() -> int:
               help="Delivery mode: approve with a GitHub environment's reviewers (default), with approving PR "
                    "reviews, or locally with `cdkit approve` (offline: no workflow is written).")
 @click.option("--force", is_flag=True, help="Overwrite existing .cdkit.yml and .github/workflows/cdkit.yml.")
-def init(mode: str, approval: str | None, force: bool) -> int:
+@click.option("--fan-out", is_flag=True, help="Write the workflow with one job per stage (cdkit workflow generate).")
+def init(mode: str, approval: str | None, force: bool, fan_out: bool) -> int:
     """Write a .cdkit.yml whose stages fit this project, and a workflow; then validate and plan it.
 
     The stages come from what the repository uses (pyproject.toml, package.json, go.mod,
@@ -426,7 +427,38 @@ def init(mode: str, approval: str | None, force: bool) -> int:
     """
     from cdkit.commands.init import init as command
 
-    return command(mode=mode, approval=approval, force=force)
+    return command(mode=mode, approval=approval, force=force, fan_out=fan_out)
+
+
+@cli.group()
+def workflow() -> None:
+    """The pipeline as one GitHub Actions job per stage (fan-out across runners)."""
+
+
+@workflow.command("generate")
+@CONFIG_OPTION
+@click.option("--mode", type=click.Choice(["delivery", "deployment"]), default=None,
+              help="Default: the mode of the pipeline's first environment.")
+@click.option("--approval", type=click.Choice(["environment", "review"]), default=None,
+              help="Delivery mode: default the first environment's approval.via.")
+@click.option("-o", "--output", "output_path", metavar="PATH", default=None,
+              help="Where to write it (default: .github/workflows/cdkit.yml; - for stdout).")
+def workflow_generate(config: str | None, mode: str | None, approval: str | None, output_path: str | None) -> int:
+    """Write a workflow with a plan job, one job per `ci` stage (needs as in the pipeline), a release job."""
+    from cdkit.commands.workflow import generate as command
+
+    return command(mode=mode, approval=approval, config=config, output_path=output_path)
+
+
+@workflow.command("check")
+@CONFIG_OPTION
+@click.option("--workflow", "path", metavar="PATH", default=None,
+              help="The generated workflow (default: .github/workflows/cdkit.yml).")
+def workflow_check(config: str | None, path: str | None) -> int:
+    """Exit 1 with a diff when the generated workflow no longer matches the pipeline."""
+    from cdkit.commands.workflow import check as command
+
+    return command(config=config, path=path)
 
 
 

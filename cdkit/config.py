@@ -35,6 +35,14 @@ TOKEN_RE = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{
 DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+class StageCI(NamedTuple):
+    """How a fanned-out workflow runs a stage (`cdkit workflow generate`); the pre-push hook ignores it."""
+
+    runs_on: str | None = None  # default: ubuntu-latest
+    timeout_minutes: int | None = None  # default: the stage's timeout, rounded up
+    shards: int = 1  # N jobs, each with CDKIT_SHARD_INDEX (1..N) and CDKIT_SHARD_TOTAL
+
+
 class Stage(NamedTuple):
     name: str
     run: str
@@ -47,6 +55,7 @@ class Stage(NamedTuple):
     # A stage that rewrites files (a formatter, a code generator) fails unless this says it may.
     allow_changes: bool = False
     env_passthrough: tuple[str, ...] = ()  # credentials the command may see (cdkit.secrets.without_credentials)
+    ci: StageCI = StageCI()
 
 
 class ApprovalPolicy(NamedTuple):
@@ -783,6 +792,11 @@ def _verify(raw: dict[str, Any] | None) -> Verify | None:
                   interval=parse_duration(raw.get("interval", "10s")))
 
 
+def _stage_ci(raw: Mapping[str, Any]) -> StageCI:
+    return StageCI(runs_on=raw.get("runs-on"), timeout_minutes=raw.get("timeout-minutes"),
+                   shards=int(raw.get("shards", 1)))
+
+
 def _build(data: dict[str, Any], filename: str) -> Pipeline:
     mode = data.get("mode", "delivery")
     stages: list[Stage] = []
@@ -802,6 +816,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                 working_directory=raw.get("working_directory"),
                 allow_changes=bool(raw.get("allow_changes", False)),
                 env_passthrough=tuple(raw.get("env_passthrough") or ()),
+                ci=_stage_ci(raw.get("ci") or {}),
             )
         )
     environments = []

@@ -128,6 +128,7 @@ def run_trigger(
     kill_grace: float | None = None,
     on_workdir: Callable[[Path, Where], None] | None = None,
     pipeline_fixed: bool = False,
+    rename: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Plan, run, record and report `trigger` with `pipeline`.
 
@@ -143,6 +144,8 @@ def run_trigger(
     if where.mode != WORK_TREE and not pipeline_fixed:
         pipeline, committed_dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
         dirty = dirty or committed_dirty
+    if rename:  # a shard of a stage runs, and is recorded and reported, as a stage of its own
+        pipeline = _renamed(pipeline, rename)
     unknown = sorted((set(only) | skip) - {s.name for s in pipeline.stages})
     if unknown:
         names = ", ".join(s.name for s in pipeline.stages)
@@ -212,6 +215,12 @@ def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: lis
         with setaside.InPlace(setaside.paths_for(ws.root, ws.repo.git_dir), sha, log_dir) as handle:
             yield _StageTree(handle.p, handle)
         notes.extend(handle.leftovers.notes())
+
+
+def _renamed(pipeline: Pipeline, names: Mapping[str, str]) -> Pipeline:
+    stages = tuple(s._replace(name=names.get(s.name, s.name), needs=tuple(names.get(n, n) for n in s.needs))
+                   for s in pipeline.stages)
+    return pipeline._replace(stages=stages)
 
 
 def _committed_pipeline(ws: Workspace, sha: str, work_tree: Pipeline) -> tuple[Pipeline, bool]:

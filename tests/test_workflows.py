@@ -71,9 +71,10 @@ def test_no_expression_inside_any_run_of_the_action() -> None:
 
 def test_action_declares_and_describes_every_input_and_output() -> None:
     data = load(ACTION)
-    assert list(data["inputs"]) == ["command", "config", "token", "environment", "python-version",
+    assert list(data["inputs"]) == ["command", "config", "token", "environment", "stage", "shard", "python-version",
                                     "working-directory", "max-wait"]
-    assert list(data["outputs"]) == ["result", "sha", "stages", "deploy", "environment", "deployment-id"]
+    assert list(data["outputs"]) == ["result", "sha", "stages", "deploy", "environment", "run-stages",
+                                     "deployment-id"]
     assert all(spec.get("description") for spec in [*data["inputs"].values(), *data["outputs"].values()])
     assert data["inputs"]["command"]["default"] == "auto" and data["inputs"]["config"]["default"] == ".cdkit.yml"
     assert data["inputs"]["token"]["default"] == "${{ github.token }}"

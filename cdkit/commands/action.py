@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from cdkit import output
+from cdkit.commands.action_fanout import FAN_OUT_COMMANDS
 from cdkit.config import Environment, Pipeline
 from cdkit.errors import EXIT_FAILED, EXIT_OK, GateFailed, UsageError
 from cdkit.github import MAX_WAIT_ENV
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run nee
     from cdkit.release import DeployResult, ReleaseContext
     from cdkit.report.checks import ChecksReporter
 
-COMMANDS = ("auto", "run", "plan", "deploy")
+COMMANDS = ("auto", "run", "plan", "deploy", *FAN_OUT_COMMANDS)
 
 # Files the runner reads back after the step: a stage writing to them could set this
 # step's outputs or the job's environment, so stages never see where they are.
@@ -54,6 +55,8 @@ class ActionInputs:
     environment: str | None = None
     working_directory: str | None = None
     max_wait: float = DEFAULT_MAX_WAIT  # seconds GitHub requests and git fetches may lose, each in total
+    stage: str | None = None  # a fanned-out workflow's stage job: run this one stage
+    shard: str | None = None  # ... and this shard of it (1..ci.shards)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ActionInputs:
@@ -64,6 +67,12 @@ class ActionInputs:
         command = (get("COMMAND") or "auto").lower()
         if command not in COMMANDS:
             raise UsageError(f"input command: {command[:40]!r} is not one of {', '.join(COMMANDS)}")
+        if get("STAGE") and command not in ("run", "aggregate"):
+            raise UsageError(f"input stage: applies to command: run or aggregate (a stage job), not {command}")
+        if get("SHARD") and not (get("STAGE") and command == "run"):
+            raise UsageError("input shard: needs stage: and command: run (one shard of that stage)")
+        if command == "aggregate" and not get("STAGE"):
+            raise UsageError("command: aggregate needs stage: (the sharded stage whose check it posts)")
         return cls(
             command=command,
             config=get("CONFIG"),
@@ -71,6 +80,8 @@ class ActionInputs:
             environment=get("ENVIRONMENT"),
             working_directory=get("WORKING_DIRECTORY"),
             max_wait=_max_wait(get("MAX_WAIT")),
+            stage=get("STAGE"),
+            shard=get("SHARD"),
         )
 
     @property
@@ -91,6 +102,7 @@ class Outcome:
     deployment_id: str = ""
     notes: tuple[str, ...] = ()
     links: Mapping[str, str] = field(default_factory=dict)
+    run_stages: tuple[str, ...] = ()  # command fan-out: the stages whose jobs run
 
     def outputs(self) -> dict[str, str]:
         stages = [{"name": r.stage, "status": r.status, "reason": r.reason,
@@ -99,6 +111,7 @@ class Outcome:
             "result": self.result, "sha": self.sha, "stages": json.dumps(stages, separators=(",", ":")),
             "deploy": "true" if self.deploy else "false", "environment": self.environment,
             "deployment-id": self.deployment_id,
+            "run-stages": json.dumps(list(self.run_stages), separators=(",", ":")),
         }
 
 
@@ -202,7 +215,7 @@ def _act(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeli
     if decision.action == REFUSE:
         actions.annotate("error", decision.message, title="cdkit: refused")
         return Outcome("refused", EXIT_FAILED, sha=decision.sha or env.sha or "", notes=(decision.message,))
-    if decision.action == RELEASE and inputs.command in ("run", "plan"):
+    if decision.action == RELEASE and inputs.command in ("run", "plan", *FAN_OUT_COMMANDS):
         note = f"a {decision.event} event is a release, and command: {inputs.command} never releases"
         return Outcome("skipped", EXIT_OK, sha=decision.sha or env.sha or "", notes=(note,))
     if inputs.command == "deploy" and decision.pr_code:
@@ -214,7 +227,14 @@ def _act(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeli
     assert decision.action == RUN and decision.trigger is not None
     if inputs.command == "plan":
         return _plan_only(actions, pipeline, decision, environ)
-    outcome, links, notes = _run_stages(actions, ws, pipeline, env, decision, environ, token=inputs.token)
+    if inputs.command in FAN_OUT_COMMANDS:
+        from cdkit.commands import action_fanout
+
+        handler = {"fan-out": action_fanout.fan_out, "aggregate": action_fanout.aggregate,
+                   "release": action_fanout.release}[inputs.command]
+        return handler(actions, inputs, ws, pipeline, env, decision, environ)
+    outcome, links, notes = _run_stages(actions, ws, pipeline, env, decision, environ, token=inputs.token,
+                                        stage=inputs.stage, shard=inputs.shard)
     results = tuple(outcome.results)
     sha = decision.trigger.head_sha
     if outcome.status != "passed":
@@ -237,18 +257,28 @@ def _plan_only(actions: Actions, pipeline: Pipeline, decision: Decision, environ
 
 
 def _run_stages(actions: Actions, ws: Workspace, pipeline: Pipeline, env: RunnerEnv, decision: Decision,
-                environ: Mapping[str, str], *, token: str | None) -> tuple[RunOutcome, dict[str, str], list[str]]:
-    """Run the stages; returns the outcome, a link per stage (its check run) and notes on reporting."""
+                environ: Mapping[str, str], *, token: str | None, stage: str | None = None,
+                shard: str | None = None) -> tuple[RunOutcome, dict[str, str], list[str]]:
+    """Run the stages (or the one `stage`, or one shard of it); returns the outcome, a link per stage
+    (its check run) and notes on reporting."""
+    from cdkit.commands import action_fanout
+
     assert decision.trigger is not None
     reporters: list[Reporter] = [ActionsReporter(actions)] if actions.active else [ConsoleReporter(pipeline.stages)]
+    one = action_fanout.ci_stage(pipeline, stage) if stage else None
+    shard_index = action_fanout.parse_shard(shard, one) if one else None
+    total = one.ci.shards if one else 1
+    rename = {one.name: action_fanout.shard_name(one.name, shard_index, total)} if one and shard_index else {}
+    only = [rename.get(one.name, one.name)] if one else []
     with open_ledger(ws.repo) as ledger:
         checks, why_not = github_reporter(ledger, ws, pipeline, env, decision, token=token, environ=environ)
         notes = [why_not] if why_not else []
         if checks is not None:
             reporters.append(checks)
-        outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters,
-                              environ=stage_environ(environ, token=token),
-                              pipeline_fixed=decision.pipeline_sha is not None)
+        outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters, only=only,
+                              rename=rename, pipeline_fixed=decision.pipeline_sha is not None,
+                              environ=action_fanout.shard_environ(stage_environ(environ, token=token),
+                                                                  shard_index, total))
         links: dict[str, str] = {}
         if checks is not None:
             report = checks.finish()

@@ -99,7 +99,8 @@ def _release_branch(root: Path) -> str:
     return name if name in ("main", "master", "trunk", "develop") else "main"
 
 
-def init(*, mode: str, approval: str | None, force: bool, cwd: str | os.PathLike[str] | None = None) -> int:
+def init(*, mode: str, approval: str | None, force: bool, fan_out: bool = False,
+         cwd: str | os.PathLike[str] | None = None) -> int:
     if mode == "deployment" and approval is not None:
         raise UsageError("--approval applies to --mode delivery only (deployment mode releases without approval)")
     approval = (approval or "environment") if mode == "delivery" else None
@@ -122,7 +123,14 @@ def init(*, mode: str, approval: str | None, force: bool, cwd: str | os.PathLike
     written = DEFAULT_CONFIG
     if writes_workflow:
         (root / WORKFLOW_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (root / WORKFLOW_PATH).write_text(render_workflow(mode, approval, release_branch=branch), encoding="utf-8")
+        if fan_out:
+            from cdkit import workflow
+
+            pipeline = load_text(pipeline_text, DEFAULT_CONFIG)
+            workflow_text = workflow.render(pipeline, workflow.Options(mode, approval, action_ref(), branch))
+        else:
+            workflow_text = render_workflow(mode, approval, release_branch=branch)
+        (root / WORKFLOW_PATH).write_text(workflow_text, encoding="utf-8")
         written += f" and {WORKFLOW_PATH}"
     how = "deploys every passing commit" if mode == "deployment" else f"waits for approval via {approval}"
     output.write_line(f"cdkit: wrote {written} ({mode} mode: {branch} {how})")
