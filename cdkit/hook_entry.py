@@ -200,6 +200,8 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         code = _validate_pushed_pipeline(ws, target)
         if code != EXIT_OK:
             return code
+    if _stale_workflow(ws, plan.targets):
+        return EXIT_FAILED
     if pipeline is None:
         assert invalid is not None
         raise invalid  # the work tree's file is broken, not the pushed one: its own errors
@@ -236,6 +238,23 @@ def _validate_pushed_pipeline(ws: Workspace, target: PushTarget) -> int:
     else:
         _say(f"cdkit: {where}: valid ({len(pushed.stages)} stage(s))")
     return EXIT_OK
+
+
+def _stale_workflow(ws: Workspace, targets: tuple[PushTarget, ...]) -> bool:
+    """A pushed commit changes the pipeline file but its generated workflow no longer matches (workflow check)."""
+    try:
+        config = ws.config_path.resolve().relative_to(ws.root.resolve()).as_posix()
+    except ValueError:
+        return False  # a pipeline outside the repository has no committed workflow beside it
+    for target in targets:
+        if config in target.changed_files:
+            from cdkit.workflow import stale_at  # only when the push changes the pipeline
+
+            problem = stale_at(ws.root, config, target.head_sha)
+            if problem:
+                _say(f"{problem}\ncdkit: push blocked ({', '.join(target.remote_refs)})")
+                return True
+    return False
 
 
 # --- the validated pipeline, cached ----------------------------------------------------------
@@ -281,7 +300,7 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
 def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
     return {
         **pipeline._asdict(),
-        "stages": [{**s._asdict(), "env": dict(s.env)} for s in pipeline.stages],
+        "stages": [{**s._asdict(), "env": dict(s.env), "ci": s.ci._asdict()} for s in pipeline.stages],
         "environments": [{**e._asdict(), "approval": e.approval._asdict(),
                           "verify": e.verify._asdict() if e.verify else None} for e in pipeline.environments],
         "evidence": pipeline.evidence._asdict(),
@@ -289,11 +308,11 @@ def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
 
 
 def _pipeline_from_data(data: dict[str, Any]) -> Pipeline:
-    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage, Verify
+    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage, StageCI, Verify
 
     return Pipeline(**{
         **data,
-        "stages": tuple(Stage(**s) for s in data["stages"]),
+        "stages": tuple(Stage(**{**s, "ci": StageCI(**s["ci"])}) for s in data["stages"]),
         "environments": tuple(Environment(**{**e, "approval": ApprovalPolicy(**e["approval"]),
                                              "verify": Verify(**e["verify"]) if e.get("verify") else None})
                               for e in data["environments"]),

@@ -306,3 +306,34 @@ def test_the_plan_job_fails_when_the_workflow_no_longer_matches(repo: Path, fake
     assert any("shard: [1, 2, 3]" in line for line in plan.lines)
     assert checks(fake_github, head) == {}
     assert ZERO not in plan.outputs["sha"]
+
+
+# --- the pre-push hook ---------------------------------------------------------------------------
+
+
+def test_the_hook_blocks_a_pipeline_change_whose_workflow_was_not_regenerated(tmp_path: Path) -> None:
+    from tests.helpers import make_bare
+    from tests.test_hook import push, tip
+
+    remote = make_bare(tmp_path / "remote.git")
+    repo = make_repo(tmp_path / "hooked")
+    hooked = FANNED.replace("run: echo linting", "run: echo linting\n    on: [pre-push, ci]")
+    (repo / ".cdkit.yml").write_text(hooked)
+    assert generate(repo).returncode == 0
+    commit(repo, {}, "pipeline and its workflow")
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    assert cdkit("hook", "install", cwd=repo).returncode == 0
+
+    stale = commit(repo, {".cdkit.yml": hooked.replace("shards: 3", "shards: 2")}, "fewer shards, stale workflow")
+    blocked = push(repo, "origin", "main")
+    assert blocked.returncode != 0 and tip(remote, "refs/heads/main") != stale
+    assert "-        shard: [1, 2, 3]" in blocked.stderr and "+        shard: [1, 2]" in blocked.stderr
+    assert "run `cdkit workflow generate --mode deployment` and commit the result" in blocked.stderr
+    assert "linting" not in blocked.stderr  # blocked before any stage ran
+
+    assert generate(repo).returncode == 0
+    fixed = commit(repo, {}, "regenerate the workflow")
+    passed = push(repo, "origin", "main")
+    assert passed.returncode == 0, passed.stderr
+    assert tip(remote, "refs/heads/main") == fixed

@@ -110,12 +110,10 @@ def workflow_drift(ws: Workspace, pipeline: Pipeline, environ: Mapping[str, str]
         return None
     committed = path.read_text(encoding="utf-8", errors="replace")
     shown = path.relative_to(ws.root).as_posix()
-    options = workflow.recorded_options(committed, pipeline.release_branch)
-    if options is None:
-        return None  # hand-written: nothing to compare it with
-    generated = workflow.render(pipeline._replace(path=_shown_config(ws, pipeline)), options)
-    if generated == committed:
-        return None
+    stale = workflow.regenerated(pipeline._replace(path=_shown_config(ws, pipeline)), committed)
+    if stale is None:
+        return None  # up to date, or hand-written: nothing to compare it with
+    options, generated = stale
     message = (f"{shown} no longer matches {_shown_config(ws, pipeline)}: run `cdkit workflow generate{options.args}` "
                "and commit the result (the diff is in this job's log)")
     return "cdkit: the workflow is out of date", message, workflow.diff(committed, generated, shown)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from cdkit import output, workflow
-from cdkit.commands.init import WORKFLOW_PATH, action_ref
+from cdkit.commands.init import action_ref
 from cdkit.config import Pipeline
 from cdkit.errors import EXIT_FAILED, EXIT_OK, UsageError
 from cdkit.session import Workspace, find_workspace, load_pipeline
@@ -28,7 +28,7 @@ def _pipeline(ws: Workspace) -> Pipeline:
 
 
 def _target(ws: Workspace, path: str | None) -> Path:
-    return (Path.cwd() / path) if path else ws.root / WORKFLOW_PATH
+    return (Path.cwd() / path) if path else ws.root / workflow.WORKFLOW_FILE
 
 
 def options_for(pipeline: Pipeline, mode: str | None, approval: str | None) -> workflow.Options:
@@ -72,14 +72,14 @@ def check(*, config: str | None, path: str | None, cwd: str | os.PathLike[str] |
         committed = target.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{target}: no workflow here; write it with `cdkit workflow generate`") from None
-    options = workflow.recorded_options(committed, pipeline.release_branch)
-    if options is None:
+    if workflow.recorded_options(committed, pipeline.release_branch) is None:
         raise UsageError(f"{target} was not written by `cdkit workflow generate` (its first line says so when it "
                          "was); regenerate it, or pass the generated file with --workflow")
-    generated = workflow.render(pipeline, options)
-    if generated == committed:
+    stale = workflow.regenerated(pipeline, committed)
+    if stale is None:
         output.write_line(f"cdkit: {target.name} matches {pipeline.path}")
         return EXIT_OK
+    options, generated = stale
     sys.stdout.write(workflow.diff(committed, generated, str(target.relative_to(ws.root)
                                                              if target.is_relative_to(ws.root) else target)))
     output.write_line(f"cdkit: {target} no longer matches {pipeline.path}; run "
