@@ -300,7 +300,7 @@ def test_hostile_branch_name_and_commit_message_change_nothing(repo: Path) -> No
     assert not list(repo.parent.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
     assert git(repo, "status", "--porcelain", "--ignored") == ""  # the work tree is exactly the commit
     assert run.outputs["deploy"] == "false" and set(run.outputs) == {
-        "result", "sha", "stages", "deploy", "environment", "deployment-id"}
+        "result", "sha", "stages", "deploy", "environment", "deployment-id", "run-stages"}
     # Every hostile line the stages printed is inside a stop-commands fence; none is a command.
     for needle in ("::set-output name=deploy::true", "::add-mask::linting", "::error::fake", EVIL_BRANCH):
         assert fenced(run.lines, needle), needle
