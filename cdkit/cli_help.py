@@ -38,6 +38,9 @@ EXAMPLES: dict[str, str] = {
     "release": "cdkit release open --env production",
     "release open": "cdkit release open --env production",
     "release check": "cdkit release check --env production --no-deploy",
+    "workflow": "cdkit workflow generate -o .github/workflows/cdkit.yml && cdkit workflow check",
+    "workflow generate": "cdkit workflow generate --mode delivery --approval review -o .github/workflows/cdkit.yml",
+    "workflow check": "cdkit workflow check",
 }
 
 
