@@ -114,9 +114,7 @@ def pending_warning(cwd: str) -> str | None:
         record = pending(git_dir)
         if record is None:
             return None
-        owner = _read_json(record / OWNER) or {}
-        pid, host = owner.get("pid"), owner.get("host")
-        if isinstance(pid, int) and not local_process_gone(pid, host if isinstance(host, str) else None):
+        if live_owner(record) is not None:
             return None  # a run in progress: it puts the work back itself
         return (f"an interrupted cdkit run left your work set aside in {record} and the work tree checked out at "
                 "another commit; run `cdkit hook recover` to put your work back (nothing is lost)")
@@ -198,13 +196,21 @@ def _take_lock(p: Paths) -> None:
 
 
 def busy_message(p: Paths) -> str:
-    owner = _read_json(p.dir / OWNER) or {}
-    pid, host = owner.get("pid"), owner.get("host")
-    if isinstance(pid, int) and not local_process_gone(pid, host if isinstance(host, str) else None):
+    pid = live_owner(p.dir)
+    if pid is not None:
         return (f"another cdkit run (pid {pid}) is judging a commit in this work tree ({p.root}); "
                 "wait for it to finish, then push again")
     return (f"an interrupted cdkit run set your work aside in {p.dir}; nothing is lost: run `cdkit hook recover` "
             "to put it back, then push again")
+
+
+def live_owner(record: Path) -> int | None:
+    """The pid of the cdkit process that made this set-aside record, while it is known to be alive."""
+    owner = _read_json(record / OWNER) or {}
+    pid, host = owner.get("pid"), owner.get("host")
+    if isinstance(pid, int) and not local_process_gone(pid, host if isinstance(host, str) else None):
+        return pid
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -508,10 +514,8 @@ def recover(p: Paths) -> str:
     """`cdkit hook recover`: put back what an interrupted run set aside; says what it did."""
     if pending(p.git_dir) is None:
         return "nothing to recover: no cdkit run set work aside in this work tree"
-    owner = _read_json(p.dir / OWNER) or {}
-    pid, host = owner.get("pid"), owner.get("host")
-    if isinstance(pid, int) and pid != os.getpid() and not local_process_gone(pid, host if isinstance(host, str)
-                                                                                 else None):
+    pid = live_owner(p.dir)
+    if pid is not None and pid != os.getpid():
         raise SetAsideError(f"cdkit run pid {pid} is still judging a commit in this work tree; "
                             "wait for it to finish (it puts your work back itself)")
     data = _read_json(p.manifest)

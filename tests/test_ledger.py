@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cdkit.ledger import LEDGER_NAME, Ledger, LedgerBusy
-from tests.helpers import cdkit, commit, config, make_repo
+from tests.helpers import cdkit, commit, config, make_repo, small_tmpfs
 
 PIPELINE = config("""
     version: 1
@@ -179,17 +179,8 @@ def test_a_run_log_dir_planted_for_a_future_run_is_refused(recorded: Path, tmp_p
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for this test (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path, "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, *, leave: int = 0) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cdkit.ledger import Ledger
-from tests.helpers import cdkit, commit, config, git, make_bare, make_repo, write
+from tests.helpers import cdkit, commit, config, git, make_bare, make_repo, small_tmpfs, write
 
 GOOD = "def answer():\n    return 42\n"
 BROKEN = "def answer():\n    return 41\n"
@@ -459,17 +459,8 @@ def test_a_fixer_stage_fails_in_ci_too(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs mounted for this test (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path, "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_while_setting_work_aside_changes_nothing(small_disk: Path) -> None:
