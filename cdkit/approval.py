@@ -133,7 +133,7 @@ class Counted:
     comment: str = ""
 
     def as_data(self) -> dict[str, object]:
-        return {"who": self.who, "via": self.via, "at": self.at, "comment": self.comment}
+        return {"who": self.who, "via": self.via, "at": self.at or None, "comment": self.comment}
 
 
 @dataclass(frozen=True)

@@ -551,10 +551,24 @@ def _json_refusal(argv: list[str] | None, message: str, problems: Any, exit_code
         return
     import json
 
-    command = next((a for a in args if not a.startswith("-")), "")
-    document = {REFUSAL_KEYS.get(command, "ok"): False, "error": _redact(message),
-                "problems": [_redact(str(p)) for p in problems], "exit_code": exit_code}
-    click.echo(json.dumps(document, indent=2))
+    from cdkit.jsondoc import document
+
+    command = _command_name(args)
+    refused = {REFUSAL_KEYS.get(command.split(" ")[0], "ok"): False, "error": _redact(message),
+               "problems": [_redact(str(p)) for p in problems], "exit_code": exit_code}
+    click.echo(json.dumps(document(command, refused), indent=2))
+
+
+def _command_name(args: list[str]) -> str:
+    """`release check` from `cdkit release check --env x --json`: the command words before any option."""
+    words = []
+    group: click.Command | None = cli
+    for arg in args:
+        if arg.startswith("-") or not isinstance(group, click.Group) or arg not in group.commands:
+            break
+        words.append(arg)
+        group = group.commands[arg]
+    return " ".join(words)
 
 
 _complete_names(cli)

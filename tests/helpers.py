@@ -58,10 +58,15 @@ def cdkit(*args: str, cwd: Path, env: Mapping[str, str] | None = None, input: by
           timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `cdkit` CLI in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "cdkit", *args], cwd=cwd, env=full_env, input=input.decode() if input else None,
         capture_output=True, text=True, timeout=timeout,
     )
+    if "--json" in args and done.stdout.strip() and "--help" not in args:
+        from tests.json_schemas import validate_document
+
+        validate_document(done.stdout)  # every document a test reads also meets its published schema
+    return done
 
 
 @contextlib.contextmanager

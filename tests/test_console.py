@@ -39,7 +39,7 @@ def test_status_shows_results_that_do_not_count_apart(repo: Path) -> None:
     counted, _, uncounted = counted.partition("not counted for a release")
     assert "test  no result" in counted and "passed" not in counted  # no "passed" beside "has no result"
     assert "✓ test  passed" in uncounted and "✓ lint  passed" in uncounted
-    assert json.loads(cdkit("status", "--json", cwd=repo).stdout)["counted"] == {}
+    assert json.loads(cdkit("status", "--json", cwd=repo).stdout)["counted"] == []
 
     (repo / "fixed").unlink()
     commit(repo, {"fixed": "committed\n"})

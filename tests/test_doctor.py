@@ -222,7 +222,7 @@ def test_doctor_works_against_a_local_bare_remote(repo: Path, tmp_path: Path) ->
 
 def test_the_schema_rejects_a_wrong_document() -> None:
     """The control: the schema is not vacuous."""
-    good = {"schema_version": 1, "ok": True, "checks": [{"check": "hook", "status": "ok", "detail": "x", "fix": ""}]}
+    good = {"schema_version": 1, "command": "doctor", "ok": True, "checks": [{"check": "hook", "status": "ok", "detail": "x", "fix": ""}]}
     jsonschema.validate(good, SCHEMA)
     for bad in ({**good, "schema_version": 2}, {**good, "checks": [{"check": "hook", "status": "fine", "detail": "x",
                                                                         "fix": ""}]}, {"ok": True, "checks": []}):

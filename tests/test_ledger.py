@@ -44,7 +44,7 @@ def ledger_path(repo: Path) -> Path:
 def runs(repo: Path) -> list[dict[str, object]]:
     result = cdkit("log", "--json", cwd=repo)
     assert result.returncode == 0, result.stderr
-    rows: list[dict[str, object]] = json.loads(result.stdout)
+    rows: list[dict[str, object]] = json.loads(result.stdout)["runs"]
     return rows
 
 

@@ -251,7 +251,7 @@ def test_delivery_waits_refuses_self_approval_then_deploys_with_a_second_persons
     assert data["approval"]["counted"][0]["comment"] == "ship it"
     assert deploys(world)[-1] == ["prod", sha, str(data["deployment_id"]), "0"]
 
-    approvals = json.loads(cdkit("approvals", "--env", "prod", "--json", cwd=world).stdout)
+    approvals = json.loads(cdkit("approvals", "--env", "prod", "--json", cwd=world).stdout)["approvals"]
     assert [(a["approver"], a["via"], a["comment"]) for a in approvals] == \
         [("Bob Reviewer <bob@example.com>", "local", "ship it")]
 
@@ -335,7 +335,7 @@ def test_older_sha_refused_unless_explicit_rollback_which_is_recorded(world: Pat
         assert current is not None and current["sha"] == old and current["rollback"] == 1
         assert any(f"explicit rollback of staging from {new[:12]} to {old[:12]}" in what
                    for _, what in ledger.audit_lines())
-    envs = json.loads(cdkit("environments", "--json", cwd=world).stdout)
+    envs = json.loads(cdkit("environments", "--json", cwd=world).stdout)["environments"]
     assert envs[0]["sha"] == old and envs[0]["rollback"] is True
 
 

@@ -196,7 +196,7 @@ def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_the
     assert done.returncode == 0, done.stderr
     approval = json.loads(done.stdout)["approval"]
     assert approval["via"] == "environment"
-    assert approval["counted"] == [{"who": "bob", "via": "environment prod", "at": "", "comment": "go"}]
+    assert approval["counted"] == [{"who": "bob", "via": "environment prod", "at": None, "comment": "go"}]
     assert github_deployments(fake_github)[0]["_request"]["auto_merge"] is False
 
 

@@ -77,7 +77,7 @@ def test_a_passing_verify_makes_the_deployment_verified_and_sees_the_previous_sh
     # The deploy and its verify know what they replace.
     assert log_lines(world)[-3:] == [["staging", second, "0", first], ["verify", "staging", second],
                                      ["prod", second, "0", first]]
-    envs = json.loads(cdkit("environments", "--json", cwd=world).stdout)
+    envs = json.loads(cdkit("environments", "--json", cwd=world).stdout)["environments"]
     assert (envs[0]["sha"], envs[0]["status"]) == (second, "verified")
 
 

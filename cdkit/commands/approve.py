@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any
 
-from cdkit import git, output
+from cdkit import git, jsondoc, output
 from cdkit.approval import Facts, Review, evaluate
 from cdkit.commands.deploy import when
 from cdkit.errors import GateFailed, UsageError
@@ -47,8 +47,9 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
                                                                via=LOCAL_VIA, comment=comment)
         decision = local_decision(ctx, env, full)
     if as_json:
-        output.write_line(json.dumps({"id": approval_id, "sha": full, "environment": env.name, "approver": approver,
-                                      "already_approved": already, "decision": decision.as_data()}, indent=2))
+        jsondoc.write("approve", {"approved": True, "id": approval_id, "sha": full, "environment": env.name,
+                                  "approver": approver, "already_approved": already,
+                                  "decision": decision.as_data()})
         return 0
     verb = "had already approved" if already else "approved"
     output.write_line(f"{approver} {verb} {full[:12]} for {env.name}")
@@ -73,7 +74,7 @@ def approvals(*, environment: str | None, config: str | None, as_json: bool,
     with open_ledger(ws.repo) as ledger:
         rows = approvals_data(ledger.approvals(environment=environment))
     if as_json:
-        output.write_line(json.dumps(rows, indent=2))
+        jsondoc.write("approvals", {"approvals": rows})
         return 0
     if not rows:
         output.write_line("no approvals recorded" + (f" for {environment}" if environment else ""))

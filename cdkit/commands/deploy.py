@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from cdkit import git, output
+from cdkit import git, jsondoc, output
 from cdkit.config import Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
@@ -75,10 +75,10 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
         except GateFailed as exc:
             if not as_json:
                 raise
-            output.write_line(json.dumps(refusal_data(environment, target, exc), indent=2))
+            jsondoc.write("deploy", refusal_data(environment, target, exc))
             return exc.exit_code
     if as_json:
-        output.write_line(json.dumps(result.as_data(), indent=2))
+        jsondoc.write("deploy", result.as_data())
     return result.exit_code
 
 
@@ -120,7 +120,7 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
     with open_ledger(ws.repo) as ledger:
         rows = environments_data(ws, pipeline, ledger)
     if as_json:
-        output.write_line(json.dumps(rows, indent=2))
+        jsondoc.write("environments", {"environments": rows})
         return 0
     if not rows:
         output.write_line(f"no environments in {pipeline.path} (add an `environments:` list)")

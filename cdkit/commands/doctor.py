@@ -6,7 +6,6 @@ worth knowing but does not (no token: reports stay local, which may be what you 
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -14,12 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from cdkit import git, output
+from cdkit import git, jsondoc, output
 from cdkit.config import CONFIG_NAMES, DEFAULT_CONFIG, Pipeline, load
 from cdkit.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 OK, NOTE, PROBLEM = "ok", "note", "problem"
-SCHEMA_VERSION = 1
 
 # Words a stage's command may start with that are the shell's own, not a tool to look for.
 SHELL_WORDS = frozenset({
@@ -292,8 +290,7 @@ def doctor(*, config: str | None, as_json: bool, environ: Mapping[str, str] = os
     findings = diagnose(ctx)
     problems = [f for f in findings if f.status == PROBLEM]
     if as_json:
-        output.write_line(json.dumps({"schema_version": SCHEMA_VERSION, "ok": not problems,
-                                      "checks": [f._asdict() for f in findings]}, indent=2))
+        jsondoc.write("doctor", {"ok": not problems, "checks": [f._asdict() for f in findings]})
     else:
         _print(findings, problems)
     return EXIT_FAILED if problems else EXIT_OK

@@ -1,10 +1,9 @@
 """`cdkit gc`: prune run logs now, to the pipeline's `logs.keep` / `logs.max_size`."""
 from __future__ import annotations
 
-import json
 import os
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.config import Pipeline
 from cdkit.errors import ConfigError
 from cdkit.logs import Retention, prune_logs
@@ -20,7 +19,7 @@ def gc(*, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None 
     retention = Retention(pipeline.logs_keep, pipeline.logs_max_size)
     summary = prune_logs(ws.repo.cdkit_dir, retention)
     if as_json:
-        output.write_line(json.dumps(summary._asdict(), indent=2))
+        jsondoc.write("gc", summary._asdict())
         return 0
     output.write_line(f"cdkit: removed the logs of {summary.removed} run(s) ({_size(summary.freed_bytes)}); "
                       f"{summary.kept} run(s) keep theirs ({_size(summary.kept_bytes)}). "

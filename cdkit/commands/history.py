@@ -1,19 +1,17 @@
 """`cdkit history`: deployments newest first, from the ledger or GitHub."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.history.records import Deployment, in_window
 from cdkit.history.source import History, load
 from cdkit.history.timeutil import iso, local, parse_when, span
 from cdkit.session import find_workspace
 
-SCHEMA_VERSION = 1
 
 
 def read_history(*, config: str | None, source: str, environment: str | None, since: str | None,
@@ -88,12 +86,12 @@ def history(*, config: str | None, environment: str | None, since: str | None, s
                                 environ=environ, now=now, cwd=cwd)
     shown = list(reversed(in_window(found.deployments, start, None)))
     if as_json:
-        output.write_line(json.dumps({
-            "schema_version": SCHEMA_VERSION, "source": found.source, "repository": found.repository,
+        jsondoc.write("history", {
+            "source": found.source, "repository": found.repository,
             "generated_at": iso(now), "since": iso(start), "environment": environment,
             "github_requests": found.requests,
             "deployments": [deployment_data(found, d) for d in shown],
-        }, indent=2))
+        })
         return 0
     where = f"GitHub ({found.repository}, {found.requests} requests)" if found.source == "github" else "the ledger"
     if not shown:

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cdkit import output
-from cdkit.commands.history import SCHEMA_VERSION, read_history, table
+from cdkit import jsondoc, output
+from cdkit.commands.history import read_history, table
 from cdkit.history.metrics import EnvironmentMetrics, band, compute
 from cdkit.history.source import History
 from cdkit.history.timeutil import iso, local, span
@@ -19,12 +19,12 @@ DEFAULT_SINCE = "90d"
 def metrics_data(found: History, results: Mapping[str, EnvironmentMetrics], *, start: float | None,
                  now: float, environment: str | None) -> dict[str, Any]:
     """The `--json` document (the report embeds the same one)."""
-    return {
-        "schema_version": SCHEMA_VERSION, "source": found.source, "repository": found.repository,
+    return jsondoc.document("metrics", {
+        "source": found.source, "repository": found.repository,
         "generated_at": iso(now), "since": iso(start), "until": iso(now), "environment": environment,
         "github_requests": found.requests,
         "environments": {name: m.as_data() for name, m in results.items()},
-    }
+    })
 
 
 def compute_metrics(found: History, *, start: float | None, now: float) -> dict[str, EnvironmentMetrics]:

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
-from cdkit import git, output
+from cdkit import git, jsondoc, output
 from cdkit.events import manual_trigger
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.session import find_workspace, load_pipeline
@@ -19,7 +18,8 @@ def plan_as_data(plan: Plan) -> dict[str, object]:
         "ref": t.ref,
         "changed_files": len(t.changed_files),
         "stages": [
-            {"name": p.stage.name, "runs": p.runs, "reason": p.reason, "needs": list(p.stage.needs)}
+            jsondoc.stage(p.stage.name, "planned" if p.runs else "skipped", reason=p.reason, runs=p.runs,
+                          needs=list(p.stage.needs))
             for p in plan.stages
         ],
     }
@@ -33,7 +33,7 @@ def plan(*, config: str | None, base: str | None, head: str | None, trigger: str
     the_plan = make_plan(pipeline, the_trigger, skip=parse_skip(environ.get("CDKIT_SKIP")),
                          symlinks=lambda: git.symlinks(the_trigger.head_sha, ws.root))
     if as_json:
-        output.write_line(json.dumps(plan_as_data(the_plan), indent=2))
+        jsondoc.write("plan", plan_as_data(the_plan))
         return 0
     output.write_line(f"plan for {the_trigger.kind} on {the_trigger.range_text}, "
                       f"{len(the_trigger.changed_files)} changed file(s):")

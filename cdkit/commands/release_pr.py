@@ -1,14 +1,13 @@
 """`cdkit release open` and `cdkit release check`: delivery through an approving pull-request review."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.commands.deploy import default_sha, release_context, remote_for
 from cdkit.errors import UsageError
 from cdkit.release import ReleaseContext
@@ -35,7 +34,7 @@ def release_open(*, environment: str, sha: str | None, config: str | None, as_js
     with _github_release("open", config, environ, cwd, sys.stderr) as (ws, ctx):
         data = release_github.release_open(ctx, environment, sha or default_sha(ws, ctx.pipeline))
     if as_json:
-        output.write_line(json.dumps(data, indent=2))
+        jsondoc.write("release open", data)
     else:
         verb = "opened" if data["created"] else "updated"
         output.write_line(f"{verb} release pull request #{data['pull_request']} for {data['sha'][:12]} "
@@ -50,7 +49,7 @@ def release_check(*, environment: str, deploy_now: bool, config: str | None, as_
     with _github_release("check", config, environ, cwd, sys.stderr if as_json else sys.stdout) as (_, ctx):
         data = release_github.release_check(ctx, environment, deploy_now=deploy_now)
     if as_json:
-        output.write_line(json.dumps(data, indent=2))
+        jsondoc.write("release check", data)
     else:
         state = "approved and deployable" if data["deployable"] else "not deployable"
         output.write_line(f"{data['sha'][:12]} for {data['environment']}: {state}")

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.config import Pipeline
 from cdkit.errors import UsageError
 from cdkit.events import Trigger, manual_trigger
@@ -27,10 +26,8 @@ from cdkit.session import (
 
 
 def result_as_data(r: StageResult) -> dict[str, Any]:
-    return {
-        "name": r.stage, "status": r.status, "reason": r.reason, "exit_code": r.exit_code,
-        "started_at": r.started_at, "finished_at": r.finished_at, "duration": r.duration, "log": r.log_path,
-    }
+    return jsondoc.stage(r.stage, r.status, reason=r.reason, duration=r.duration, exit_code=r.exit_code,
+                         log=r.log_path, started_at=jsondoc.when(r.started_at), finished_at=jsondoc.when(r.finished_at))
 
 
 def outcome_as_data(outcome: RunOutcome) -> dict[str, Any]:
@@ -96,10 +93,10 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
                           f"a clean {pipeline.release_branch} would deploy {the_trigger.head_sha[:12]} to "
                           f"{', then '.join(would_deploy)}, each gate checked again", stream=stream)
     if as_json:
-        output.write_line(json.dumps({**outcome_as_data(outcome), "deployments": deployments,
-                                      "would_deploy": [] if deploy else would_deploy,
-                                      "does_not_count": not_countable(outcome.results, dirty=dirty),
-                                      "github": reported.as_data() if reported is not None else None}, indent=2))
+        jsondoc.write("run", {**outcome_as_data(outcome), "deployments": deployments,
+                              "would_deploy": [] if deploy else would_deploy,
+                              "does_not_count": not_countable(outcome.results, dirty=dirty),
+                              "github": reported.as_data() if reported is not None else None})
     return outcome.exit_code or max((d["exit_code"] for d in deployments), default=0)
 
 

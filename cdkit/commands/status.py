@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from typing import Any
 
-from cdkit import git, output
+from cdkit import git, jsondoc, output
 from cdkit.plan import NOT_JUDGED_PREFIXES
 from cdkit.report.console import display_path, format_duration, mark
 from cdkit.commands.deploy import chain_data, print_chain
@@ -30,14 +29,14 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
         outbox = ledger.outbox_counts()
         chain = _chain(ws, ledger, sha)
     if as_json:
-        output.write_line(json.dumps({
+        jsondoc.write("status", {
             "sha": sha,
             "runs": [{"id": r.id, "trigger": r.trigger, "status": r.status, "dirty": r.dirty} for r in runs],
-            "stages": {name: _stage_data(s) for name, s in latest.items()},
-            "counted": {name: _stage_data(s) for name, s in counted.items()},
+            "stages": [_stage_data(name, s) for name, s in latest.items()],
+            "counted": [_stage_data(name, s) for name, s in counted.items()],
             "outbox": outbox,
             "environments": chain,
-        }, indent=2))
+        })
         return 0
     if not runs:
         output.write_line(f"{sha[:12]}: no runs recorded (run `cdkit run` or push through the hook)")
@@ -64,8 +63,9 @@ def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLik
     return 0
 
 
-def _stage_data(s: StageRecord) -> dict[str, Any]:
-    return {"status": s.status, "reason": s.reason, "run_id": s.run_id, "duration": s.duration, "log": s.log_path}
+def _stage_data(name: str, s: StageRecord) -> dict[str, Any]:
+    return jsondoc.stage(name, s.status, reason=s.reason, duration=s.duration, exit_code=s.exit_code,
+                         log=s.log_path, run_id=s.run_id)
 
 
 def _print_stage(name: str, s: StageRecord, width: int) -> None:
@@ -102,12 +102,14 @@ def log(*, limit: int, config: str | None, as_json: bool, cwd: str | os.PathLike
         runs = ledger.recent_runs(limit)
         rows = [(r, ledger.stage_results(r.id)) for r in runs]
     if as_json:
-        output.write_line(json.dumps([
+        jsondoc.write("log", {"runs": [
             {"id": r.id, "trigger": r.trigger, "event": r.event, "sha": r.sha, "base": r.base_sha, "ref": r.ref,
-             "status": r.status, "dirty": r.dirty, "started_at": r.started_at, "finished_at": r.finished_at,
-             "stages": {s.stage: s.status for s in stages}}
+             "status": r.status, "dirty": r.dirty, "started_at": jsondoc.when(r.started_at),
+             "finished_at": jsondoc.when(r.finished_at),
+             "stages": [jsondoc.stage(s.stage, s.status, reason=s.reason, duration=s.duration,
+                                      exit_code=s.exit_code, log=s.log_path) for s in stages]}
             for r, stages in rows
-        ], indent=2))
+        ]})
         return 0
     if not runs:
         output.write_line("no runs recorded yet (run `cdkit run`)")

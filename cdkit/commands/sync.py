@@ -1,11 +1,10 @@
 """`cdkit sync`: deliver the outbox (reports GitHub has not accepted yet), each exactly once."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.errors import EXIT_FAILED, EXIT_OK, UsageError
 from cdkit.session import find_workspace, open_ledger
 
@@ -46,4 +45,7 @@ def sync(*, config: str | None, token: str | None, max_wait: float, as_json: boo
 
 
 def _show(as_json: bool, data: dict[str, object], text: str) -> None:
-    output.write_line(json.dumps(data, indent=2) if as_json else text)
+    if as_json:
+        jsondoc.write("sync", data)
+    else:
+        output.write_line(text)
