@@ -216,6 +216,11 @@ def work_tree_state(cwd: str | os.PathLike[str] | None = None) -> tuple[str | No
     return head, clean
 
 
+def tree_of(commit: str, cwd: str | os.PathLike[str] | None = None) -> str:
+    """The tree a commit records (what a clean checkout of it holds)."""
+    return git("rev-parse", "--verify", f"{commit}^{{tree}}", cwd=cwd)
+
+
 def first_parent_base(head: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
     code, out, _ = cmd_output_b("git", "rev-parse", "--verify", "--quiet", f"{head}^", cwd=cwd, check=False)
     return _decode(out).strip() if code == 0 else None

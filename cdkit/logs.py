@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -109,6 +108,8 @@ def prune_logs(cdkit_dir: Path, retention: Retention, *, now: float | None = Non
         too_old = now - mtime > retention.keep_seconds
         if run_id in protected or not (too_old or total > retention.max_bytes):
             continue
+        import shutil  # only when pruning: shutil costs every push its bz2 and lzma imports
+
         shutil.rmtree(path, ignore_errors=True)
         removed, freed, total = removed + 1, freed + size, total - size
     return PruneSummary(removed, freed, len(runs) - removed, total)

@@ -180,6 +180,7 @@ def run_trigger(
 class _StageTree(NamedTuple):
     paths: setaside.Paths  # where the stages run
     in_place: setaside.InPlace | None  # the user's work set aside, to come back after the stages
+    clean_at: str | None = None  # the tree is known to be exactly this commit, nothing else in it
 
 
 def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequence[Reporter], *,
@@ -188,7 +189,7 @@ def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequenc
     from cdkit.treewatch import TreeWatch
 
     known = tree.in_place.manifest.target_tree if tree.in_place and tree.in_place.manifest else None
-    watch = TreeWatch(tree.paths, tree=known)
+    watch = TreeWatch(tree.paths, tree=known, clean_at=tree.clean_at)
     ctx = RunContext(run_id=run_id, workdir=tree.paths.root, log_dir=log_dir,
                      environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
                      kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
@@ -207,10 +208,10 @@ def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequenc
 def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: list[str]) -> Iterator[_StageTree]:
     """The tree the stages run in, for as long as they run (see `choose_where`)."""
     if where.mode == WORK_TREE:
-        yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None)
+        yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None, None if where.dirty else sha)
     elif where.mode == WORKTREE:
         with git.temporary_worktree(sha, cwd=ws.root) as path:
-            yield _StageTree(setaside.paths_for(path), None)
+            yield _StageTree(setaside.paths_for(path), None, sha)
     else:
         with setaside.InPlace(setaside.paths_for(ws.root, ws.repo.git_dir), sha, log_dir) as handle:
             yield _StageTree(handle.p, handle)

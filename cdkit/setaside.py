@@ -26,10 +26,8 @@ each step is idempotent, so a recovery interrupted in its turn can simply run ag
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import os
-import shutil
 import signal
 import threading
 import time
@@ -40,6 +38,20 @@ from typing import Any, NamedTuple
 from cdkit import git
 from cdkit.errors import EXIT_USAGE, CdkitError, GitError
 from cdkit.util import HOST, cmd_output_b, local_process_gone
+
+
+def _shutil() -> Any:
+    """`shutil`, imported on first use: it imports bz2 and lzma, milliseconds of every push, and a clean push
+    (the common one) never copies a file."""
+    import shutil
+
+    return shutil
+
+
+def _json() -> Any:
+    import json  # only when work is set aside: a clean push never writes a manifest
+
+    return json
 
 SETASIDE_DIR = "setaside"
 MANIFEST = "manifest.json"
@@ -192,7 +204,7 @@ def _take_lock(p: Paths) -> None:
         os.mkdir(p.dir, 0o700)
     except FileExistsError:
         raise SetAsideError(busy_message(p)) from None
-    _fsync_write(p.dir / OWNER, json.dumps({"pid": os.getpid(), "host": HOST, "at": time.time()}).encode())
+    _fsync_write(p.dir / OWNER, _json().dumps({"pid": os.getpid(), "host": HOST, "at": time.time()}).encode())
 
 
 def busy_message(p: Paths) -> str:
@@ -215,7 +227,7 @@ def live_owner(record: Path) -> int | None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_bytes())
+        data = _json().loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -233,7 +245,8 @@ class Manifest(NamedTuple):
     created_at: float
 
     def to_json(self) -> bytes:
-        return json.dumps({"format": FORMAT, **self._asdict()}).encode("utf-8", "surrogateescape")
+        text: str = _json().dumps({"format": FORMAT, **self._asdict()})
+        return text.encode("utf-8", "surrogateescape")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -264,7 +277,7 @@ def snapshot_tree(p: Paths, *, force: Sequence[str] = (), scratch: Path | None =
     tmp = p.dir.parent / f"snapshot-index.{os.getpid()}.{threading.get_ident()}"
     try:
         if p.index_file.exists():
-            shutil.copyfile(p.index_file, tmp)
+            _shutil().copyfile(p.index_file, tmp)
         return _snapshot_in(p, tmp, force)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -350,7 +363,7 @@ def _write_from_tree(p: Paths, tree: str, files: list[str]) -> None:
         for path in files:  # a directory a stage left where a file goes would stop checkout-index
             target = p.root / path
             if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
+                _shutil().rmtree(target)
         git.with_env(env, "checkout-index", "-f", "-z", "--stdin", cwd=p.root,
                      stdin=b"".join(os.fsencode(f) + b"\0" for f in files))
     finally:
@@ -416,7 +429,7 @@ def switch_to(p: Paths, target: str) -> Manifest:
     # From here on the record says how to come back; a failure below is undone by `restore`.
     tmp = p.dir / "switch-index"
     if p.index_file.exists():
-        shutil.copyfile(p.index_file, tmp)  # its stat data spares hashing every unchanged file again
+        _shutil().copyfile(p.index_file, tmp)  # its stat data spares hashing every unchanged file again
     env = _index_env(tmp)
     _add_all(p, env, forced)  # the copy now describes the work tree, untracked files included
     git.with_env(env, "read-tree", "--reset", "-u", manifest.target_tree, cwd=p.root)
@@ -428,7 +441,7 @@ def switch_to(p: Paths, target: str) -> Manifest:
 def _record(p: Paths, target: str) -> tuple[Manifest, list[str]]:
     """Steps 2-4: the index bytes, the snapshot and the manifest, all durable before anything changes."""
     if p.index_file.exists():
-        shutil.copyfile(p.index_file, p.dir / INDEX_COPY)
+        _shutil().copyfile(p.index_file, p.dir / INDEX_COPY)
         _fsync_file(p.dir / INDEX_COPY)
     target_tree = git.git("rev-parse", f"{target}^{{tree}}", cwd=p.root)
     head_sha = git.head_sha(p.root)
@@ -463,7 +476,7 @@ def _save_users_files(p: Paths, snapshot: str, head_sha: str | None, rewritten: 
     for path in saved:
         copy = p.dir / FILES / path
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p.root / path, copy, follow_symlinks=False)  # mode and mtime too
+        _shutil().copy2(p.root / path, copy, follow_symlinks=False)  # mode and mtime too
         if not copy.is_symlink():
             _fsync_file(copy)
     return saved
@@ -478,11 +491,11 @@ def _put_back_users_files(p: Paths, saved: list[str]) -> None:
     for path in saved:
         target = p.root / path
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)  # a stage left a directory where the user's file goes
+            _shutil().rmtree(target)  # a stage left a directory where the user's file goes
         elif target.is_symlink() or target.exists():
             target.unlink()
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p.dir / FILES / path, target, follow_symlinks=False)
+        _shutil().copy2(p.dir / FILES / path, target, follow_symlinks=False)
 
 
 def restore(p: Paths, manifest: Manifest) -> None:
@@ -495,7 +508,7 @@ def restore(p: Paths, manifest: Manifest) -> None:
     index_copy = p.dir / INDEX_COPY
     if index_copy.exists():
         tmp = p.index_file.with_name(f"{p.index_file.name}.cdkit-restore")
-        shutil.copyfile(index_copy, tmp)
+        _shutil().copyfile(index_copy, tmp)
         os.replace(tmp, p.index_file)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -507,7 +520,7 @@ def restore(p: Paths, manifest: Manifest) -> None:
 
 def _drop_record(p: Paths) -> None:
     cmd_output_b("git", "update-ref", "-d", p.ref, cwd=p.root, check=False)
-    shutil.rmtree(p.dir, ignore_errors=True)
+    _shutil().rmtree(p.dir, ignore_errors=True)
 
 
 def recover(p: Paths) -> str:

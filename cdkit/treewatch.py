@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 from cdkit.config import Stage
-from cdkit.errors import GitError
+from cdkit import git
+from cdkit.errors import CdkitError, GitError
 from cdkit.logs import disk_error
 from cdkit.runner import FAILED, PASSED, StageResult
 from cdkit.setaside import Paths, diff_trees, snapshot_tree
@@ -23,20 +23,51 @@ LISTED = 20  # files named in the reason; the stage's log has them all
 
 
 class TreeWatch:
-    """Remembers the tree between stages and blames each change on the stage that just ended."""
+    """Remembers the tree between stages and blames each change on the stage that just ended.
 
-    def __init__(self, paths: Paths, tree: str | None = None) -> None:
+    `clean_at`: the work tree is known to be exactly that commit (the common push, or a
+    fresh temporary worktree). Then, as long as `git status` stays empty at that commit,
+    nothing changed: one git process per stage instead of a snapshot's two, and none
+    before the first stage. The first change found falls back to snapshots.
+    """
+
+    def __init__(self, paths: Paths, tree: str | None = None, *, clean_at: str | None = None) -> None:
         self.paths = paths
         paths.dir.parent.mkdir(parents=True, exist_ok=True)
         self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
+        self.clean_at = None if tree else clean_at
+        self._tree = tree
+        if self._tree is None and self.clean_at is None:
+            self._tree = self._snapshot()  # an unknown tree is looked at
+
+    @property
+    def tree(self) -> str:
+        """The tree as the last check saw it."""
+        if self._tree is None:
+            assert self.clean_at is not None
+            self._tree = git.tree_of(self.clean_at, cwd=self.paths.root)
+        return self._tree
+
+    def _snapshot(self, previous: str | None = None) -> str:
         try:
-            if paths.index_file.exists():
-                shutil.copyfile(paths.index_file, self.scratch)
-            # A tree cdkit just checked out is known; anything else is looked at.
-            self.tree = tree or snapshot_tree(paths, scratch=self.scratch)
+            if not self.scratch.exists() and self.paths.index_file.exists():
+                import shutil  # not at import time: a clean tree is watched without copying its index
+
+                shutil.copyfile(self.paths.index_file, self.scratch)
+            return snapshot_tree(self.paths, scratch=self.scratch, previous=previous)
         except OSError as exc:  # a full disk: the copy of the index or git's objects cannot be written
             self.close()
-            raise disk_error(paths.git_dir, exc, "taking a snapshot of the work tree") from None
+            raise disk_error(self.paths.git_dir, exc, "taking a snapshot of the work tree") from None
+
+    def _still_clean(self) -> bool:
+        if self.clean_at is None:
+            return False
+        head, clean = git.work_tree_state(self.paths.root)
+        if head == self.clean_at and clean:
+            return True
+        _ = self.tree  # the baseline: the commit's own tree
+        self.clean_at = None  # from here on, snapshots
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -44,8 +75,10 @@ class TreeWatch:
 
     def check(self, stage: Stage, result: StageResult) -> StageResult:
         try:
-            now = snapshot_tree(self.paths, scratch=self.scratch, previous=self.tree)
-        except (OSError, GitError) as exc:
+            if self._still_clean():
+                return result
+            now = self._snapshot(previous=self._tree)
+        except (OSError, GitError, CdkitError) as exc:
             # Fail closed: a stage whose changes to the tree cannot be checked has not passed.
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             reason = f"could not check whether this stage changed the work tree ({why}); free disk space and run again"
@@ -54,7 +87,7 @@ class TreeWatch:
         if now == self.tree:
             return result
         diff = diff_trees(self.tree, now, self.paths.root)
-        self.tree = now  # the next stage is judged from here: one change, one culprit
+        self._tree = now  # the next stage is judged from here: one change, one culprit
         changes = ([f"deleted:  {f}" for f in diff.only_in_a] + [f"modified: {f}" for f in diff.differ]
                    + [f"added:    {f}" for f in diff.only_in_b])
         files = diff.only_in_a + diff.differ + diff.only_in_b

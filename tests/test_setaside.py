@@ -333,6 +333,40 @@ def test_a_fixer_stage_fails_and_leaves_its_changes_for_the_user(tmp_path: Path,
     assert fix.reason == "modified files (allowed by allow_changes): src/calc/__init__.py, generated.txt"
 
 
+def test_each_change_of_a_clean_tree_is_blamed_on_the_stage_that_made_it(tmp_path: Path) -> None:
+    """A clean tree is watched with `git status` alone until it changes; from then on by snapshots."""
+    repo = make_repo(tmp_path / "chain")
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: quiet, run: "true"}
+          - {name: gen, run: "touch generated.txt", allow_changes: true, needs: [quiet]}
+          - {name: reader, run: "cat generated.txt", needs: [gen]}
+          - {name: eraser, run: "rm other.py", needs: [reader]}
+        """), "other.py": "a = 1\n"}, "initial")
+    ran = cdkit("run", cwd=repo)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    with Ledger.for_dir(repo / ".git" / "cdkit") as ledger:
+        results = {r.stage: r for r in ledger.stage_results(ledger.recent_runs(1)[0].id)}
+    assert results["quiet"].status == "passed" and results["quiet"].reason == ""  # the control: nothing changed
+    assert results["gen"].reason == "modified files (allowed by allow_changes): generated.txt"
+    assert results["reader"].status == "passed" and results["reader"].reason == ""  # gen's file is not its doing
+    assert (results["eraser"].status, results["eraser"].reason) == ("failed", "files were modified by this stage: other.py")
+
+
+def test_a_stage_that_commits_its_changes_cannot_hide_them(tmp_path: Path) -> None:
+    """`git status` is clean after a commit, but HEAD moved: the tree is compared with the judged commit's."""
+    repo = make_repo(tmp_path / "sneaky")
+    sneaky = "echo fixed >> README && git -c user.name=x -c user.email=x@y commit -qam sneaky"
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - {{name: committer, run: "{sneaky}"}}
+        """), "README": "hi\n"}, "initial")
+    ran = cdkit("run", cwd=repo)
+    assert ran.returncode == 1 and "files were modified by this stage: README" in ran.stdout, ran.stdout
+
+
 def test_a_fixer_never_overwrites_the_users_set_aside_work(tmp_path: Path, remote: Path) -> None:
     repo = make_repo(tmp_path / "fixer")
     commit(repo, {".cdkit.yml": FIXER, "src/calc/__init__.py": GOOD, "other.py": "a = 1\n"}, "initial")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -147,7 +146,11 @@ def _columns(stream: IO[str]) -> int:
         columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
         columns = 0
-    return columns or shutil.get_terminal_size((80, 24)).columns  # 0: a terminal that never said its size
+    if columns:
+        return columns
+    import shutil  # the fallback only (COLUMNS, or 80): shutil costs every push its bz2 and lzma imports
+
+    return shutil.get_terminal_size((80, 24)).columns  # 0: a terminal that never said its size
 
 
 def _elapsed(seconds: float) -> str:
