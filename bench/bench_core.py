@@ -3,7 +3,7 @@
 
 1. Five independent `sleep 0.2` stages (`needs: []`): wall time of `cdkit run`
    (the stages overlap, so it should be well under 1 s, against 1 s in series).
-2. Start-up: `cdkit --version` against `python -c pass`, as a ratio, interleaved
+2. Start-up: `cdkit --version` and `cdkit --help` against `python -c pass`, as a ratio, interleaved
    in one run so both see the same machine load.
 Prints a Markdown table for the README.
 """
@@ -48,11 +48,12 @@ def main() -> None:
     cdkit = [sys.executable, "-m", "cdkit"]
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_repo(Path(tmp), env)
-        parallel, series, version, bare = [], [], [], []
+        parallel, series, version, helps, bare = [], [], [], [], []
         for _ in range(args.repeat):  # interleaved: each round measures every command once
             parallel.append(timed([*cdkit, "run", "--jobs", "5"], repo, env))
             series.append(timed([*cdkit, "run", "--jobs", "1"], repo, env))
             version.append(timed([*cdkit, "--version"], repo, env))
+            helps.append(timed([*cdkit, "--help"], repo, env))
             bare.append(timed([sys.executable, "-c", "pass"], repo, env))
     med = statistics.median
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {args.repeat} interleaved rounds (median)\n")
@@ -61,6 +62,7 @@ def main() -> None:
     print(f"| `cdkit run`, five independent `sleep 0.2` stages, `--jobs 5` | {med(parallel):.3f} s | 1.0 s of sleeping |")
     print(f"| the same with `--jobs 1` (in series) | {med(series):.3f} s | |")
     print(f"| `cdkit --version` | {med(version) * 1000:.0f} ms | {med(version) / med(bare):.1f}x `python -c pass` |")
+    print(f"| `cdkit --help` | {med(helps) * 1000:.0f} ms | {med(helps) / med(bare):.1f}x `python -c pass` |")
     print(f"| `python -c pass` | {med(bare) * 1000:.0f} ms | baseline |")
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cdkit.cli import main
+from cdkit.entry import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, version, exit codes, the demo, lean imports."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -113,3 +114,42 @@ def test_a_token_given_with_token_is_redacted_from_errors(repo: Path) -> None:
     result = cdkit("run", "--token", token, "--base", f"no-such-{token}", cwd=repo)
     assert result.returncode == 2
     assert token not in result.stderr and "no-such-***" in result.stderr
+
+
+ENTRY_PROBE = """
+import sys
+from cdkit.entry import main
+try:
+    main()
+finally:  # click's main leaves through sys.exit
+    print("CLICK=" + str("click" in sys.modules), file=sys.stderr)
+"""
+CLICK_HELP = "import sys; from cdkit.cli import main; main()"
+
+
+def _cli(code: str, *args: str, columns: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+@pytest.mark.parametrize("columns", [None, "80", "100", "160"])
+def test_help_and_version_answer_without_click_and_say_what_click_would(columns: str | None, tmp_path: Path) -> None:
+    for args in (["--help"], ["-h"], ["--version"]):
+        fast = _cli(ENTRY_PROBE, *args, columns=columns, cwd=tmp_path)
+        assert "CLICK=False" in fast.stderr, (args, fast.stderr)
+        slow = _cli(CLICK_HELP, *args, columns=columns, cwd=tmp_path)
+        assert fast.stdout == slow.stdout and slow.returncode == 0, (
+            f"cdkit {' '.join(args)} (COLUMNS={columns}) differs from click's rendering: "
+            "refresh the stored help with `python -m cdkit.entry --write-help`")
+
+
+def test_other_widths_and_commands_go_to_click(tmp_path: Path) -> None:
+    """The control: the stored text is never shown where click would render something else."""
+    narrow = _cli(ENTRY_PROBE, "--help", columns="60", cwd=tmp_path)
+    assert "CLICK=True" in narrow.stderr and narrow.stdout == _cli(CLICK_HELP, "--help", columns="60",
+                                                                    cwd=tmp_path).stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    sub = _cli(ENTRY_PROBE, "run", "--help", columns="100", cwd=tmp_path)
+    assert "CLICK=True" in sub.stderr and "Usage: cdkit run" in sub.stdout
