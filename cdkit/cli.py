@@ -396,6 +396,45 @@ def report(config: str | None, environment: str | None, since: str, source: str,
                    output_path=output_path)
 
 
+@cli.group(invoke_without_command=True)
+@CONFIG_OPTION
+@ENV_FILTER_OPTION
+@click.option("--since", metavar="DATE", default=None,
+              help="Only deployments that started then or later: 2026-01-01 (local time), 2026-01-01T00:00:00Z, 90d.")
+@click.option("--until", metavar="DATE", default=None, help="Only deployments that started before then.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
+              show_default=True, help="csv: one row per deployment, with a header; html: one self-contained page.")
+@JSON_OPTION
+@click.option("-o", "--output", "output_path", metavar="FILE", default=None, help="Write there instead of stdout.")
+@click.pass_context
+def audit(ctx: click.Context, config: str | None, environment: str | None, since: str | None, until: str | None,
+          fmt: str, as_json: bool, output_path: str | None) -> int | None:
+    """Change records, one per deployment: range, pull requests, checks, approvals, who deployed, bypasses.
+
+    For an audit (SOC 2 CC8.1, ISO 27001 A.8.32): what each deployment brought, which
+    checks passed where (hook, CI), who approved it and whether any approver wrote part
+    of it, who deployed it, verification, rollbacks, forced and break-glass deploys with
+    their reasons, and whether the ledger still matches its hash chain.
+    `--json` is `--format json`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return None
+    from cdkit.commands.audit import audit as command
+
+    return command(config=config, environment=environment, since=since, until=until,
+                   fmt="json" if as_json else fmt, output_path=output_path)
+
+
+@audit.command("verify")
+@CONFIG_OPTION
+@JSON_OPTION
+def audit_verify(config: str | None, as_json: bool) -> int:
+    """Check the ledger against its hash chain: exit 0 intact, 1 naming the first edited, deleted or moved record."""
+    from cdkit.commands.audit import verify as command
+
+    return command(config=config, as_json=as_json)
+
+
 @cli.command()
 def action() -> int:
     """Run inside a GitHub Actions job (the reusable Action calls this).

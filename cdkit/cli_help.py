@@ -33,6 +33,8 @@ EXAMPLES: dict[str, str] = {
     "history": "cdkit history --env production --since 30d",
     "metrics": "cdkit metrics --since 90d --json",
     "report": "cdkit report -o report.html --since 90d",
+    "audit": "cdkit audit --since 2026-01-01 --until 2026-04-01 --env production --format csv -o changes.csv",
+    "audit verify": "cdkit audit verify --json",
     "action": "uses: cdkit/cdkit@<full commit sha>      # in a workflow; the Action runs `cdkit action`",
     "init": "cdkit init --approval local",
     "release": "cdkit release open --env production",

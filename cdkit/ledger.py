@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +20,7 @@ from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 # The files SQLite keeps beside the ledger (where a writer's lock is).
@@ -28,8 +28,12 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_WAIT = 30.0  # seconds a busy ledger is waited for; CDKIT_LEDGER_WAIT changes it
 WAIT_VAR = "CDKIT_LEDGER_WAIT"
 
-# Each entry migrates from version i to i+1; a newer schema than this code knows is refused.
-MIGRATIONS: tuple[str, ...] = (
+# Each entry migrates from version i to i+1: SQL, or a function of (the connection, now) for a step SQL cannot
+# do; all in one transaction. A newer schema than this code knows is refused. A migration that rewrites rows
+# the audit chain seals (runs, stage results, deployments, approvals, audit) must seal them again
+# (cdkit.history.chain.append); adding a column with a default needs nothing.
+Migration = str | Callable[[sqlite3.Connection, float], None]
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -117,7 +121,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN claimed_until REAL
     """,
     # 3 -> 4: the tamper-evident audit chain (cdkit.history.chain), and who started each deployment.
-    chain.SCHEMA + """;
+    chain.SCHEMA_V4 + """;
     ALTER TABLE deployments ADD COLUMN deployed_by TEXT
     """,
     # 4 -> 5: every command's cost independent of history length: the last success of an
@@ -162,6 +166,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX quarantine_env ON quarantine(environment, sha)
     """,
+    # 7 -> 8: the audit chain in its documented format (canonical JSON, columns at their default left out, so
+    # an added column no longer breaks earlier seals), runs queued for their seal by a trigger as they finish,
+    # and every record already in the ledger sealed now.
+    chain.migrate,
 )
 
 # Deployment statuses after which the environment runs the deployed SHA (verified, unverified, or not).
@@ -506,6 +514,26 @@ class Ledger:
             self._rollback()
             raise self._translate(exc, "committing a write") from None
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that all see one state of the ledger (WAL: writers carry on meanwhile, unseen).
+
+        The audit chain's check needs it: a row and its seal are written in one transaction,
+        and reading them at two moments would see one without the other.
+        """
+        try:
+            self.db.execute("BEGIN DEFERRED")
+            self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # the snapshot starts here
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "starting a read") from None
+        try:
+            yield self.db
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "reading") from None
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
     def _rollback(self) -> None:
         if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
             self.db.execute("ROLLBACK")
@@ -529,7 +557,11 @@ class Ledger:
                     "upgrade cdkit"
                 )
             for step in range(version, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[step]):
+                migration = MIGRATIONS[step]
+                if callable(migration):
+                    migration(db, self.clock())
+                    continue
+                for statement in _statements(migration):
                     db.execute(statement)
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

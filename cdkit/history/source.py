@@ -46,7 +46,7 @@ class History:
 def seal_runs(ledger: Ledger) -> None:
     """Seal the finished runs the hook left unsealed, so what the history shows is covered by the chain."""
     with ledger.transaction() as db:
-        chain.seal_finished_runs(db, ledger.clock())
+        chain.seal_pending(db, ledger.clock())
 
 
 def _graph(root: Path, deployments: list[Deployment]) -> dict[str, git.CommitNode]:
