@@ -21,6 +21,7 @@ from cdkit.commands.audit import audit
 from cdkit.ledger import Ledger
 from tests.helpers import cdkit, commit, git
 from tests.history_world import NOW, World, build
+from tests.json_schemas import problems
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def run_audit(repo: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str
 def test_json_has_one_record_per_deployment_with_every_audit_fact(world: World,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(run_audit(world.repo, world.env, capsys))
-    assert doc["schema_version"] == 1 and doc["generated_at"] == "2026-03-09T00:00:00Z"
+    assert (doc["schema_version"], doc["command"], doc["generated_at"]) == (1, "audit", "2026-03-09T00:00:00Z")
+    assert problems(doc) == []
     assert doc["chain"]["intact"] and doc["chain"]["first_problem"] is None
     records = doc["deployments"]
     assert [r["id"] for r in records] == [f"ledger:{n}" for n in world.deployments]  # oldest first
@@ -50,7 +52,7 @@ def test_json_has_one_record_per_deployment_with_every_audit_fact(world: World,
         "Ada Author <ada@example.com>"
     assert (feature["outcome"], feature["verification"], feature["reason"]) == \
         ("failed", "not reached", "the deploy command exited with 1")
-    assert [(s["stage"], s["status"], s["where"]) for s in feature["stages"]] == \
+    assert [(s["name"], s["status"], s["where"]) for s in feature["stages"]] == \
         [("build", "passed", "local run"), ("test", "passed", "local run")]
     approval = feature["approval"]
     assert (approval["via"], approval["required"], approval["approved"]) == ("local", 1, True)
@@ -178,7 +180,7 @@ def test_pull_requests_and_where_each_check_ran_come_from_git_and_the_ledger(
     head = records[1]
     assert [(p["number"], p["how"]) for p in head["pull_requests"]] == [(12, "merge commit"), (13, "squash subject")]
     assert head["commit_count"] == 3 and head["verification"] == "passed"
-    assert [(s["stage"], s["where"]) for s in head["stages"]] == [("lint", "hook"), ("test", "CI (push)")]
+    assert [(s["name"], s["where"]) for s in head["stages"]] == [("lint", "hook"), ("test", "CI (push)")]
     assert head["approval"]["not_counted"] == [
         "Mallory's approval does not count: Mallory opened the pull request, so cannot approve it"]
 
@@ -205,3 +207,13 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_quoted(
     assert rows[0]["reason"] == "" and rows[1]["pull_requests"] == "#12 #13"  # plain cells stay as they are
     page = run_audit(repo, {}, capsys, fmt="html")
     assert "=HYPERLINK(&quot;http://evil&quot;)" in page and 'href="http://evil"' not in page
+
+
+def test_the_audit_schemas_reject_a_broken_shape(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """The control for the schema checks above: a document missing what an auditor needs fails them."""
+    doc = json.loads(run_audit(world.repo, world.env, capsys))
+    del doc["deployments"][0]["approval"]["author_exclusion"]
+    assert problems(doc)
+    verified = json.loads(cdkit("audit", "verify", "--json", cwd=world.repo, env=world.env).stdout)
+    assert verified["command"] == "audit verify" and problems(verified) == []
+    assert problems({**verified, "head": "not a hash"})

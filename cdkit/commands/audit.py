@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cdkit import output
+from cdkit import jsondoc, output
 from cdkit.commands.history import printable, table
 from cdkit.errors import UsageError
 from cdkit.history import chain
@@ -22,7 +22,6 @@ from cdkit.history.timeutil import iso, local, parse_when
 from cdkit.ledger import Ledger
 from cdkit.session import find_workspace
 
-SCHEMA_VERSION = 1
 FORMATS = ("table", "csv", "json", "html")
 BROKEN_EXIT = 1  # README exit codes: 1, "a check failed"; here the chain does not verify
 SHOWN_PROBLEMS = 20
@@ -50,8 +49,7 @@ def verify(*, config: str | None, as_json: bool, environ: Mapping[str, str] = os
     with _open_ledger(ws.repo.cdkit_dir, environ) as ledger, ledger.snapshot() as db:
         result = chain.verify(db)
     if as_json:
-        output.write_line(json.dumps({"schema_version": SCHEMA_VERSION, "checked_at": iso(clock()),
-                                      "ledger": str(ledger.path), **chain_data(result)}, indent=2))
+        jsondoc.write("audit verify", {"checked_at": iso(clock()), "ledger": str(ledger.path), **chain_data(result)})
         return 0 if result.intact else BROKEN_EXIT
     waiting = f"; {result.waiting} finished run(s) waiting for their seal" if result.waiting else ""
     if result.intact:
@@ -89,9 +87,9 @@ def audit(*, config: str | None, environment: str | None, since: str | None, unt
         with ledger.snapshot() as db:
             records = change_records(history, db, shown)
             integrity = chain.verify(db)
-    doc = {"schema_version": SCHEMA_VERSION, "generated_at": iso(now), "since": iso(start), "until": iso(end),
-           "environment": environment, "source": "ledger", "chain": chain_data(integrity),
-           "deployments": records}
+    doc = jsondoc.document("audit", {
+        "generated_at": iso(now), "since": iso(start), "until": iso(end), "environment": environment,
+        "source": "ledger", "chain": chain_data(integrity), "deployments": records})
     text = render(fmt, doc)
     if output_path:
         target = Path(cwd or ".") / output_path
@@ -120,7 +118,7 @@ def render(fmt: str, doc: Mapping[str, Any]) -> str:
 
 
 def _stages(r: Mapping[str, Any]) -> str:
-    return "; ".join(f"{s['stage']} {s['status']} ({s['where']}, run {s['run']})" for s in r["stages"]) or "none"
+    return "; ".join(f"{s['name']} {s['status']} ({s['where']}, run {s['run']})" for s in r["stages"]) or "none"
 
 
 def _approvers(r: Mapping[str, Any]) -> str:
@@ -193,7 +191,7 @@ def to_table(doc: Mapping[str, Any]) -> list[str]:
     for r in records:
         base = (r["previous_sha"] or "")[:8] or "(first)"
         count = f" ({r['commit_count']})" if r["commit_count"] is not None else ""
-        checks = ", ".join(f"{s['stage']}:{s['status']}@{s['where'].split(' ')[0]}" for s in r["stages"]) or "none"
+        checks = ", ".join(f"{s['name']}:{s['status']}@{s['where'].split(' ')[0]}" for s in r["stages"]) or "none"
         rows.append((_local_iso(r["started_at"]), r["environment"], f"{base}..{r['sha'][:8]}{count}",
                      " ".join(f"#{p['number']}" for p in r["pull_requests"]) or "-", checks, _approvers(r),
                      r["approval"]["author_exclusion"]["result"], r["deployed_by"] or "-", r["outcome"],
@@ -243,7 +241,7 @@ def _html_row(r: Mapping[str, Any]) -> str:
         f"<code>{_h((r['previous_sha'] or '(first)')[:12])}..{_h(r['sha'][:12])}</code><br>"
         f"{_h(r['commit_count'])} commit(s)",
         _list([f"#{p['number']} {p['title']}" for p in r["pull_requests"]]),
-        _list([f"{s['stage']}: {s['status']} ({s['where']}, run {s['run']})" for s in r["stages"]]),
+        _list([f"{s['name']}: {s['status']} ({s['where']}, run {s['run']})" for s in r["stages"]]),
         _list([f"{a['who']} ({a['via']}, {a['at']})" for a in r["approval"]["approvals"]]
               + [f"not counted: {n}" for n in r["approval"]["not_counted"]]),
         f'<span class="{"fail" if excl["result"] == "failed" else ""}">{_h(excl_text)}</span>',

@@ -37,7 +37,19 @@ class StageSeen(NamedTuple):
     run_id: int
     where: str
     host: str | None
+    started_at: float | None
     finished_at: float | None
+    exit_code: int | None
+    log: str | None
+
+    def as_data(self) -> dict[str, Any]:
+        from cdkit.jsondoc import stage
+
+        duration = None if self.started_at is None or self.finished_at is None else \
+            max(0.0, self.finished_at - self.started_at)
+        return stage(self.stage, self.status, reason=self.reason or None, duration=duration,
+                     exit_code=self.exit_code, log=self.log, run=self.run_id, where=self.where, host=self.host,
+                     finished_at=iso(self.finished_at))
 
 
 def where_it_ran(event: str) -> str:
@@ -57,12 +69,13 @@ def stage_results(db: sqlite3.Connection, shas: Iterable[str]) -> dict[str, list
         chunk = wanted[start:start + 500]
         marks = ",".join("?" * len(chunk))
         rows = db.execute(
-            "SELECT r.sha, r.id, r.event, r.host, s.stage, s.status, s.reason, s.finished_at FROM runs r"
+            "SELECT r.sha, r.id, r.event, r.host, s.stage, s.status, s.reason, s.started_at, s.finished_at,"
+            " s.exit_code, s.log_path FROM runs r"
             f" JOIN stage_results s ON s.run_id = r.id WHERE r.dirty = 0 AND r.sha IN ({marks})"  # noqa: S608
             " ORDER BY r.id, COALESCE(s.started_at, 1e18), s.rowid", chunk).fetchall()
-        for sha, run_id, event, host, stage, status, reason, finished in rows:
+        for sha, run_id, event, host, stage, status, reason, started, finished, exit_code, log in rows:
             found.setdefault(sha, {})[stage] = StageSeen(stage, status, reason, run_id, where_it_ran(event), host,
-                                                          finished)
+                                                          started, finished, exit_code, log)
     return {sha: list(stages.values()) for sha, stages in found.items()}
 
 
@@ -173,8 +186,7 @@ def change_record(history: History, d: Deployment, *, stages: Mapping[str, list[
              "committer": f"{c.committer_name} <{c.committer_email}>"} for c in commits[:MAX_COMMITS]],
         "commit_count": None if commits is None else len(commits),
         "pull_requests": [] if commits is None else pull_requests(commits),
-        "stages": [{"stage": s.stage, "status": s.status, "reason": s.reason, "run": s.run_id, "where": s.where,
-                    "host": s.host, "finished_at": iso(s.finished_at)} for s in stages.get(d.sha, [])],
+        "stages": [s.as_data() for s in stages.get(d.sha, [])],
         "approval": _approval_data(d, commits, approvals.get(d.number, {}) if d.source == "ledger" else {}),
         "deployed_by": d.deployed_by, "status": d.status, "outcome": d.outcome,
         "started_at": iso(d.started_at), "finished_at": iso(d.finished_at),
