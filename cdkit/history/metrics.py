@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from cdkit.history.changes import Change
-from cdkit.history.records import FAILED, LIVE, NOT_COUNTED, Deployment
+from cdkit.history.records import FAILED, LIVE, NOT_COUNTED, Deployment, without_gc
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -185,6 +185,7 @@ def environment_metrics(environment: str, deployments: Sequence[Deployment],
                               tuple(failures), tuple(restores), restore_outcome, fix_detection)
 
 
+@without_gc
 def compute(deployments: Sequence[Deployment], changes: Mapping[str, Sequence[Change]], *,
             since: float | None, until: float, fix_detection: bool = True) -> dict[str, EnvironmentMetrics]:
     """Per environment (in the order each first appears), from every deployment in start order.
