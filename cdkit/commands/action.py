@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -128,7 +129,7 @@ def stage_environ(environ: Mapping[str, str], *, token: str | None) -> dict[str,
 
 
 def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[str] | None = None,
-           stream: IO[str] | None = None) -> int:
+           stream: IO[str] | None = None, clock: Callable[[], float] = time.time) -> int:
     environ = dict(environ)
     actions = Actions(environ, stream)
     for token in {environ.get("INPUT_TOKEN"), environ.get("GITHUB_TOKEN")}:
@@ -143,8 +144,32 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
     pipeline = _pipeline_for(actions, ws, pipeline, decision)
     outcome = _act(actions, inputs, ws, pipeline, env, decision, environ)
     actions.set_outputs(outcome.outputs())
-    actions.append_summary(render_summary(outcome, env, decision, pipeline))
+    summary = render_summary(outcome, env, decision, pipeline)
+    if is_release(inputs, outcome):
+        summary += "\n" + "\n".join(release_history_lines(ws, environ, outcome.environment, inputs.token, clock())) + "\n"
+    actions.append_summary(summary)
     return outcome.exit_code
+
+
+def is_release(inputs: ActionInputs, outcome: Outcome) -> bool:
+    """A deploy that ran, was refused, or waits for its approval: its summary shows the environment's history."""
+    return bool(outcome.environment) and (inputs.command == "deploy" or outcome.result == "waiting"
+                                          or bool(outcome.deployment_id))
+
+
+def release_history_lines(ws: Workspace, environ: Mapping[str, str], environment: str, token: str | None,
+                          now: float) -> list[str]:
+    """The environment's last deployments and 30 days of DORA keys from GitHub, and this job's chain head."""
+    from cdkit.history.chain import head
+    from cdkit.history.ci_summary import delivery_lines
+
+    lines = delivery_lines(ws.root, environ, environment=environment, token=token, now=now)
+    try:
+        with open_ledger(ws.repo) as ledger:
+            lines.append(f"- Ledger audit chain head (this job): {md_code(head(ledger.db))}")
+    except Exception:  # noqa: BLE001 - a line of the summary, never a reason to fail the release
+        pass
+    return lines
 
 
 def _pipeline_for(actions: Actions, ws: Workspace, pipeline: Pipeline, decision: Decision) -> Pipeline:

@@ -21,14 +21,20 @@ TERMINAL = frozenset({"success", "failure", "error", "inactive"})
 
 
 def _deployments(client: GitHubClient, repo: str, environment: str | None,
-                 since: float | None) -> Iterator[dict[str, Any]]:
-    params = {"environment": environment} if environment else None
-    for item in client.request_all(f"/repos/{repo}/deployments", params=params,
+                 since: float | None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {"environment": environment} if environment else {}
+    if limit is not None and limit < 100:
+        params["per_page"] = limit  # one short page: a bounded read asks for no more than it uses
+    count = 0
+    for item in client.request_all(f"/repos/{repo}/deployments", params=params or None,
                                    what=f"list the deployments of {repo}", scope="deployments: read"):
         created = parse_iso(item.get("created_at"))
         if since is not None and created is not None and created < since:
             return  # newest first: every later page is older still
         yield item
+        count += 1
+        if limit is not None and count >= limit:
+            return  # before the loop asks for the next item: that could be one more page
 
 
 def _statuses(client: GitHubClient, repo: str, deployment_id: int) -> list[dict[str, Any]]:
@@ -75,10 +81,13 @@ def to_deployment(item: Mapping[str, Any], statuses: list[dict[str, Any]]) -> De
 
 
 def load_github(client: GitHubClient, repo: str, *, environment: str | None,
-                since: float | None) -> list[Deployment]:
-    """The repository's deployments (of one environment, or all), oldest first, with their range bases."""
+                since: float | None, limit: int | None = None) -> list[Deployment]:
+    """The repository's deployments (of one environment, or all), oldest first, with their range bases.
+
+    `limit`: only the newest that many (one page and one request each for their statuses).
+    """
     found = []
-    for item in _deployments(client, repo, environment, since):
+    for item in _deployments(client, repo, environment, since, limit):
         statuses = _statuses(client, repo, int(item["id"]))
         found.append((item, statuses, _is_job_deployment(item, statuses)))
     with_cdkit = {str(item.get("environment")) for item, _s, job in found if not job}

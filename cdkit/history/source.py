@@ -62,7 +62,7 @@ def from_ledger(ledger: Ledger, root: Path, *, environment: str | None) -> Histo
 
 
 def from_github(root: Path, environ: Mapping[str, str], *, token: str | None, environment: str | None,
-                since: float | None, max_wait: float = 60.0) -> History:
+                since: float | None, max_wait: float = 60.0, limit: int | None = None) -> History:
     """GitHub's deployments of the repository (GITHUB_REPOSITORY, else origin's URL) with `--token`/GITHUB_TOKEN."""
     from cdkit.github import GitHubClient, resolve_repository
     from cdkit.history.github_source import load_github
@@ -75,7 +75,7 @@ def from_github(root: Path, environ: Mapping[str, str], *, token: str | None, en
         raise UsageError("--source github needs the repository: set GITHUB_REPOSITORY=owner/name, "
                          "or add a GitHub `origin` remote")
     try:
-        deployments = load_github(client, repository, environment=environment, since=since)
+        deployments = load_github(client, repository, environment=environment, since=since, limit=limit)
     finally:
         client.close()
     graph = _graph(root, deployments)
