@@ -198,7 +198,7 @@ def load_ledger(db: sqlite3.Connection, *, environment: str | None = None) -> li
     rest: Any = itemgetter(*others) if len(others) > 1 else (lambda values: (values[others[0]],) if others else ())
     live_or_baseline = LIVE | {"baseline"}
     running: dict[str, str] = {}
-    found = []
+    found: list[Deployment] = []
     append = found.append
     new = tuple.__new__  # the NamedTuple without its keyword-handling constructor: one call less per row
     for values in rows:
