@@ -74,6 +74,16 @@ class Verify(NamedTuple):
     interval: float = 10.0
 
 
+class Window(NamedTuple):
+    """A freeze (`deny`) or deploy (`allow`) window: open from each cron fire time for `duration` (cdkit.windows)."""
+
+    name: str
+    kind: str  # "deny" or "allow"
+    schedule: str  # five cron fields, read in `timezone`'s wall-clock time
+    duration: float  # seconds of elapsed time
+    timezone: str = "UTC"
+
+
 class Environment(NamedTuple):
     name: str
     mode: str
@@ -84,6 +94,8 @@ class Environment(NamedTuple):
     verify: Verify | None = None
     on_failure: str = "stop"  # or "rollback": redeploy the last verified SHA
     soak: float = 0.0  # seconds a SHA must run verified here before the next environment takes it
+    windows: tuple[Window, ...] = ()
+    break_glass: int | None = None  # approvals a --break-glass deploy inside a window needs; None: none may
 
 
 # GitHub Actions' app id: the `GITHUB_TOKEN` of a workflow run creates its check runs as this app,
@@ -571,6 +583,57 @@ def _semantic_problems(data: dict[str, Any], where: dict[JsonPath, _Where]) -> I
                 f"{approval['required']} approvals cannot be had via environment: GitHub releases an environment "
                 "after one of its required reviewers approves; use via: review for several approvals"
             )
+        yield from _window_problems(env.get("windows") or [], ("environments", i, "windows"))
+
+
+def _window_problems(windows: list[dict[str, Any]], path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    """Each window is exactly one of deny/allow, with a cron schedule, a duration and a time zone that exist.
+
+    croniter is imported only for a pipeline that has windows (the pre-push hook validates pipelines too).
+    """
+    names: dict[str, int] = {}
+    for j, window in enumerate(windows):
+        here = path + (j,)
+        if window["name"] in names:
+            yield here + ("name",), (f"duplicate window name {window['name']!r} (also window {names[window['name']] + 1}"
+                                     " of this environment); window names must be unique")
+        names.setdefault(window["name"], j)
+        kinds = [k for k in ("deny", "allow") if k in window]
+        if len(kinds) != 1:
+            yield here, ("a window is either `deny:` (a freeze) or `allow:` (deploys only then), with exactly one "
+                         f"of them; this one has {' and '.join(kinds) or 'neither'}")
+            continue
+        spec = window[kinds[0]]
+        yield from _cron_problems(spec["schedule"], here + (kinds[0], "schedule"))
+        if parse_duration(spec["duration"]) < 60:
+            yield here + (kinds[0], "duration"), f"{_describe(spec['duration'])} is shorter than a minute, the " \
+                "cron schedule's step; give at least 1m"
+        if "timezone" in spec:
+            yield from _timezone_problems(spec["timezone"], here + (kinds[0], "timezone"))
+
+
+def _cron_problems(schedule: str, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    fields = schedule.split()
+    if len(fields) != 5:
+        yield path, (f"{_describe(schedule)} has {len(fields)} field(s); a schedule has five: minute hour "
+                     "day-of-month month day-of-week, e.g. \"0 16 * * FRI\"")
+        return
+    from croniter import croniter
+
+    # croniter's Jenkins-style `H` (hashed) fields need a job id to mean anything: not a window's schedule.
+    if not croniter.is_valid(schedule) or any("H" in f.upper() for f in fields[:3]):
+        yield path, (f"{_describe(schedule)} is not a valid cron schedule (minute 0-59, hour 0-23, day 1-31, "
+                     "month 1-12 or JAN-DEC, weekday 0-6 or SUN-SAT; *, lists, ranges and /steps)")
+
+
+def _timezone_problems(name: str, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
+        yield path, (f"{_describe(name)} is not an IANA time zone this machine knows; write one such as "
+                     "Europe/Berlin, America/New_York or UTC")
 
 
 def _working_directory_problems(stages: list[dict[str, Any]], root: Path | None) -> Iterator[tuple[JsonPath, str]]:
@@ -792,6 +855,13 @@ def _verify(raw: dict[str, Any] | None) -> Verify | None:
                   interval=parse_duration(raw.get("interval", "10s")))
 
 
+def _window(raw: Mapping[str, Any]) -> Window:
+    kind = "deny" if "deny" in raw else "allow"
+    spec = raw[kind]
+    return Window(name=raw["name"], kind=kind, schedule=spec["schedule"], duration=parse_duration(spec["duration"]),
+                  timezone=spec.get("timezone", "UTC"))
+
+
 def _stage_ci(raw: Mapping[str, Any]) -> StageCI:
     return StageCI(runs_on=raw.get("runs-on"), timeout_minutes=raw.get("timeout-minutes"),
                    shards=int(raw.get("shards", 1)))
@@ -838,6 +908,8 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                 verify=_verify(raw.get("verify")),
                 on_failure=raw.get("on_failure", "stop"),
                 soak=parse_duration(raw["soak"]) if "soak" in raw else 0.0,
+                windows=tuple(_window(w) for w in raw.get("windows") or ()),
+                break_glass=(raw.get("break_glass") or {}).get("required"),
             )
         )
     return Pipeline(

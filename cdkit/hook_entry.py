@@ -302,19 +302,21 @@ def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:
         **pipeline._asdict(),
         "stages": [{**s._asdict(), "env": dict(s.env), "ci": s.ci._asdict()} for s in pipeline.stages],
         "environments": [{**e._asdict(), "approval": e.approval._asdict(),
-                          "verify": e.verify._asdict() if e.verify else None} for e in pipeline.environments],
+                          "verify": e.verify._asdict() if e.verify else None,
+                          "windows": [w._asdict() for w in e.windows]} for e in pipeline.environments],
         "evidence": pipeline.evidence._asdict(),
     }
 
 
 def _pipeline_from_data(data: dict[str, Any]) -> Pipeline:
-    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage, StageCI, Verify
+    from cdkit.config import ApprovalPolicy, Environment, Evidence, Pipeline, Stage, StageCI, Verify, Window
 
     return Pipeline(**{
         **data,
         "stages": tuple(Stage(**{**s, "ci": StageCI(**s["ci"])}) for s in data["stages"]),
         "environments": tuple(Environment(**{**e, "approval": ApprovalPolicy(**e["approval"]),
-                                             "verify": Verify(**e["verify"]) if e.get("verify") else None})
+                                             "verify": Verify(**e["verify"]) if e.get("verify") else None,
+                                             "windows": tuple(Window(**w) for w in e.get("windows") or ())})
                               for e in data["environments"]),
         "evidence": Evidence(**data["evidence"]),
     })
