@@ -171,6 +171,11 @@ def evaluate(windows: Sequence[Window], now: datetime) -> Verdict:
     return Verdict(now, False, window, outside_allow, resume_at(windows, now))
 
 
+def holds(windows: Sequence[Window], at: datetime) -> bool:
+    """Whether some window holds deploys at `at` (`evaluate` without working out when they resume)."""
+    return _block(windows, at) is not None
+
+
 def _block(windows: Sequence[Window], at: datetime) -> tuple[Window, bool, datetime] | None:
     """What holds deploys at `at`: (deny window, False, its end), (next allow window, True, its next opening)."""
     denies = [o for o in (opening_at(w, at) for w in windows if w.kind == "deny") if o is not None]

@@ -186,7 +186,7 @@ instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037,
 
 @lru_cache(maxsize=None)
 def _matches(schedule: str, wall: datetime) -> bool:
-    return bool(_matches(schedule, wall))  # ~0.4 ms a call: the oracle's whole cost
+    return bool(croniter.match(schedule, wall))  # ~0.4 ms a call: the oracle's whole cost
 
 
 def _oracle_fires(schedule: str, u: datetime, zone: ZoneInfo) -> bool:
@@ -258,7 +258,7 @@ def test_the_friday_freeze_always_opens_at_16_00_berlin_and_lasts_64_elapsed_hou
         assert opening.end - opening.start == timedelta(hours=64)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(t=instants, zone=st.sampled_from(ZONES), deny=st.sampled_from(SCHEDULES), allow=st.sampled_from(SCHEDULES),
        deny_hours=st.integers(min_value=1, max_value=30), allow_hours=st.integers(min_value=1, max_value=12),
        with_allow=st.booleans(), near=st.booleans())
@@ -279,9 +279,9 @@ def test_resume_is_never_inside_a_deny_window_nor_outside_every_allow_window(
     assert not _oracle_open(rules[0], resume)
     if with_allow:
         assert _oracle_open(rules[1], resume)
-    assert windows.evaluate(rules, resume).allowed
+    assert not windows.holds(rules, resume)
     # Nothing earlier is allowed: sampled each half hour back to `at` (up to a day).
     probe = resume - timedelta(minutes=1)
     while probe > at and resume - probe < timedelta(days=1):
-        assert not windows.evaluate(rules, probe).allowed
+        assert windows.holds(rules, probe)
         probe -= timedelta(minutes=30)
