@@ -272,15 +272,20 @@ def hook_run(hook_name: str, remote: str | None, url: str | None) -> int:
 @click.argument("sha")
 @click.option("--env", "environment", metavar="NAME", required=True, help="The environment to approve it for.")
 @click.option("--comment", default="", metavar="TEXT", help="Why, recorded with the approval.")
+@click.option("--break-glass", "break_glass", is_flag=True,
+              help="Approve deploying SHA inside a window of the environment (its break_glass: policy); counts only "
+                   "for `cdkit deploy --break-glass`, never as a normal approval.")
 @JSON_OPTION
-def approve(config: str | None, sha: str, environment: str, comment: str, as_json: bool) -> int:
+def approve(config: str | None, sha: str, environment: str, comment: str, break_glass: bool, as_json: bool) -> int:
     """Approve SHA for a delivery environment (approval.via: local), as your git identity.
 
     An author or committer of the commits being released cannot approve them.
+    With --break-glass, approve a deploy of SHA inside a freeze window instead (any mode).
     """
     from cdkit.commands.approve import approve as command
 
-    return command(sha=sha, environment=environment, comment=comment, config=config, as_json=as_json)
+    return command(sha=sha, environment=environment, comment=comment, config=config, as_json=as_json,
+                   break_glass=break_glass)
 
 
 @cli.command()
@@ -303,9 +308,13 @@ def approvals(config: str | None, environment: str | None, as_json: bool) -> int
                    "commit rolled back from is quarantined there).")
 @click.option("--force", is_flag=True,
               help="Deploy a commit quarantined for this environment (needs --reason; recorded).")
-@click.option("--reason", metavar="TEXT", default=None, help="Why --force: recorded with the deployment.")
+@click.option("--break-glass", "break_glass", is_flag=True,
+              help="Deploy inside a window that holds the environment, with the break-glass approvals its "
+                   "break_glass: policy asks for (needs --reason; recorded and flagged in every view).")
+@click.option("--reason", metavar="TEXT", default=None,
+              help="Why --force or --break-glass: recorded with the deployment.")
 @JSON_OPTION
-def deploy(config: str | None, environment: str, sha: str | None, rollback: bool, force: bool,
+def deploy(config: str | None, environment: str, sha: str | None, rollback: bool, force: bool, break_glass: bool,
            reason: str | None, as_json: bool) -> int:
     """Deploy a commit to an environment once every gate holds.
 
@@ -313,14 +322,15 @@ def deploy(config: str | None, environment: str, sha: str | None, rollback: bool
     commit, that it is approved (delivery mode), that it is on the release branch,
     that it is not older than what the environment runs (unless --rollback), that
     it is not quarantined there (unless --force --reason), that the environment
-    before this one ran it verified (and soaked), and that no other deploy is in
+    before this one ran it verified (and soaked), that no window holds it (unless
+    --break-glass --reason, with its approvals), and that no other deploy is in
     progress. The deploy command gets CDKIT_ENVIRONMENT, CDKIT_SHA and
     CDKIT_DEPLOYMENT_ID; then `verify` runs; the outcome is recorded whatever it is.
     """
     from cdkit.commands.deploy import deploy as command
 
     return command(environment=environment, sha=sha, rollback=rollback, force=force, reason=reason, config=config,
-                   as_json=as_json)
+                   as_json=as_json, break_glass=break_glass)
 
 
 @cli.command()

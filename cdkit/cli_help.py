@@ -28,7 +28,8 @@ EXAMPLES: dict[str, str] = {
     "hook run": "cdkit hook run pre-push origin https://github.com/OWNER/NAME.git < ref-lines",
     "approve": "cdkit approve \"$(git rev-parse HEAD)\" --env production --comment 'QA passed'",
     "approvals": "cdkit approvals --env production",
-    "deploy": "cdkit deploy --env staging --sha HEAD",
+    "deploy": "cdkit deploy --env staging --sha HEAD\n"
+              "  cdkit deploy --env production --break-glass --reason 'outage fix'   # inside a freeze window",
     "environments": "cdkit environments --json",
     "history": "cdkit history --env production --since 30d",
     "metrics": "cdkit metrics --since 90d --json",

@@ -109,14 +109,22 @@ def locate(cwd: str | os.PathLike[str] | None = None) -> HookLocation:
 
 
 def import_paths() -> list[str]:
-    """The directories `python -S` must be told about: where cdkit and PyYAML are installed."""
+    """The directories `python -S` must be told about: where cdkit and PyYAML are installed, and croniter and
+    dateutil, which a pipeline with windows imports (found without importing them)."""
+    import importlib.util
+
     import yaml
 
     import cdkit
 
+    origins = [cdkit.__file__, yaml.__file__]
+    for name in ("croniter", "dateutil"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            origins.append(spec.origin)
     paths: list[str] = []
-    for module in (cdkit, yaml):
-        directory = str(Path(module.__file__ or "").resolve().parent.parent)
+    for origin in origins:
+        directory = str(Path(origin or "").resolve().parent.parent)
         if directory not in paths:
             paths.append(directory)
     return paths

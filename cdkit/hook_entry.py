@@ -368,7 +368,24 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
             _say(f"cdkit: run #{outcome.run_id} {outcome.status}: {counts_text(outcome.results)}{uncounted}")
             if outcome.exit_code == EXIT_INTERRUPTED:
                 break  # Ctrl-C or SIGTERM: judge nothing more
+    _warn_of_windows(pipeline, targets)
     return _verdict(outcomes, environ)
+
+
+def _warn_of_windows(pipeline: Pipeline, targets: tuple[PushTarget, ...]) -> None:
+    """A push to the release branch while a window holds an environment: say the release will wait (a warning,
+    never a block). cdkit.windows and croniter are imported only for a pipeline that has windows."""
+    release_ref = f"refs/heads/{pipeline.release_branch}"
+    if not any(e.windows for e in pipeline.environments) or \
+            not any(release_ref in t.remote_refs for t in targets):
+        return
+    import time
+
+    from cdkit.commands.plan import window_holds
+
+    for hold in window_holds(pipeline, time.time()):
+        _say(f"cdkit: warning: this push releases {pipeline.release_branch}, but {hold['environment']} is held: "
+             f"{hold['message']}; the release waits for the window (break-glass: cdkit deploy --break-glass)")
 
 
 def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str, str]) -> int:

@@ -482,8 +482,11 @@ class Ledger:
                 time.sleep(0.02)
 
     @classmethod
-    def for_dir(cls, cdkit_dir: Path, environ: Mapping[str, str] | None = None) -> Ledger:
-        return cls(cdkit_dir / LEDGER_NAME, wait=ledger_wait(os.environ if environ is None else environ))
+    def for_dir(cls, cdkit_dir: Path, environ: Mapping[str, str] | None = None, *,
+                clock: Any = None) -> Ledger:
+        """The ledger of a cdkit directory; `clock` only from tests in the same process (never from input)."""
+        return cls(cdkit_dir / LEDGER_NAME, wait=ledger_wait(os.environ if environ is None else environ),
+                   clock=clock or time.time)
 
     def close(self) -> None:
         self.db.close()

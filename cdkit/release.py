@@ -10,7 +10,8 @@ right before deploying, checks everything again:
 3. the SHA is on the release branch;
 4. it is not older than what the environment runs, unless this is an explicit rollback;
 5. the environment before this one in the chain has already run it;
-6. no other deploy to this environment is in progress.
+6. no other deploy to this environment is in progress;
+7. no freeze window holds the environment (`windows:`), unless a break-glass deploy has its approvals.
 
 Any failed check refuses the deploy with every reason (fail closed). A deploy
 that starts is recorded in the ledger whatever happens: success, failure,
@@ -19,6 +20,7 @@ timeout, cancellation, or a crash found later by the next deploy.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -115,6 +117,9 @@ class Check:
     decision: Decision | None  # None in deployment mode
     current: str | None  # what the environment runs now
     rollback: bool
+    window_problems: tuple[str, ...] = ()  # the problems that are a window holding deploys (they wait)
+    window: dict[str, Any] | None = None  # cdkit.windows.Verdict.as_data(), when the environment has windows
+    break_glass: dict[str, Any] | None = None  # a --break-glass deploy's approved record (see _break_glass_record)
 
     @property
     def ok(self) -> bool:
@@ -134,6 +139,8 @@ class DeployResult:
     github_id: int | None = None
     quarantined: bool = False  # this deploy's failure quarantined its SHA for the environment
     automatic_rollback: DeployResult | None = None  # on_failure: rollback, when it ran
+    break_glass: dict[str, Any] | None = None  # this deploy broke a window: who approved it, why, which window
+    window: dict[str, Any] | None = None  # waiting: the window that holds the environment
 
     @property
     def ok(self) -> bool:
@@ -141,8 +148,8 @@ class DeployResult:
 
     @property
     def exit_code(self) -> int:
-        """0 deployed (or nothing to do), 130 interrupted (Ctrl-C or SIGTERM), 1 anything else."""
-        if self.ok:
+        """0 deployed (or nothing to do, or waiting for a window to end), 130 interrupted, 1 anything else."""
+        if self.ok or (self.status == WAITING and self.window is not None):
             return EXIT_OK
         return EXIT_INTERRUPTED if self.status == CANCELLED else EXIT_FAILED
 
@@ -150,6 +157,8 @@ class DeployResult:
         """What happened, in one line (the job summary's)."""
         why = f" ({self.reasons[0]})" if self.reasons and not self.ok else ""
         line = f"{self.environment}: {self.sha[:12]} {self.status.replace('_', ' ')}{why}"
+        if self.break_glass:
+            line += f"; BREAK-GLASS into {self.break_glass['window']}"
         if self.quarantined:
             line += f"; {self.sha[:12]} is quarantined for {self.environment}"
         back = self.automatic_rollback
@@ -165,6 +174,7 @@ class DeployResult:
             "approval": self.approval, "reasons": list(self.reasons), "github_deployment_id": self.github_id,
             "quarantined": self.quarantined, "summary": self.summary(),
             "automatic_rollback": self.automatic_rollback.as_data() if self.automatic_rollback else None,
+            "break_glass": self.break_glass, "window": self.window,
         }
 
 
@@ -433,10 +443,11 @@ def _quarantine_problems(ctx: ReleaseContext, env: Environment, sha: str, force:
 
 
 def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = False,
-          force: str | None = None) -> Check:
+          force: str | None = None, break_glass: str | None = None) -> Check:
     """Every precondition for deploying `sha` to `env`, evaluated now (no side effects).
 
     `force` (a reason) lets a person deploy a SHA quarantined for `env`; nothing else.
+    `break_glass` (a reason) lets a person deploy inside a window, with the break-glass approvals.
     """
     problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha),
                               lambda stage: paths_skip_problem(ctx, stage, sha))
@@ -451,7 +462,8 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
     problems += _order_problems(ctx, env, sha, current, rollback)
     problems += _quarantine_problems(ctx, env, sha, force)
     problems += _chain_problems(ctx, env, sha)
-    return Check(env.name, sha, tuple(problems), decision, current, rollback)
+    held, window, glass = _window_problems(ctx, env, sha, rollback=rollback, break_glass=break_glass)
+    return Check(env.name, sha, tuple(problems + held), decision, current, rollback, tuple(held), window, glass)
 
 
 def _how_to_approve(env: Environment, sha: str) -> str:
@@ -460,6 +472,83 @@ def _how_to_approve(env: Environment, sha: str) -> str:
     if env.approval.via == "review":
         return f" (approve the release pull request at this commit: cdkit release open --env {env.name})"
     return ""
+
+
+# --- windows and break-glass ------------------------------------------------------------------
+
+BREAK_GLASS_VIA = "break-glass"  # how `cdkit approve --break-glass` records its approvals (never a normal one)
+
+
+def window_verdict(ctx: ReleaseContext, env: Environment) -> dict[str, Any] | None:
+    """Whether `env`'s windows hold deploys now (the ledger's clock), as data; None without windows.
+
+    cdkit.windows (and croniter) is imported only for an environment that has windows.
+    """
+    if not env.windows:
+        return None
+    from cdkit import windows
+
+    now = dt.datetime.fromtimestamp(ctx.ledger.clock(), dt.timezone.utc)
+    return windows.evaluate(env.windows, now).as_data()
+
+
+def _window_problems(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool,
+                     break_glass: str | None) -> tuple[list[str], dict[str, Any] | None, dict[str, Any] | None]:
+    """(problems, the window verdict, the break-glass record) for deploying `sha` to `env` now.
+
+    A rollback is never held: undoing a bad deploy is what a freeze must not prevent.
+    A window's problem waits (the next run after it deploys the newest commit); a
+    break-glass deploy lifts it with `break_glass.required` approvals of this SHA.
+    """
+    verdict = window_verdict(ctx, env)
+    if break_glass is not None and (verdict is None or verdict["allowed"] or rollback):
+        why = "a rollback is never held by a window" if rollback else f"no window holds {env.name} now"
+        return [f"--break-glass: {why}; deploy without --break-glass"], verdict, None
+    if verdict is None or verdict["allowed"] or rollback:
+        return [], verdict, None
+    held = f"{env.name} is held by a window: {verdict['message']}"
+    if env.break_glass is None:
+        return [f"{held}; it deploys then (this environment has no `break_glass:` policy, so nothing deploys "
+                "into its windows)"], verdict, None
+    how = (f"cdkit deploy --env {env.name} --sha {sha[:12]} --break-glass --reason TEXT, with "
+           f"{env.break_glass} break-glass approval(s): cdkit approve {sha[:12]} --env {env.name} --break-glass")
+    if break_glass is None:
+        return [f"{held}; it deploys then, or now with {how}"], verdict, None
+    decision = break_glass_decision(ctx, env, sha)
+    if not decision.approved:
+        return [f"{held}; break-glass needs {env.break_glass} break-glass approval(s) of {sha[:12]}: "
+                + "; ".join(decision.reasons)
+                + f" (someone else runs: cdkit approve {sha[:12]} --env {env.name} --break-glass)"], verdict, None
+    record = {"window": verdict["window"], "held": verdict["message"], "reason": break_glass, "by": deployer(ctx),
+              "required": env.break_glass, **decision.as_data()}
+    return [], verdict, record
+
+
+def break_glass_decision(ctx: ReleaseContext, env: Environment, sha: str, *, deploying: bool = True) -> Decision:
+    """The break-glass approvals of `sha` for `env`, by the approval rules (cdkit.approval.evaluate).
+
+    The authors and committers of the release never count, nor (`deploying`) the person breaking the glass.
+    """
+    reviews = tuple(
+        Review(reviewer=parse_local_identity(a["approver"]), state="APPROVED", commit_id=a["sha"],
+               submitted_at=float(a["created_at"]), id=int(a["id"]), comment=a["comment"], via=a["via"])
+        for a in ctx.ledger.approvals(sha=sha, environment=env.name) if a["via"] == BREAK_GLASS_VIA)
+    facts = Facts(sha=sha, required=env.break_glass or 1, reviews=reviews, reviewers=env.approval.reviewers,
+                  commit_people=release_range_people(ctx, env.name, sha),
+                  actor=_deployer_identity(ctx) if deploying else None)
+    return evaluate(facts)
+
+
+def _deployer_identity(ctx: ReleaseContext) -> Identity | None:
+    who = deployer(ctx)
+    if who.startswith("@"):
+        return Identity(login=who[1:])
+    return None if who == "unknown" else parse_local_identity(who)
+
+
+def _break_glass_note(record: dict[str, Any]) -> str:
+    approvers = ", ".join(str(c["who"]) for c in record.get("counted", [])) or "nobody"
+    return f"break-glass into {record['window']} by {record['by']}: {record['reason']} (approved by {approvers})"
 
 
 # --- the lock ---------------------------------------------------------------------------------
@@ -603,27 +692,36 @@ def _approval_record(env: Environment, decision: Decision | None) -> dict[str, A
 
 
 class Refused(GateFailed):
-    """A gate said no; `only_approval` when the one thing missing is the approval (delivery waits)."""
+    """A gate said no; `only_approval` when the one thing missing is the approval (delivery waits);
+    `window` (the verdict) when a window holds the environment and nothing else but the approval is missing."""
 
-    def __init__(self, message: str, *, only_approval: bool = False, problems: Sequence[str] = ()) -> None:
+    def __init__(self, message: str, *, only_approval: bool = False, problems: Sequence[str] = (),
+                 window: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.only_approval = only_approval
         self.problems = tuple(problems)
+        self.window = window
+
+    @property
+    def waits(self) -> bool:
+        return self.only_approval or self.window is not None
 
 
-def _refuse(env: Environment, sha: str, problems: Sequence[str], *, only_approval: bool = False) -> Refused:
+def _refuse(env: Environment, sha: str, problems: Sequence[str], *, only_approval: bool = False,
+            window: dict[str, Any] | None = None) -> Refused:
     lines = "\n".join(f"  - {p}" for p in problems)
     return Refused(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}", only_approval=only_approval,
-                   problems=problems)
+                   problems=problems, window=window)
 
 
 def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False,
-           force: str | None = None) -> DeployResult:
+           force: str | None = None, break_glass: str | None = None) -> DeployResult:
     """Deploy `sha` (any revision) to `environment` if every precondition holds right now.
 
     Raises GateFailed (exit 1) with every reason when a precondition fails.
     Returns the recorded outcome otherwise (check `DeployResult.ok`). `force` is a
-    person's reason to deploy a quarantined SHA (recorded); automatic paths never pass it.
+    person's reason to deploy a quarantined SHA (recorded); automatic paths never pass it;
+    `break_glass` a person's reason to deploy inside a window (with its approvals; recorded).
     """
     env = find_environment(ctx.pipeline, environment)
     sha = git.resolve_commit(sha, cwd=ctx.root)
@@ -634,23 +732,28 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
         busy = ctx.remote.deploy_in_progress(env.name) if ctx.remote is not None else None
         if busy:
             raise GateFailed(f"another deploy to {env.name} is in progress on GitHub ({busy}); wait for it to finish")
-        result = check(ctx, env, sha, rollback=rollback, force=force)
+        result = check(ctx, env, sha, rollback=rollback, force=force, break_glass=break_glass)
         if result.current == sha and not rollback and result.ok:
             ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
             return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
         if not result.ok:
+            others = [p for p in result.problems if p not in result.window_problems]
             # The approval adds exactly one problem; when it is the only one, the release waits.
-            waiting = result.decision is not None and not result.decision.approved and len(result.problems) == 1
-            raise _refuse(env, sha, result.problems, only_approval=waiting)
+            waiting = result.decision is not None and not result.decision.approved and len(others) == 1
+            # A window holding it waits (the next run after it deploys); a break-glass attempt is simply refused.
+            held = result.window_problems and (waiting or not others) and break_glass is None
+            window = result.window if held else None
+            raise _refuse(env, sha, result.problems, only_approval=waiting and window is None, window=window)
         stop = _Stop()
         with cancel_on_signals(lambda why: stop(CANCELLED, why)):
             return _deploy_with_recovery(ctx, env, sha, lock=lock, stop=stop, rollback=rollback,
-                                         decision=result.decision, current=result.current, force=force)
+                                         decision=result.decision, current=result.current, force=force,
+                                         break_glass=result.break_glass)
 
 
 def _deploy_with_recovery(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, stop: _Stop,
                           rollback: bool, decision: Decision | None, current: str | None,
-                          force: str | None) -> DeployResult:
+                          force: str | None, break_glass: dict[str, Any] | None = None) -> DeployResult:
     """One deploy; then quarantine a SHA that failed, and with `on_failure: rollback` redeploy the last good one."""
     who = deployer(ctx)
     reason = None
@@ -659,8 +762,15 @@ def _deploy_with_recovery(ctx: ReleaseContext, env: Environment, sha: str, *, lo
         ctx.ledger.audit(f"{env.name}: {sha} {reason}")
     elif rollback:
         reason = f"rolled back by {who}"
+    if break_glass:
+        note = _break_glass_note(break_glass)
+        ctx.ledger.audit(f"{env.name}: {sha} {note}")
+        reason = f"{reason}; {note}" if reason else note
     result = _deploy_now(ctx, env, sha, lock=lock, stop=stop, rollback=rollback, decision=decision,
-                         current=current, reason=reason, rollback_from=current if rollback else None)
+                         current=current, reason=reason, rollback_from=current if rollback else None,
+                         break_glass=break_glass)
+    if break_glass:
+        result = dataclasses.replace(result, break_glass=break_glass)
     if rollback and current and current != sha and result.ok:
         # A person rolled the environment back from `current`: no automatic deploy picks it again.
         _quarantine(ctx, env, current, f"{env.name} was rolled back from it by {who}", result.deployment_id)
@@ -711,9 +821,12 @@ def deployer(ctx: ReleaseContext) -> str:
 
 def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: EnvironmentLock, stop: _Stop,
                 rollback: bool, decision: Decision | None, current: str | None, reason: str | None = None,
-                rollback_from: str | None = None, automatic: bool = False) -> DeployResult:
+                rollback_from: str | None = None, automatic: bool = False,
+                break_glass: dict[str, Any] | None = None) -> DeployResult:
     """One deployment, recorded in the ledger and on GitHub whatever happens: deploy command, then `verify`."""
     approval = _approval_record(env, decision)
+    if break_glass:  # kept with the approval, where every view of the deployment reads it (cdkit.history)
+        approval = {**(approval or {}), "break_glass": break_glass}
     deployed_by = deployer(ctx)
     deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval,
                                                 deployed_by=deployed_by, rollback_from=rollback_from,
@@ -730,7 +843,8 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: Enviro
     lock.note(deployment=deployment_id)
     payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
                "deployed_by": deployed_by, "automatic": automatic,
-               **({"rollback_from": rollback_from} if rollback_from else {})}
+               **({"rollback_from": rollback_from} if rollback_from else {}),
+               **({"break_glass": True} if break_glass else {})}
     try:
         status, why, github_id = _start_and_run(ctx, env, sha, deployment_id=deployment_id, lock=lock, stop=stop,
                                                 rollback=rollback, payload=payload, log_path=log_path,
@@ -840,6 +954,10 @@ def after_pipeline(ctx: ReleaseContext, *, sha: str, ref: str | None, passed: bo
             break
         try:
             result = deploy(ctx, env.name, sha)
+        except Refused as exc:
+            result = _held(ctx, env, sha, exc) if exc.window is not None else \
+                DeployResult(env.name, sha, REFUSED, reasons=(str(exc),))
+            ctx.say(f"cdkit: {exc}")
         except GateFailed as exc:
             result = DeployResult(env.name, sha, REFUSED, reasons=(str(exc),))
             ctx.say(f"cdkit: {exc}")
@@ -859,6 +977,17 @@ def deploy_if_approved(ctx: ReleaseContext, environment: str, sha: str) -> Deplo
     try:
         return deploy(ctx, environment, sha)
     except Refused as exc:
+        if exc.window is not None:
+            return _held(ctx, find_environment(ctx.pipeline, environment), sha, exc)
         return DeployResult(environment, sha, WAITING if exc.only_approval else REFUSED, reasons=(str(exc),))
     except GateFailed as exc:
         return DeployResult(environment, sha, REFUSED, reasons=(str(exc),))
+
+
+def _held(ctx: ReleaseContext, env: Environment, sha: str, exc: Refused) -> DeployResult:
+    """A release a window holds: it waits, recorded in the audit log; no queue of missed commits is kept,
+    so the next run after the window (or `cdkit deploy`) deploys the newest commit, not each one missed."""
+    assert exc.window is not None
+    ctx.ledger.audit(f"{env.name}: {sha} waits: held by a window: {exc.window['message']}")
+    ctx.say(f"cdkit: {env.name} waits for {exc.window['message']}; the first run after it deploys the newest commit")
+    return DeployResult(env.name, sha, WAITING, reasons=(str(exc),), window=exc.window)

@@ -38,9 +38,10 @@ def find_workspace(config: str | None, cwd: str | os.PathLike[str] | None = None
     return Workspace(repo=repo, root=repo.root, config_path=config_path)
 
 
-def open_ledger(repo: git.Repo) -> Ledger:
+def open_ledger(repo: git.Repo, *, clock: Callable[[], float] | None = None) -> Ledger:
+    """The repository's ledger; `clock` is for tests in this process only (no option or variable sets it)."""
     try:
-        return Ledger.for_dir(repo.cdkit_dir)
+        return Ledger.for_dir(repo.cdkit_dir, clock=clock)
     except LedgerError as exc:
         raise UsageError(str(exc)) from None
 

@@ -755,7 +755,8 @@ def test_hook_path_imports_neither_click_nor_github_nor_gitpython(repo: Path) ->
         f"sys.path[:0] = {import_paths()!r}\n"
         "from cdkit.hook_entry import run_pre_push\n"
         f"code = run_pre_push('origin', 'url', {stdin.encode()!r}, hook_path=None, environ=os.environ)\n"
-        "heavy = sorted(m for m in ('click', 'github', 'git', 'requests', 'urllib3', 'jsonschema') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('click', 'github', 'git', 'requests', 'urllib3', 'jsonschema', 'croniter',\n"
+        "                            'cdkit.windows') if m in sys.modules)\n"
         "print(code, heavy)\n"
     )
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=repo, capture_output=True, text=True,

@@ -10,17 +10,20 @@ from cdkit.approval import Facts, Review, evaluate
 from cdkit.commands.deploy import when
 from cdkit.errors import GateFailed, UsageError
 from cdkit.release import (
-    LOCAL_VIA, ReleaseContext, find_environment, format_local_identity, local_decision, parse_local_identity,
+    BREAK_GLASS_VIA, LOCAL_VIA, ReleaseContext, break_glass_decision, find_environment, format_local_identity, local_decision, parse_local_identity,
     release_range_people,
 )
-from cdkit.session import find_workspace, load_pipeline, open_ledger
+from cdkit.config import Environment, Pipeline
+from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
 def approve(*, sha: str, environment: str, comment: str, config: str | None, as_json: bool,
-            cwd: str | os.PathLike[str] | None = None) -> int:
+            cwd: str | os.PathLike[str] | None = None, break_glass: bool = False) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     env = find_environment(pipeline, environment)
+    if break_glass:
+        return approve_break_glass(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json)
     if env.mode != "delivery":
         raise UsageError(f"{env.name} is in deployment mode: it deploys without approvals, so there is "
                          "nothing to approve")
@@ -42,7 +45,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
             raise GateFailed(f"refusing the approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
                              "(someone else must approve it)")
         already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer)
-                      for a in ledger.approvals(sha=full, environment=env.name))
+                      for a in ledger.approvals(sha=full, environment=env.name) if a["via"] == LOCAL_VIA)
         approval_id = None if already else ledger.add_approval(sha=full, environment=env.name, approver=approver,
                                                                via=LOCAL_VIA, comment=comment)
         decision = local_decision(ctx, env, full)
@@ -57,6 +60,45 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
     state = "approved: deploy it with" if decision.approved else "still waiting for approvals before"
     output.write_line(f"{have} of {env.approval.required} approval(s); {state} "
                       f"`cdkit deploy --env {env.name} --sha {full[:12]}`")
+    return 0
+
+
+def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, sha: str, comment: str,
+                        as_json: bool) -> int:
+    """A break-glass approval: SHA may deploy inside a window of `env` (by `cdkit deploy --break-glass`).
+
+    Recorded as its own kind (via: break-glass), so it never counts as a normal approval; the
+    same identity rules hold (no author or committer of the release approves it).
+    """
+    if env.break_glass is None:
+        raise UsageError(f"{env.name} has no `break_glass: {{required: N}}` policy, so nothing deploys into its "
+                         "windows; add one to its entry in the pipeline file to allow break-glass deploys")
+    full = git.resolve_commit(sha, cwd=ws.root)
+    approver = format_local_identity(*git.identity(cwd=ws.root))
+    with open_ledger(ws.repo) as ledger:
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+        mine = Review(parse_local_identity(approver), "APPROVED", full, via=BREAK_GLASS_VIA)
+        verdict = evaluate(Facts(sha=full, required=1, reviews=(mine,), reviewers=env.approval.reviewers,
+                                 commit_people=release_range_people(ctx, env.name, full)))
+        if not verdict.approved:
+            raise GateFailed(f"refusing the break-glass approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
+                             "(someone else must approve it)")
+        already = any(a["via"] == BREAK_GLASS_VIA and parse_local_identity(a["approver"]).same_as(mine.reviewer)
+                      for a in ledger.approvals(sha=full, environment=env.name))
+        approval_id = None if already else ledger.add_approval(sha=full, environment=env.name, approver=approver,
+                                                               via=BREAK_GLASS_VIA, comment=comment)
+        decision = break_glass_decision(ctx, env, full, deploying=False)
+    if as_json:
+        output.write_line(json.dumps({"id": approval_id, "sha": full, "environment": env.name, "approver": approver,
+                                      "break_glass": True, "already_approved": already,
+                                      "decision": decision.as_data()}, indent=2))
+        return 0
+    verb = "had already approved" if already else "approved"
+    output.write_line(f"{approver} {verb} a break-glass deploy of {full[:12]} to {env.name}")
+    state = "enough: someone else breaks the glass with" if decision.approved else "still short of what"
+    output.write_line(f"{len(decision.counted)} of {env.break_glass} break-glass approval(s); {state} "
+                      f"`cdkit deploy --env {env.name} --sha {full[:12]} --break-glass --reason TEXT`"
+                      + ("" if decision.approved else " needs"))
     return 0
 
 

@@ -5,14 +5,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from cdkit import git, jsondoc, output
 from cdkit.config import Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
-from cdkit.release import ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment
+from cdkit.release import ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment, window_verdict
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
@@ -58,20 +58,27 @@ def default_sha(ws: Workspace, pipeline: Pipeline) -> str:
 
 def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | None, as_json: bool,
            force: bool = False, reason: str | None = None, environ: Mapping[str, str] = os.environ,
-           cwd: str | os.PathLike[str] | None = None) -> int:
+           cwd: str | os.PathLike[str] | None = None, break_glass: bool = False,
+           clock: Callable[[], float] | None = None) -> int:
+    """`cdkit deploy`; `clock` is for tests in this process only (the ledger's, which the window gate reads)."""
     if force and not (reason and reason.strip()):
         raise UsageError("--force deploys a quarantined commit on purpose: say why with --reason TEXT (recorded)")
+    if break_glass and not (reason and reason.strip()):
+        raise UsageError("--break-glass deploys inside a freeze window: say why with --reason TEXT (recorded)")
+    if reason is not None and not (force or break_glass):
+        raise UsageError("--reason says why --force or --break-glass; give one of them, or leave --reason out")
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     find_environment(pipeline, environment)
     stream = sys.stderr if as_json else sys.stdout
-    with open_ledger(ws.repo) as ledger:
+    with open_ledger(ws.repo, clock=clock) as ledger:
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
                               remote=remote_for(ws, pipeline, environ))
         target = sha or default_sha(ws, pipeline)
         try:
             result = release_deploy(ctx, environment, target, rollback=rollback,
-                                    force=reason.strip() if force and reason else None)
+                                    force=reason.strip() if force and reason else None,
+                                    break_glass=reason.strip() if break_glass and reason else None)
         except GateFailed as exc:
             if not as_json:
                 raise
@@ -85,8 +92,10 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
 def refusal_data(environment: str, sha: str, exc: GateFailed) -> dict[str, Any]:
     """`--json` on a refusal: the same document as a deploy, with `deployed: false` and every problem."""
     problems = list(getattr(exc, "problems", ())) or [str(exc)]
+    window = getattr(exc, "window", None)
     return {"environment": environment, "sha": sha, "status": "refused", "deployed": False,
-            "waiting": bool(getattr(exc, "only_approval", False)), "problems": problems}
+            "waiting": bool(getattr(exc, "only_approval", False)) or window is not None, "window": window,
+            "break_glass": None, "problems": problems}
 
 
 def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list[dict[str, Any]]:
@@ -110,6 +119,8 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
             "quarantined": [{"sha": sha, "reason": q["reason"], "since": q["created_at"]}
                             for sha, q in ledger.quarantined(env.name).items()],
             "last_attempt": {"id": last["id"], "sha": last["sha"], "status": last["status"]} if last else None,
+            "break_glass": bool((approval or {}).get("break_glass")),
+            "window": window_verdict(ctx, env),
         })
     return rows
 
@@ -133,6 +144,7 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
             who = f", approved by {', '.join(r['approved_by'])}" if r["approved_by"] else ""
             back = " (rollback)" if r["rollback"] else ""
             state = {"verified": ", verified", "verification_failed": ", FAILED verification"}.get(r["status"] or "", "")
+            state += " (BREAK-GLASS)" if r["break_glass"] else ""
             what = f"runs {r['sha'][:12]} since {when(r['since'])}{back}{state}{who}"
         else:
             what = "nothing deployed yet"
@@ -142,6 +154,8 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
             output.write_line(f"{' ' * width}  last attempt: #{last['id']} {last['sha'][:12]} {last['status']}")
         for q in r["quarantined"]:
             output.write_line(f"{' ' * width}  quarantined: {q['sha'][:12]} ({q['reason']})")
+        if r["window"] and not r["window"]["allowed"]:
+            output.write_line(f"{' ' * width}  held by a window: {r['window']['message']}")
     return 0
 
 
@@ -177,12 +191,14 @@ def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> l
             "runs_now": verdict.current,
             "deployable": verdict.ok, "problems": list(verdict.problems),
             "quarantined": quarantine_reason(ctx, env.name, sha),
+            "window": verdict.window,
             "verified_since": (verified_since(ctx, env.name, sha) or (None,))[0],
             "approval": verdict.decision.as_data() if verdict.decision else None,
             "approvals": [{"approver": a["approver"], "via": a["via"], "at": a["created_at"], "comment": a["comment"]}
                           for a in ledger.approvals(sha=sha, environment=env.name)],
             "deployments": [{"id": d["id"], "status": d["status"], "rollback": bool(d["rollback"]),
                              "automatic": bool(d["automatic"]), "reason": d["reason"],
+                             "break_glass": bool((d["approval"] or {}).get("break_glass")),
                              "started_at": d["started_at"], "finished_at": d["finished_at"], "log": d["log_path"]}
                             for d in ledger.deployments(environment=env.name, sha=sha)],
         })
@@ -203,6 +219,7 @@ def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
             output.write_line("    no approvals recorded")
         for d in r["deployments"]:
             back = (" automatic rollback" if d["automatic"] else " rollback") if d["rollback"] else ""
+            back += " BREAK-GLASS" if d["break_glass"] else ""
             why = f" ({d['reason']})" if d["reason"] else ""
             output.write_line(f"    deployment #{d['id']}{back} {d['status'].replace('_', ' ')} at "
                               f"{when(d['finished_at'] or d['started_at'])}{why}")
@@ -210,6 +227,8 @@ def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
             output.write_line(f"    verified there since {when(r['verified_since'])}")
         if r["quarantined"]:
             output.write_line(f"    QUARANTINED: {r['quarantined']}")
+        if r["window"] and not r["window"]["allowed"]:
+            output.write_line(f"    HELD by a window: {r['window']['message']}")
         if r["runs_now"] != sha:
             state = "deployable now" if r["deployable"] else "not deployable: " + "; ".join(r["problems"])
             output.write_line(f"    {state}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cdkit import git, jsondoc, output
@@ -18,10 +19,12 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:
+def status(*, rev: str, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None,
+           clock: Callable[[], float] | None = None) -> int:
+    """`cdkit status`; `clock` is for tests in this process only (windows are judged at the ledger's time)."""
     ws = find_workspace(config, cwd)
     sha = git.resolve_commit(rev, cwd=ws.root)
-    with open_ledger(ws.repo) as ledger:
+    with open_ledger(ws.repo, clock=clock) as ledger:
         latest = ledger.latest_stage_results(sha, include_dirty=True, ignore_reasons=NOT_JUDGED_PREFIXES)
         # What a release gate sees: runs of the committed tree only (cdkit.release.ledger_stage_verdicts).
         counted = ledger.latest_stage_results(sha, ignore_reasons=NOT_JUDGED_PREFIXES)
