@@ -765,6 +765,7 @@ def _deploy_with_recovery(ctx: ReleaseContext, env: Environment, sha: str, *, lo
     if break_glass:
         note = _break_glass_note(break_glass)
         ctx.ledger.audit(f"{env.name}: {sha} {note}")
+        ctx.say(f"cdkit: BREAK-GLASS: {break_glass['held']}; {note}")
         reason = f"{reason}; {note}" if reason else note
     result = _deploy_now(ctx, env, sha, lock=lock, stop=stop, rollback=rollback, decision=decision,
                          current=current, reason=reason, rollback_from=current if rollback else None,

@@ -315,3 +315,15 @@ def test_break_glass_approvals_never_count_as_normal_approvals(repo: Path) -> No
     assert cdkit("approve", sha, "--env", "production", cwd=repo, env=BOB).returncode == 0
     with at(repo, WEDNESDAY_NOON) as ledger:
         assert deploy(context(repo, ledger), "production", sha).ok
+
+
+def test_run_deploy_held_by_a_window_waits_with_exit_0_and_says_so_in_json(repo: Path) -> None:
+    # The real CLI reads the real clock: a 2-hour window that opened this hour holds now.
+    text = pipeline().replace('"0 16 * * FRI", duration: 64h', f'{_daily_window_starting(0)}, duration: 2h')
+    commit(repo, {".cdkit.yml": text})
+    result = cdkit("run", "--deploy", "--json", cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (held,) = json.loads(result.stdout)["deployments"]
+    assert (held["status"], held["deployed"], held["exit_code"]) == ("waiting", False, 0)
+    assert held["window"]["window"] == "weekend freeze" and deployed(repo) == []
+    assert "production waits for weekend freeze until " in result.stderr

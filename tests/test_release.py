@@ -559,10 +559,20 @@ def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) ->
     assert "authored or committed a commit being released, so cannot approve it" in text
     assert "deploying it would roll prod back: pass --rollback" in text
     assert "cdkit: rolling back prod to" in text
-    assert text.count("  cdkit: deploying ") + text.count("  cdkit: rolling back ") == 8
+    before_windows = text.split("── 15.", 1)[0]
+    assert before_windows.count("  cdkit: deploying ") + before_windows.count("  cdkit: rolling back ") == 8
     story = text.split("rolls itself back when that fails", 1)[1].split("── 13.", 1)[0]
     assert "staging: verification failed (verification failed after 2 attempts" in story
     assert "on_failure: rollback: staging goes back to" in story and "is quarantined for staging" in story
+    # Windows (issue 10 §4): a freeze refusal naming the window, then break-glass with a second approver.
+    freeze = text.split("── 15.", 1)[1].split("── 16.", 1)[0]
+    glass = text.split("── 16.", 1)[1].split("\nDone.", 1)[0]
+    assert len(freeze.splitlines()) < 60 and len(glass.splitlines()) < 60
+    assert "prod is held by a window: change freeze until " in freeze and "deploying prod" not in freeze
+    assert "break-glass needs 1 break-glass approval(s)" in glass
+    assert "Bob Reviewer <bob@example.com> approved a break-glass deploy of" in glass
+    assert "cdkit: BREAK-GLASS: change freeze until " in glass and "to prod: success" in glass
+    assert glass.count("cdkit: deploying prod") == 1 and "BREAK-GLASS\n" in glass  # the history's flag
 
 
 PATHS_PIPELINE = config(f"""

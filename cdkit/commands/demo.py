@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cdkit import output
@@ -225,7 +226,49 @@ def story_hook(demo: Demo) -> None:
     demo.cdkit("hook", "status")
 
 
-STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases, story_verify, story_hook)
+def freeze_text(now: datetime) -> str:
+    """prod's freeze window, opened at the start of this hour (UTC) for 2 hours: in force while the demo runs."""
+    return textwrap.indent(textwrap.dedent(f"""\
+        break_glass: {{required: 1}}
+        windows:
+          - name: change freeze
+            deny: {{schedule: "0 {now.hour} * * *", duration: 2h, timezone: UTC}}
+        """), "    ")
+
+
+def story_freeze(demo: Demo) -> None:
+    demo.step("A freeze window: prod takes no deploy while it holds, and says until when")
+    demo.say("prod gets a `windows:` entry: a deny window (cron schedule, duration, IANA time zone) that opened at "
+             "the start of this hour. Staging has none, so it still deploys by itself.")
+    text = (demo.repo / ".cdkit.yml").read_text()
+    text = text.replace("approval: {via: local, required: 1}\n",
+                        "approval: {via: local, required: 1}\n" + freeze_text(datetime.now(timezone.utc)), 1)
+    (demo.repo / "maintenance.flag").unlink(missing_ok=True)
+    frozen = demo.commit({".cdkit.yml": text}, "Freeze prod for two hours; maintenance over")
+    demo.cdkit("run", "--deploy")
+    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    bob.cdkit("approve", frozen[:12], "--env", "prod",
+              show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {frozen[:12]} --env prod")
+    demo.cdkit("deploy", "--env", "prod")
+
+
+def story_break_glass(demo: Demo) -> None:
+    demo.step("Break-glass: deploying inside the freeze needs a second person's break-glass approval")
+    frozen = demo.git("rev-parse", "HEAD")
+    reason = ("deploy", "--env", "prod", "--break-glass", "--reason", "hotfix for the outage")
+    shown = "cdkit deploy --env prod --break-glass --reason 'hotfix for the outage'"
+    demo.cdkit(*reason, show=shown)
+    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    bob.cdkit("approve", frozen[:12], "--env", "prod", "--break-glass", "--comment", "outage confirmed",
+              show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {frozen[:12]} --env prod --break-glass "
+                   "--comment 'outage confirmed'")
+    demo.cdkit(*reason, show=shown)
+    demo.say("The deployment is flagged for good: in the history, `cdkit status` and `cdkit environments`.")
+    demo.cdkit("history", "--env", "prod", "--since", "1d")
+
+
+STORIES: tuple[Callable[[Demo], None], ...] = (story_stages, story_releases, story_verify, story_hook, story_freeze,
+                                               story_break_glass)
 
 
 def demo(*, keep: bool = False) -> int:
