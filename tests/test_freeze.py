@@ -76,6 +76,15 @@ def at(repo: Path, when: float) -> Ledger:
     return Ledger(repo / ".git" / "cdkit" / "ledger.sqlite3", clock=lambda: when)
 
 
+def document(capfd: pytest.CaptureFixture[str]) -> dict:  # type: ignore[type-arg]
+    """The --json document a command printed in this process, checked against its published schema."""
+    from tests.json_schemas import validate_document
+
+    out = capfd.readouterr().out
+    validate_document(out)
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
 def deployed(repo: Path) -> list[str]:
     path = Path(os.environ["DEPLOY_LOG"])
     return [line.split()[1] for line in path.read_text().splitlines()] if path.exists() else []
@@ -153,7 +162,7 @@ def test_cdkit_deploy_after_the_window_deploys_the_release_branch_tip(repo: Path
                        clock=lambda: FRIDAY_EVENING)
     code = deploy_command(environment="production", sha=None, rollback=False, config=None, as_json=True, cwd=repo,
                           clock=lambda: FRIDAY_EVENING)
-    refusal = json.loads(capfd.readouterr().out)
+    refusal = document(capfd)
     assert code == 1 and refusal["waiting"] is True and refusal["window"]["window"] == "weekend freeze"
     assert deploy_command(environment="production", sha=None, rollback=False, config=None, as_json=False, cwd=repo,
                           clock=lambda: MONDAY_AFTER) == 0
@@ -184,14 +193,14 @@ def test_plan_and_status_warn_when_a_release_would_land_in_a_window(repo: Path,
         capfd.readouterr().out
     plan_command(config=None, base=None, head=None, trigger="manual", as_json=True, cwd=repo,
                  clock=lambda: FRIDAY_EVENING)
-    assert json.loads(capfd.readouterr().out)["windows"][0]["window"] == "weekend freeze"
+    assert document(capfd)["windows"][0]["window"] == "weekend freeze"
     plan_command(config=None, base=None, head=None, trigger="manual", as_json=False, cwd=repo,
                  clock=lambda: WEDNESDAY_NOON)
     assert "would wait" not in capfd.readouterr().out  # positive control
     status_command(rev=sha, config=None, as_json=False, cwd=repo, clock=lambda: FRIDAY_EVENING)
     assert "HELD by a window: weekend freeze until Mon 08:00 Europe/Berlin" in capfd.readouterr().out
     status_command(rev=sha, config=None, as_json=True, cwd=repo, clock=lambda: WEDNESDAY_NOON)
-    data = json.loads(capfd.readouterr().out)
+    data = document(capfd)
     assert data["environments"][0]["window"]["allowed"] is True and data["environments"][0]["deployable"] is True
 
 
@@ -244,7 +253,7 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
     sha = passing(repo, {".cdkit.yml": pipeline()})
     capfd.readouterr()
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1  # no break-glass approval yet
-    refusal = json.loads(capfd.readouterr().out)
+    refusal = document(capfd)
     assert refusal["deployed"] is False and refusal["waiting"] is False
     assert f"break-glass needs 1 break-glass approval(s) of {sha[:12]}: needs 1 approval(s) of {sha[:12]}, has 0" \
         in refusal["problems"][0]
@@ -260,11 +269,11 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
     monkeypatch.setenv("GIT_COMMITTER_NAME", BOB["GIT_COMMITTER_NAME"])
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", BOB["GIT_COMMITTER_EMAIL"])
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1
-    assert "triggered this run (actor), so cannot approve it" in json.loads(capfd.readouterr().out)["problems"][0]
+    assert "triggered this run (actor), so cannot approve it" in document(capfd)["problems"][0]
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Ada Author")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "ada@example.com")
     assert break_glass(repo, FRIDAY_EVENING, sha) == 0
-    result = json.loads(capfd.readouterr().out)
+    result = document(capfd)
     assert result["deployed"] is True and deployed(repo) == [sha]
     glass = result["break_glass"]
     assert (glass["window"], glass["reason"], [c["who"] for c in glass["counted"]]) == \
@@ -289,7 +298,7 @@ def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_
     capfd.readouterr()
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1
     assert "this environment has no `break_glass:` policy, so nothing deploys into its windows" in \
-        json.loads(capfd.readouterr().out)["problems"][0]
+        document(capfd)["problems"][0]
     refused = cdkit("approve", sha, "--env", "production", "--break-glass", cwd=repo, env=BOB)
     assert refused.returncode == 2 and "has no `break_glass: {required: N}` policy" in refused.stderr
     passing(repo, {".cdkit.yml": pipeline(break_glass=2)})
@@ -298,7 +307,7 @@ def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_
         assert cdkit("approve", tip, "--env", "production", "--break-glass", cwd=repo, env=who).returncode == 0
     assert break_glass(repo, WEDNESDAY_NOON, tip) == 1  # nothing to break outside a window
     assert "--break-glass: no window holds production now; deploy without --break-glass" in \
-        json.loads(capfd.readouterr().out)["problems"][0]
+        document(capfd)["problems"][0]
     with pytest.raises(UsageError, match="say why with --reason TEXT"):
         break_glass(repo, FRIDAY_EVENING, tip, reason="  ")
     assert break_glass(repo, FRIDAY_EVENING, tip) == 0  # two approvals, as required: the positive control

@@ -89,9 +89,9 @@ def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, 
                                                                via=BREAK_GLASS_VIA, comment=comment)
         decision = break_glass_decision(ctx, env, full, deploying=False)
     if as_json:
-        output.write_line(json.dumps({"id": approval_id, "sha": full, "environment": env.name, "approver": approver,
-                                      "break_glass": True, "already_approved": already,
-                                      "decision": decision.as_data()}, indent=2))
+        jsondoc.write("approve", {"approved": True, "id": approval_id, "sha": full, "environment": env.name,
+                                  "approver": approver, "already_approved": already, "break_glass": True,
+                                  "decision": decision.as_data()})
         return 0
     verb = "had already approved" if already else "approved"
     output.write_line(f"{approver} {verb} a break-glass deploy of {full[:12]} to {env.name}")
