@@ -10,8 +10,13 @@ same rules hold whatever the source:
 - an approval counts only for the exact SHA being released;
 - the approver needs write, maintain or admin permission when permissions are
   known, and must be listed in `reviewers:` when that list is given;
-- the PR author, the authors and committers of the released range, the run's
-  actor and triggering actor, and bots never count;
+- the people who wrote, brought in or started the change never count (`Excluded`:
+  the accounts of each released commit's author, committer and `Co-authored-by:`
+  people, the authors of the pull requests that brought them in, their direct
+  pushers, the release PR's author, the run's actor and triggering actor), nor bots;
+- a released commit that names nobody those rules can match (`Facts.unidentified`)
+  blocks the release unless the policy allows it (`approval.unidentified_authors`),
+  and a decision that relied on that allowance says so;
 - a dismissed review counts for nothing; an outstanding change request from
   anyone blocks.
 """
@@ -107,6 +112,14 @@ class Review:
 
 
 @dataclass(frozen=True)
+class Excluded:
+    """Someone who may not approve this release, and why (\"authored 1a2b3c4d5e6f\")."""
+
+    person: Identity
+    why: str
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything the decision depends on, gathered at decision time."""
 
@@ -121,6 +134,10 @@ class Facts:
     commit_people: tuple[Identity, ...] = ()  # authors and committers of the released range
     actor: Identity | None = None
     triggering_actor: Identity | None = None
+    excluded: tuple[Excluded, ...] = ()  # everyone else who wrote, brought in or pushed the released commits
+    # Released commits nobody above identifies (`sha (Name <email>)`): who wrote them is unknown.
+    unidentified: tuple[str, ...] = ()
+    allow_unidentified: bool = False  # approval.unidentified_authors: allow
 
 
 @dataclass(frozen=True)
@@ -141,10 +158,15 @@ class Decision:
     approved: bool
     reasons: tuple[str, ...]
     counted: tuple[Counted, ...]
+    # Released commits of unknown authorship this decision let through (approval.unidentified_authors: allow).
+    unidentified_allowed: tuple[str, ...] = ()
 
     def as_data(self) -> dict[str, object]:
-        return {"approved": self.approved, "reasons": list(self.reasons),
-                "counted": [c.as_data() for c in self.counted]}
+        data: dict[str, object] = {"approved": self.approved, "reasons": list(self.reasons),
+                                   "counted": [c.as_data() for c in self.counted]}
+        if self.unidentified_allowed:
+            data["unidentified_authors_allowed"] = list(self.unidentified_allowed)
+        return data
 
 
 def permission_key(person: Identity) -> str:
@@ -186,6 +208,9 @@ def _excluded_because(person: Identity, facts: Facts) -> str | None:
     for committer in facts.commit_people:
         if person.same_as(committer):
             return "authored or committed a commit being released"
+    for excluded in facts.excluded:
+        if person.same_as(excluded.person):
+            return excluded.why
     if facts.actor and person.same_as(facts.actor):
         return "triggered this run (actor)"
     if facts.triggering_actor and person.same_as(facts.triggering_actor):
@@ -210,11 +235,33 @@ def _not_counted_because(review: Review, facts: Facts) -> str | None:
     return None
 
 
+UNIDENTIFIED_FIX = ("link each commit's author email to their GitHub account (GitHub: Settings > Emails), or, "
+                    "to accept commits whose authors cdkit cannot tell apart from the approvers, set "
+                    "`approval.unidentified_authors: allow` in .cdkit.yml")
+_SHOWN_UNIDENTIFIED = 10
+
+
+def unidentified_problem(unidentified: tuple[str, ...]) -> str:
+    """Why released commits that name nobody block every approval, and how to fix it."""
+    shown = ", ".join(unidentified[:_SHOWN_UNIDENTIFIED])
+    more = f" and {len(unidentified) - _SHOWN_UNIDENTIFIED} more" if len(unidentified) > _SHOWN_UNIDENTIFIED else ""
+    return (f"{len(unidentified)} released commit(s) name no GitHub account cdkit can exclude (email not linked "
+            f"to an account, no pull request, no recorded pusher): {shown}{more}; their author could approve "
+            f"their own change, so no approval counts: {UNIDENTIFIED_FIX}")
+
+
 def evaluate(facts: Facts) -> Decision:
     """Decide whether `facts.sha` is approved, with one reason per review considered."""
     reasons: list[str] = []
     counted: dict[str, Counted] = {}
     blocked = False
+    if facts.unidentified and not facts.allow_unidentified:
+        blocked = True
+        reasons.append(unidentified_problem(facts.unidentified))
+    elif facts.unidentified:
+        reasons.append(f"{len(facts.unidentified)} released commit(s) name no GitHub account "
+                       f"({', '.join(facts.unidentified[:_SHOWN_UNIDENTIFIED])}); allowed by "
+                       "approval.unidentified_authors: allow")
     for review in latest_decisive(facts.reviews).values():
         who = review.reviewer.display
         state = review.normalized_state
@@ -236,4 +283,6 @@ def evaluate(facts: Facts) -> Decision:
     if have < facts.required and not blocked:
         reasons.append(f"needs {facts.required} approval(s) of {facts.sha[:12]}, has {have}")
     approved = not blocked and have >= facts.required
-    return Decision(approved=approved, reasons=tuple(reasons), counted=tuple(counted.values()))
+    allowed = facts.unidentified if facts.allow_unidentified else ()
+    return Decision(approved=approved, reasons=tuple(reasons), counted=tuple(counted.values()),
+                    unidentified_allowed=allowed)

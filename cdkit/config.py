@@ -63,6 +63,9 @@ class ApprovalPolicy(NamedTuple):
     required: int = 1
     reviewers: tuple[str, ...] = ()
     merge: bool = False  # via: review: merge the release pull request once deployed
+    # A released commit that names no GitHub account: "refuse" (fail closed) or "allow" (recorded).
+    unidentified_authors: str = "refuse"
+    signed: bool = True  # via: local: approvals must carry a signature verified against .cdkit/allowed_signers
 
 
 class Verify(NamedTuple):
@@ -903,6 +906,8 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                     required=approval.get("required", 1),
                     reviewers=tuple(approval.get("reviewers") or ()),
                     merge=approval.get("merge", False),
+                    unidentified_authors=approval.get("unidentified_authors", "refuse"),
+                    signed=approval.get("signed", True),
                 ),
                 env_passthrough=tuple(raw.get("env_passthrough") or ()),
                 verify=_verify(raw.get("verify")),

@@ -330,6 +330,19 @@ def commits_in_range(base: str | None, head: str, cwd: str | os.PathLike[str] | 
     return commits
 
 
+def commit_messages(base: str | None, head: str, cwd: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The full message of each commit reachable from `head` but not from `base` (for its trailers)."""
+    args = ["log", "-z", "--format=%H%x00%B", "--end-of-options", head]
+    if base:
+        args.append(f"^{base}")
+    fields = git_b(*args, "--", cwd=cwd).split(b"\0")
+    # `-z` separates commits with a NUL and the format puts one after the SHA: sha, message, sha, message, ...
+    messages = {}
+    for sha, message in zip(fields[0::2], fields[1::2], strict=False):
+        messages[_decode(sha).strip()] = _decode(message)
+    return messages
+
+
 FETCH_TIMEOUT = 120.0  # seconds, unless the caller passes its own (`--max-wait`)
 
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate
+from cdkit.people import CommitPeople, ReleasePeople, coauthors, release_people
 from cdkit.config import Environment, Pipeline, Stage, Verify
 from cdkit.deploylock import EnvironmentLock, LockBusy
 from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
@@ -82,7 +83,9 @@ class Remote(Protocol):
     def last_good_sha(self, environment: str, *, besides: str) -> str | None: ...
     def deploy_in_progress(self, environment: str) -> str | None: ...
     def preflight(self, environment: Environment) -> None: ...
-    def approval(self, environment: Environment, sha: str, commit_people: tuple[Identity, ...]) -> Decision: ...
+    def approval(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision: ...
+    def commit_people(self, base: str | None, head: str,
+                      commits: tuple[CommitPeople, ...]) -> tuple[CommitPeople, ...]: ...
     def start_deployment(self, environment: Environment, sha: str, *, payload: dict[str, Any],
                          rollback: bool) -> int | None: ...
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
@@ -322,17 +325,40 @@ def format_local_identity(name: str, email: str) -> str:
     return f"{name} <{email}>"
 
 
-def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tuple[Identity, ...]:
-    """Authors and committers of what this release adds to the environment (everything, on its first deploy)."""
+def release_base(ctx: ReleaseContext, environment: str) -> str | None:
+    """Where the release range of `environment` starts: what it runs now, when this clone has that commit."""
     current = current_sha(ctx, environment)
-    base = current if current and git.commit_exists(current, cwd=ctx.root) else None
-    people: dict[frozenset[str], Identity] = {}
-    for commit in git.commits_in_range(base, sha, cwd=ctx.root):
-        for name, email in ((commit.author_name, commit.author_email),
-                            (commit.committer_name, commit.committer_email)):
-            person = Identity(name=name, email=email)
-            people.setdefault(person.keys(), person)
-    return tuple(people.values())
+    return current if current and git.commit_exists(current, cwd=ctx.root) else None
+
+
+def release_commits(ctx: ReleaseContext, base: str | None, sha: str) -> tuple[CommitPeople, ...]:
+    """Every commit the release adds (from git: no cap), with its git author, committer and co-authors."""
+    messages = git.commit_messages(base, sha, cwd=ctx.root)
+    return tuple(
+        CommitPeople(sha=c.sha, author=Identity(name=c.author_name, email=c.author_email),
+                     committer=Identity(name=c.committer_name, email=c.committer_email),
+                     coauthors=coauthors(messages.get(c.sha, "")))
+        for c in git.commits_in_range(base, sha, cwd=ctx.root)
+    )
+
+
+def gather_people(ctx: ReleaseContext, environment: str, sha: str, *, github: bool = True) -> ReleasePeople:
+    """Who wrote, brought in or pushed what this release adds (everything, on its first deploy).
+
+    With GitHub (`github` and a remote), each commit also gets its linked accounts, the
+    pull requests that brought it in and its recorded direct pushers, and commits none of
+    those identify are listed as unidentified.
+    """
+    base = release_base(ctx, environment)
+    commits = release_commits(ctx, base, sha)
+    if github and ctx.remote is not None:
+        return release_people(ctx.remote.commit_people(base, sha, commits), accounts_known=True)
+    return release_people(commits, accounts_known=False)
+
+
+def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tuple[Identity, ...]:
+    """Authors, committers and co-authors of what this release adds, as git knows them."""
+    return tuple(e.person for e in gather_people(ctx, environment, sha, github=False).excluded)
 
 
 def local_reviews(ledger: Ledger, environment: str, sha: str) -> tuple[Review, ...]:
@@ -344,11 +370,32 @@ def local_reviews(ledger: Ledger, environment: str, sha: str) -> tuple[Review, .
     )
 
 
+def run_people(ctx: ReleaseContext) -> tuple[Identity | None, Identity | None]:
+    """In Actions, the run's actor and triggering actor (for `Facts`); nobody elsewhere."""
+    if ctx.environ.get("GITHUB_ACTIONS") != "true":
+        return None, None
+    actor, triggering = ctx.environ.get("GITHUB_ACTOR"), ctx.environ.get("GITHUB_TRIGGERING_ACTOR")
+    return Identity(login=actor) if actor else None, Identity(login=triggering) if triggering else None
+
+
+def local_facts(ctx: ReleaseContext, env: Environment, sha: str, reviews: tuple[Review, ...],
+                required: int | None = None) -> Facts:
+    """`via: local`: the approvers are git identities, so they are compared with the commits' git identities.
+
+    Emails compare without GitHub, so nothing is "unidentified" here; with GitHub, the
+    pull-request authors and pushers are excluded too (matched when the approver's email
+    is linked to their account on one of the released commits).
+    """
+    people = gather_people(ctx, env.name, sha)
+    actor, triggering = run_people(ctx)
+    return Facts(sha=sha, required=env.approval.required if required is None else required, reviews=reviews,
+                 reviewers=env.approval.reviewers, excluded=people.excluded, actor=actor,
+                 triggering_actor=triggering)
+
+
 def local_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:
     """The `via: local` policy from the ledger's approvals, with the same rules as a PR review."""
-    facts = Facts(sha=sha, required=env.approval.required, reviews=local_reviews(ctx.ledger, env.name, sha),
-                  reviewers=env.approval.reviewers, commit_people=release_range_people(ctx, env.name, sha))
-    return evaluate(facts)
+    return evaluate(local_facts(ctx, env, sha, local_reviews(ctx.ledger, env.name, sha)))
 
 
 def approval_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:
@@ -359,7 +406,7 @@ def approval_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decisi
         return Decision(False, (
             f"{env.name} is approved through {how} (approval.via: {env.approval.via}), which needs GitHub: "
             "run this in the cdkit Action, or set GITHUB_TOKEN and GITHUB_REPOSITORY",), ())
-    return ctx.remote.approval(env, sha, release_range_people(ctx, env.name, sha))
+    return ctx.remote.approval(env, sha, gather_people(ctx, env.name, sha))
 
 
 # --- preconditions ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from cdkit.config import Environment, Evidence, Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_repository
 from cdkit.ledger import Ledger
+from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
     GOOD, QUARANTINED_PREFIX, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha, deploy,
     deploy_if_approved, find_environment,
@@ -59,6 +60,12 @@ def _identity(user: Mapping[str, Any] | None) -> Identity | None:
         return None
     return Identity(id=str(user["id"]) if user.get("id") is not None else None, login=user.get("login"),
                     bot=user.get("type") == "Bot")
+
+
+def _people_facts(environment: Environment, people: ReleasePeople) -> dict[str, Any]:
+    """The `Facts` fields about who wrote the release, under this environment's policy."""
+    return {"excluded": people.excluded, "unidentified": people.unidentified,
+            "allow_unidentified": environment.approval.unidentified_authors == "allow"}
 
 
 def _login_identity(login: str | None) -> Identity | None:
@@ -94,6 +101,9 @@ class GitHubRemote:
     evidence: Evidence = Evidence()  # whose check runs, statuses and deployments count
     report: str = "auto"  # the pipeline's `report:`: statuses count only where CI may post them
     clock: Callable[[], float] = time.time
+    # What `commit_people` read, per range: who wrote a commit does not change between two checks of one deploy.
+    _people_read: dict[tuple[str | None, str, tuple[str, ...]], tuple[CommitPeople, ...]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -323,14 +333,96 @@ class GitHubRemote:
 
     # --- approvals -------------------------------------------------------------------------------
 
-    def approval(self, environment: Environment, sha: str, commit_people: tuple[Identity, ...]) -> Decision:
+    def approval(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision:
         if environment.approval.via == "environment":
-            return self.environment_decision(environment, sha, commit_people)
+            return self.environment_decision(environment, sha, people)
         pull = self.release_pull(environment.name)
         if pull is None:
             return Decision(False, (f"there is no open release pull request for {environment.name} "
                                     f"(open one: cdkit release open --env {environment.name})",), ())
-        return self.review_decision(environment, sha, pull, commit_people)
+        return self.review_decision(environment, sha, pull, people)
+
+    # --- who wrote, brought in and pushed the released commits -------------------------------------
+
+    def commit_people(self, base: str | None, head: str,
+                      commits: tuple[CommitPeople, ...]) -> tuple[CommitPeople, ...]:
+        """Each released commit with its linked accounts, the pull requests that brought it in, and its pushers.
+
+        Accounts come from compare (every page: a range of any length) or, for commits
+        compare did not list (no base), from the commit itself. Every read that fails
+        raises, so the approval fails closed.
+        """
+        key = (base, head, tuple(c.sha for c in commits))
+        if key in self._people_read:  # a deploy checks twice (before the lock and right before deploying)
+            return self._people_read[key]
+        accounts = self._range_accounts(base, head) if base else {}
+        with_pulls = []
+        for c in commits:
+            author, committer = accounts[c.sha] if c.sha in accounts else self._commit_accounts(c.sha)
+            with_pulls.append(dataclasses.replace(c, author_account=author, committer_account=committer,
+                                                  pulls=self._pulls_of(c.sha)))
+        # A commit a merged pull request brought in was not pushed directly: only the others are looked up.
+        pushers = self._direct_pushers([c for c in with_pulls if not any(p.merged for p in c.pulls)])
+        out = [dataclasses.replace(c, pushers=tuple(pushers.get(c.sha, ()))) for c in with_pulls]
+        self._people_read[key] = tuple(out)
+        return self._people_read[key]
+
+    def _range_accounts(self, base: str, head: str) -> dict[str, tuple[Identity | None, Identity | None]]:
+        commits = self._all(f"/compare/{base}...{head}", f"compare {base[:12]}...{head[:12]}", "contents: read",
+                            item_key="commits")
+        return {str(c.get("sha")): (_identity(c.get("author")), _identity(c.get("committer"))) for c in commits}
+
+    def _commit_accounts(self, sha: str) -> tuple[Identity | None, Identity | None]:
+        data = self._get(f"/commits/{sha}", f"read the commit {sha[:12]}", "contents: read")
+        return _identity(data.get("author")), _identity(data.get("committer"))
+
+    def _pulls_of(self, sha: str) -> tuple[PullRequest, ...]:
+        """The pull requests GitHub associates with `sha`; cdkit's own release PRs bring nothing in."""
+        pulls = self._all(f"/commits/{sha}/pulls", f"list the pull requests of {sha[:12]}", "pull-requests: read")
+        return tuple(PullRequest(int(p["number"]), _identity(p.get("user")),
+                                 merged=bool(p.get("merged_at")) and not self._is_any_release_pull(p))
+                     for p in pulls)
+
+    def _is_any_release_pull(self, pull: Mapping[str, Any]) -> bool:
+        return str((pull.get("head") or {}).get("ref") or "").startswith(RELEASE_PREFIX)
+
+    def _direct_pushers(self, commits: list[CommitPeople]) -> dict[str, list[Identity]]:
+        """SHA -> who pushed it directly to the release branch, from cdkit's push records (trusted check runs).
+
+        A record sits on the pushed head and covers `before..head`; it counts only when
+        the trusted app created it in a push workflow run of this repository for that
+        head (as for stage results, see `cdkit.evidence`).
+        """
+        in_range = {c.sha for c in commits}
+        pushed: dict[str, list[Identity]] = {}
+        for c in commits:
+            for before, pusher in self._push_records(c.sha):
+                covered = [c.sha]
+                if git.commit_exists(before, cwd=self.root):
+                    covered = [x.sha for x in git.commits_in_range(before, c.sha, cwd=self.root)]
+                for sha in covered:
+                    if sha in in_range:
+                        pushed.setdefault(sha, []).append(pusher)
+        return pushed
+
+    def _push_records(self, sha: str) -> list[tuple[str, Identity]]:
+        runs = self._all(f"/commits/{sha}/check-runs", f"read the push records of {sha[:12]}", "checks: read",
+                         item_key="check_runs", check_name=PUSH_RECORD_NAME, filter="all")
+        candidates = [r for r in runs if r.get("name") == PUSH_RECORD_NAME
+                      and (r.get("app") or {}).get("id") == self.evidence.app_id
+                      and parse_push_record(r.get("external_id")) is not None]
+        if not candidates:
+            return []
+        workflow_runs = self._all("/actions/runs", f"read the workflow runs of {sha[:12]}", "actions: read",
+                                  item_key="workflow_runs", head_sha=sha)
+        push_runs = [w for w in workflow_runs if w.get("event") == "push"]
+        suites = evidence.workflow_suites(push_runs, self.repo, sha)
+        records = []
+        for run in candidates:
+            parsed = parse_push_record(run.get("external_id"))
+            if parsed is not None and (run.get("check_suite") or {}).get("id") in suites:
+                records.append(parsed)
+        return records
 
     def release_pull(self, environment: str) -> dict[str, Any] | None:
         owner = self.repo.split("/")[0]
@@ -351,7 +443,7 @@ class GitHubRemote:
         return _same_repo(head, base, self.repo)
 
     def review_decision(self, environment: Environment, sha: str, pull: Mapping[str, Any],
-                        commit_people: tuple[Identity, ...]) -> Decision:
+                        people: ReleasePeople) -> Decision:
         number = int(pull["number"])
         reviews = tuple(
             Review(reviewer=_identity(r.get("user")) or Identity(), state=str(r.get("state") or ""),
@@ -359,22 +451,16 @@ class GitHubRemote:
                    id=int(r.get("id") or 0), comment=str(r.get("body") or ""), via=f"review on #{number}")
             for r in self._all(f"/pulls/{number}/reviews", f"read the reviews of #{number}", "pull-requests: read")
         )
-        people = list(commit_people)
-        for c in self._all(f"/pulls/{number}/commits", f"read the commits of #{number}", "pull-requests: read"):
-            for role in ("author", "committer"):
-                account = _identity(c.get(role))
-                git_side = (c.get("commit") or {}).get(role) or {}
-                people.append(Identity(id=account.id if account else None, login=account.login if account else None,
-                                       email=git_side.get("email"), name=git_side.get("name")))
         permissions = {permission_key(r.reviewer): self.permission(r.reviewer) for r in reviews
                        if r.normalized_state == "APPROVED" and r.reviewer.login}
+        actor, triggering = self._review_run_people()
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
-            permissions=permissions, pr_author=_identity(pull.get("user")), commit_people=tuple(people),
-            **self._review_run_people(),
+            permissions=permissions, pr_author=_identity(pull.get("user")), actor=actor, triggering_actor=triggering,
+            **_people_facts(environment, people),
         ))
 
-    def _review_run_people(self) -> dict[str, Identity | None]:
+    def _review_run_people(self) -> tuple[Identity | None, Identity | None]:
         """Who started this run, for `Facts.actor` / `Facts.triggering_actor` of a review decision.
 
         The actor of a `pull_request_review` run is the reviewer: excluding them would
@@ -385,10 +471,10 @@ class GitHubRemote:
         """
         actor, triggering = _login_identity(self.actor), _login_identity(self.triggering_actor)
         if self.event_name != REVIEW_EVENT:
-            return {"actor": actor, "triggering_actor": triggering}
+            return actor, triggering
         if triggering is not None and actor is not None and triggering.same_as(actor):
             triggering = None
-        return {"actor": None, "triggering_actor": triggering}
+        return None, triggering
 
     def permission(self, person: Identity) -> str:
         """The reviewer's permission now (role_name knows maintain/triage; `permission` is the legacy field)."""
@@ -401,8 +487,7 @@ class GitHubRemote:
             raise
         return str(data.get("role_name") or data.get("permission") or "none")
 
-    def environment_decision(self, environment: Environment, sha: str,
-                             commit_people: tuple[Identity, ...]) -> Decision:
+    def environment_decision(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision:
         """Who approved this run's deploy job for the environment (GitHub's required reviewers)."""
         if not self.run_id:
             return Decision(False, ("environment approvals belong to an Actions run, and GITHUB_RUN_ID is not set "
@@ -421,7 +506,7 @@ class GitHubRemote:
                                     "bypass, or the job does not declare `environment:`); cdkit does not count that "
                                     "as an approval",), ())
         return evaluate(Facts(sha=sha, required=environment.approval.required, reviews=reviews,
-                              reviewers=environment.approval.reviewers, commit_people=commit_people,
+                              reviewers=environment.approval.reviewers, **_people_facts(environment, people),
                               actor=_login_identity(self.actor),
                               triggering_actor=_login_identity(self.triggering_actor)))
 

@@ -4,7 +4,14 @@ Registered on every `FakeGitHub` when imported (see tests/fake_github.py). State
 `server.state.extra`: "deployments" (id -> deployment), "deployment_statuses" (id -> newest first),
 "environments" (name -> environment), "run_approvals" (run id -> entries), "pulls" (number -> pull),
 "reviews" / "pull_commits" (number -> list), "permissions" (login -> role), "refs" (ref -> sha),
-"workflow_runs" (run id -> {"status": ..., "conclusion": ...}; an unknown run is a 404).
+"workflow_runs" (run id -> {"status": ..., "conclusion": ...}; an unknown run is a 404),
+"commit_pulls" (sha -> pull requests GitHub associates with it).
+
+Commits (compare, GET a commit) come from a real git repository, as GitHub would hold it:
+    link_git(server, repo, {"ada@example.com": ADA})   the repository, and which emails are linked
+                                                        to which accounts (the commits API's
+                                                        `author`/`committer`; unlinked: null)
+    brought_in_by(server, sha, number, user)            a merged pull request that brought `sha` in
 
 What GitHub does on its own, for tests to script:
     start_job_deployment(server, ...)      a job with `environment:` starts: its deployment, `in_progress`,
@@ -17,7 +24,9 @@ What GitHub does on its own, for tests to script:
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
+from pathlib import Path
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -247,3 +256,72 @@ def update_ref(server: FakeGitHub, req: Request) -> Reply:
         if f"refs/heads/{pull['base']['ref']}" == ref and pull["head"]["sha"] == refs[ref] and pull["state"] == "open":
             pull.update(state="closed", merged=True)  # as GitHub does when the base reaches the head
     return Reply(200, {"ref": ref, "object": {"sha": refs[ref], "type": "commit"}})
+
+
+# --- commits, from a real git repository ---------------------------------------------------------------
+
+
+def link_git(server: FakeGitHub, repo: Path, linked: dict[str, dict[str, Any]] | None = None) -> None:
+    """GitHub holds `repo`'s commits; `linked` maps emails to the accounts they are verified on."""
+    server.state.extra["git_repo"] = str(repo)
+    accounts = _extra(server, "linked_emails")
+    accounts.update({email.casefold(): user for email, user in (linked or {}).items()})
+
+
+def brought_in_by(server: FakeGitHub, sha: str, number: int, user: dict[str, Any], *, merged: bool = True,
+                  head_ref: str = "feature") -> None:
+    """A pull request (by `user`) that GitHub associates with `sha`: merged, or merely containing it."""
+    _extra(server, "commit_pulls").setdefault(sha, []).append(
+        {"number": number, "state": "closed" if merged else "open", "user": user,
+         "merged_at": "2024-05-01T09:00:00Z" if merged else None, "head": {"ref": head_ref}, "base": {"ref": "main"}})
+
+
+def _git(server: FakeGitHub, *args: str) -> str | None:
+    repo = server.state.extra.get("git_repo")
+    if repo is None:
+        return None
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, check=False)
+    return proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+
+
+def _commit_json(server: FakeGitHub, sha: str) -> dict[str, Any] | None:
+    cache = _extra(server, "commit_json")
+    if sha not in cache:
+        cache[sha] = _read_commit(server, sha)
+    return cache[sha]  # type: ignore[no-any-return]
+
+
+def _read_commit(server: FakeGitHub, sha: str) -> dict[str, Any] | None:
+    shown = _git(server, "show", "-s", "--format=%H%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B", sha, "--")
+    if shown is None:
+        return None
+    full, an, ae, ad, cn, ce, cd, message = shown.split("\0", 7)
+    linked = _extra(server, "linked_emails")  # read when a commit is first asked for
+    return {"sha": full, "commit": {"author": {"name": an, "email": ae, "date": ad},
+                                    "committer": {"name": cn, "email": ce, "date": cd}, "message": message},
+            "author": linked.get(ae.casefold()), "committer": linked.get(ce.casefold())}
+
+
+@route("GET", "/repos/{owner}/{repo}/compare/{basehead}")
+def compare(server: FakeGitHub, req: Request) -> Reply:
+    base, _, head = req.params["basehead"].partition("...")
+    listed = _git(server, "rev-list", "--reverse", f"{base}..{head}", "--")
+    if listed is None:
+        return Reply(404, NOT_FOUND)
+    shas = listed.split()
+    reply = paginate(req, shas, key="commits")  # one page of SHAs, then only those commits are read
+    reply.body["commits"] = [_commit_json(server, sha) for sha in reply.body["commits"]]
+    return reply
+
+
+@route("GET", "/repos/{owner}/{repo}/commits/{ref}")
+def get_commit(server: FakeGitHub, req: Request) -> Reply:
+    found = _commit_json(server, req.params["ref"])
+    if found is None:
+        return Reply(422, {"message": f"No commit found for SHA: {req.params['ref']}"})
+    return Reply(200, found)
+
+
+@route("GET", "/repos/{owner}/{repo}/commits/{commit_sha}/pulls")
+def commit_pulls(server: FakeGitHub, req: Request) -> Reply:
+    return paginate(req, _extra(server, "commit_pulls").get(req.params["commit_sha"], []))

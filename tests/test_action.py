@@ -16,6 +16,7 @@ import yaml
 import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
+from tests.fake_github_release import link_git
 from tests.helpers import ROOT, cdkit, commit, config, git, make_repo
 from tests.test_actions_io import parse_output_file
 
@@ -348,15 +349,18 @@ def test_stages_are_posted_as_check_runs_with_the_actions_token(repo: Path, fake
     head = commit(repo, {"b.txt": "b"}, "second")
     run = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
     assert run.proc.returncode == 0, run.proc.stderr
-    first, second = sorted(fake_github.state.check_runs)
+    record, first, second = sorted(fake_github.state.check_runs)
     assert requests_made(fake_github) == [
+        ("POST", "/repos/octo-org/octo-repo/check-runs"),  # who pushed: created completed, in one request
         ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{first}"),
         ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{second}"),
     ]
     assert {r.token for r in fake_github.requests} == {TOKEN}
     runs = fake_github.check_runs("octo-org/octo-repo", head)
     assert sorted((r["name"], r["status"], r["conclusion"]) for r in runs) == [
-        ("cdkit/lint", "completed", "success"), ("cdkit/test", "completed", "success")]
+        ("cdkit push", "completed", "neutral"), ("cdkit/lint", "completed", "success"),
+        ("cdkit/test", "completed", "success")]
+    assert fake_github.state.check_runs[record]["external_id"].startswith(f"cdkit-push:1:{base}:")
     assert {r["details_url"] for r in runs} == {"https://github.com/octo-org/octo-repo/actions/runs/4242"}
     assert f"[details](https://github.com/octo-org/octo-repo/runs/{first})" in run.summary
     assert TOKEN not in run.proc.stdout.replace(f"::add-mask::{TOKEN}", "") and TOKEN not in run.summary
@@ -382,7 +386,8 @@ def test_deployment_mode_push_says_deploy_and_the_deploy_job_deploys(repo: Path,
         ("passed", "true", "production")
     assert not fake_github.state.extra.get("deployments")  # this job only decides; it deploys nothing
     writes = [r for r in requests_made(fake_github) if r[0] != "GET"]
-    assert [m for m, _ in writes] == ["POST", "PATCH", "POST", "PATCH"]  # the two check runs, nothing else
+    # who pushed, then the two check runs, nothing else
+    assert [m for m, _ in writes] == ["POST", "POST", "PATCH", "POST", "PATCH"]
     fake_github.requests.clear()
 
     deploy = run_action(repo, "push", push_payload(base, head), sha=head,
@@ -444,6 +449,7 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     head = commit(repo, {".cdkit.yml": REVIEWED}, "release me")
     extra = fake_github.state.extra
     extra["permissions"] = {"ada": "admin", "bob": "write"}
+    link_git(fake_github, repo, {"ada@example.com": ADA})
     pipeline = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
     assert pipeline.proc.returncode == 0, pipeline.proc.stderr + pipeline.proc.stdout
     assert (pipeline.outputs["result"], pipeline.outputs["deploy"]) == ("passed", "false")
@@ -456,9 +462,6 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     pull = extra["pulls"][1]
     assert pull["head"]["sha"] == head and not extra.get("deployments")
 
-    extra["pull_commits"] = {1: [{"sha": head, "author": ADA, "committer": ADA,
-                                  "commit": {"author": {"name": "Ada Author", "email": "ada@example.com"},
-                                             "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
     extra["reviews"] = {1: [{"id": 1, "user": BOB, "state": "APPROVED", "commit_id": head,
                              "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
     payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: head, ev.PR_BASE: base})

@@ -229,3 +229,18 @@ def test_decision_as_data_is_json_ready() -> None:
     data = evaluate(facts(review(ALICE))).as_data()
     assert data == {"approved": True, "reasons": ["alice's approval counts"],
                     "counted": [{"who": "alice", "via": "review", "at": "2024-01-01T00:00:00Z", "comment": ""}]}
+
+
+def test_an_unidentified_released_commit_blocks_every_approval_unless_allowed() -> None:
+    from cdkit.approval import Excluded
+
+    unknown = ("1234567890ab (Someone <someone@nowhere.example>)",)
+    refused = evaluate(facts(review(ALICE), unidentified=unknown))
+    assert not refused.approved and not refused.unidentified_allowed
+    assert "name no GitHub account" in refused.reasons[0] and "unidentified_authors: allow" in refused.reasons[0]
+    allowed = evaluate(facts(review(ALICE), unidentified=unknown, allow_unidentified=True))
+    assert allowed.approved and allowed.as_data()["unidentified_authors_allowed"] == list(unknown)
+    assert "unidentified_authors_allowed" not in evaluate(facts(review(ALICE))).as_data()
+    pusher = evaluate(facts(review(ALICE), excluded=(Excluded(Identity(login="ALICE"), "pushed it directly"),)))
+    assert not pusher.approved and pusher.reasons[0] == ("alice's approval does not count: alice pushed it "
+                                                         "directly, so cannot approve it")

@@ -16,6 +16,7 @@ import pytest
 import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
+from tests.fake_github_release import link_git
 from tests.helpers import cdkit, commit, config, git, make_bare, make_repo
 from tests.test_action import run_action
 
@@ -116,6 +117,7 @@ def test_release_check_passes_only_the_named_credentials(tmp_path: Path, seen_fi
     sha = commit(repo, {".cdkit.yml": pipeline(deploy_mode="delivery", approval="\n            approval: {via: environment}")})
     assert cdkit("run", cwd=repo).returncode == 0
     bob = {"login": "bob", "id": 2, "type": "User"}
+    link_git(fake_github, repo, {"ada@example.com": {"login": "ada", "id": 1, "type": "User"}})
     rules = [{"id": 6, "type": "required_reviewers", "reviewers": [{"type": "User", "reviewer": bob}]}]
     fake_github.state.extra["environments"] = {name: {"id": i, "name": name, "protection_rules": rules}
                                                for i, name in enumerate(("staging", "prod"), 1)}

@@ -17,7 +17,7 @@ import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
 from tests.fake_github_release import (
-    add_deployment, before_next_deployment, before_next_deployment_status, start_job_deployment,
+    add_deployment, before_next_deployment, before_next_deployment_status, link_git, start_job_deployment,
 )
 from tests.helpers import cdkit, commit, config, git, make_repo
 from tests.test_action import run_action, run_workflow
@@ -87,9 +87,7 @@ def review_repo(tmp_path: Path, fake_github: FakeGitHub) -> tuple[Path, str]:
     opened = cdkit("release", "open", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
     assert opened.returncode == 0, opened.stderr
     assert json.loads(opened.stdout)["pull_request"] == 1
-    extra["pull_commits"] = {1: [{"sha": sha, "author": ADA, "committer": ADA,
-                                  "commit": {"author": {"name": "Ada Author", "email": "ada@example.com"},
-                                             "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
+    link_git(fake_github, repo, {"ada@example.com": ADA})  # Ada's email is verified on her account
     return repo, sha
 
 
@@ -172,6 +170,7 @@ def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_the
     repo = make_repo(tmp_path / "repo")
     sha = commit(repo, {".cdkit.yml": pipeline("environment")})
     assert cdkit("run", cwd=repo).returncode == 0
+    link_git(fake_github, repo, {"ada@example.com": ADA})
     env = gh_env(fake_github, sha)
 
     missing = cdkit("deploy", "--env", "prod", cwd=repo, env=env)
@@ -210,9 +209,7 @@ def test_a_deployed_release_pull_request_is_merged_when_configured(tmp_path: Pat
     assert cdkit("run", cwd=repo).returncode == 0
     fake_github.state.extra["permissions"] = {"bob": "write"}
     assert cdkit("release", "open", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha)).returncode == 0
-    fake_github.state.extra["pull_commits"] = {1: [{"sha": sha, "author": ADA, "committer": ADA, "commit": {
-        "author": {"name": "Ada Author", "email": "ada@example.com"},
-        "committer": {"name": "Ada Author", "email": "ada@example.com"}}}]}
+    link_git(fake_github, repo, {"ada@example.com": ADA})
     fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
     code, data = check(repo, fake_github, sha)
     assert code == 0 and data["released"], data
@@ -323,6 +320,7 @@ def environment_repo(tmp_path: Path, fake_github: FakeGitHub) -> tuple[Path, str
     repo = make_repo(tmp_path / "repo")
     sha = commit(repo, {".cdkit.yml": pipeline("environment")})
     assert cdkit("run", cwd=repo).returncode == 0
+    link_git(fake_github, repo, {"ada@example.com": ADA})
     extra = fake_github.state.extra
     extra["environments"] = {"prod": {"id": 1, "name": "prod", "protection_rules": [
         {"id": 6, "type": "required_reviewers", "reviewers": [{"type": "User", "reviewer": BOB}]}]}}

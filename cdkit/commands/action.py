@@ -300,6 +300,8 @@ def _run_stages(actions: Actions, ws: Workspace, pipeline: Pipeline, env: Runner
         notes = [why_not] if why_not else []
         if checks is not None:
             reporters.append(checks)
+            if stage is None:  # a fanned-out workflow records it once, in its plan job
+                record_direct_push(checks, pipeline, decision)
         outcome = run_trigger(ws, pipeline, decision.trigger, ledger=ledger, reporters=reporters, only=only,
                               rename=rename, pipeline_fixed=decision.pipeline_sha is not None,
                               environ=action_fanout.shard_environ(stage_environ(environ, token=token),
@@ -331,6 +333,26 @@ def github_reporter(ledger: Ledger, ws: Workspace, pipeline: Pipeline, env: Runn
     assert decision.trigger is not None
     return make_reporter(ledger=ledger, sha=decision.trigger.head_sha, report=pipeline.report, token=token,
                          environ=environ, cwd=ws.root)
+
+
+def record_direct_push(checks: ChecksReporter, pipeline: Pipeline, decision: Decision) -> None:
+    """On a push to the release branch, record its pusher (the payload's `sender`) in a check run.
+
+    The gate excludes whoever pushed released commits directly; GitHub keeps no record of a
+    push's sender that a later job can read, so this job writes one (see `cdkit.people`).
+    """
+    from cdkit.people import parse_push_record, push_record_id
+
+    payload = decision.payload
+    sender = payload.get("sender") if isinstance(payload.get("sender"), Mapping) else None
+    if decision.event != "push" or payload.get("ref") != f"refs/heads/{pipeline.release_branch}" or sender is None:
+        return
+    login, sender_id, before = sender.get("login"), sender.get("id"), payload.get("before")
+    if not isinstance(login, str) or not isinstance(sender_id, int) or not isinstance(before, str):
+        return
+    if parse_push_record(push_record_id(before=before, sender_id=sender_id, sender_login=login)) is None:
+        return  # a login or SHA GitHub would never send: record nothing rather than something unparseable
+    checks.record_push(before=before, sender_id=sender_id, sender_login=login)
 
 
 def _check_run_links(ledger: Ledger, checks: ChecksReporter, env: RunnerEnv) -> dict[str, str]:

@@ -72,7 +72,7 @@ def shard_environ(environ: Mapping[str, str], index: int | None, total: int) -> 
 
 def fan_out(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pipeline, env: RunnerEnv,
             decision: Decision, environ: Mapping[str, str]) -> Outcome:
-    from cdkit.commands.action import Outcome, _say, github_reporter
+    from cdkit.commands.action import Outcome, _say, github_reporter, record_direct_push
 
     assert decision.trigger is not None
     drift = workflow_drift(ws, pipeline, environ)
@@ -88,12 +88,13 @@ def fan_out(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pip
     results = tuple(StageResult(p.stage.name, "planned" if p.runs else "skipped", p.reason) for p in ci)
     notes: list[str] = []
     skipped = [p for p in ci if not p.runs]
-    if skipped:
+    if skipped or decision.event == "push":
         with open_ledger(ws.repo) as ledger:
             checks, why_not = github_reporter(ledger, ws, pipeline, env, decision, token=inputs.token,
                                               environ=environ)
             notes += [why_not] if why_not else []
             if checks is not None:
+                record_direct_push(checks, pipeline, decision)
                 for p in skipped:  # a check created completed, as the single job's runner reports it
                     checks.stage_finished(p.stage, StageResult(p.stage.name, "skipped", p.reason))
                 notes += [line.removeprefix("cdkit: ") for line in checks.finish().lines()]

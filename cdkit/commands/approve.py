@@ -6,12 +6,12 @@ import os
 from typing import Any
 
 from cdkit import git, jsondoc, output
-from cdkit.approval import Facts, Review, evaluate
+from cdkit.approval import Review, evaluate
 from cdkit.commands.deploy import when
 from cdkit.errors import GateFailed, UsageError
 from cdkit.release import (
-    BREAK_GLASS_VIA, LOCAL_VIA, ReleaseContext, break_glass_decision, find_environment, format_local_identity, local_decision, parse_local_identity,
-    release_range_people,
+    BREAK_GLASS_VIA, LOCAL_VIA, ReleaseContext, break_glass_decision, find_environment, format_local_identity,
+    local_decision, local_facts, parse_local_identity,
 )
 from cdkit.config import Environment, Pipeline
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
@@ -39,8 +39,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
         ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
         # The same rules the deploy applies, for this one approval: refuse it now rather than record a dud.
         mine = Review(parse_local_identity(approver), "APPROVED", full, via=LOCAL_VIA)
-        verdict = evaluate(Facts(sha=full, required=1, reviews=(mine,), reviewers=env.approval.reviewers,
-                                 commit_people=release_range_people(ctx, env.name, full)))
+        verdict = evaluate(local_facts(ctx, env, full, (mine,), required=1))
         if not verdict.approved:
             raise GateFailed(f"refusing the approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
                              "(someone else must approve it)")
@@ -78,8 +77,7 @@ def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, 
     with open_ledger(ws.repo) as ledger:
         ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
         mine = Review(parse_local_identity(approver), "APPROVED", full, via=BREAK_GLASS_VIA)
-        verdict = evaluate(Facts(sha=full, required=1, reviews=(mine,), reviewers=env.approval.reviewers,
-                                 commit_people=release_range_people(ctx, env.name, full)))
+        verdict = evaluate(local_facts(ctx, env, full, (mine,), required=1))
         if not verdict.approved:
             raise GateFailed(f"refusing the break-glass approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
                              "(someone else must approve it)")

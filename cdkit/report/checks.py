@@ -239,6 +239,7 @@ class ChecksReporter:
         self.started: set[str] = set()
         self.keys: list[str] = []
         self.reported: set[str] = set()
+        self.records: set[str] = set()  # outbox keys of records (a push's pusher), not stage results
         self._sender: _Sender | None = None
 
     # --- Reporter protocol -------------------------------------------------------------------------
@@ -299,6 +300,32 @@ class ChecksReporter:
             self._queue(create_key + suffix, CHECK_RUN_UPDATE, self._payload(
                 stage, body=body, fallback=fallback if n == 0 else None, create_key=create_key,
                 annotations_total=total))
+
+    def record_push(self, *, before: str, sender_id: int, sender_login: str) -> None:
+        """Record who pushed this SHA directly (a push event's `sender`), for the release gate's excluded people.
+
+        A completed, neutral check run `cdkit push` whose `external_id` names the pusher
+        (`cdkit.people.push_record_id`); the gate counts it only from the trusted app in a
+        push workflow run of this repository for this SHA. Not a stage result: it is left
+        out of the counts. No record with a token that cannot create check runs: the
+        commits it covers then count as unidentified at the gate (fail closed).
+        """
+        from cdkit.people import PUSH_RECORD_NAME, push_record_id
+
+        if self.state.statuses_only:
+            return
+        body: dict[str, Any] = {
+            "name": PUSH_RECORD_NAME, "head_sha": self.sha, "status": "completed", "conclusion": "neutral",
+            "external_id": push_record_id(before=before, sender_id=sender_id, sender_login=sender_login),
+            "output": {"title": f"pushed by {sender_login}",
+                       "summary": f"{sender_login} pushed {before[:12]}..{self.sha[:12]} to the release branch; "
+                                  "cdkit's release gate does not count their approval of these commits."}}
+        if self.details_url:
+            body["details_url"] = self.details_url
+        key = f"push_record:{self.repo}:{self.sha}:{self.run_id}"
+        self.records.add(key)
+        self._queue(key, CHECK_RUN_CREATE, {"repo": self.repo, "sha": self.sha, "stage": PUSH_RECORD_NAME,
+                                            "run_id": self.run_id, "body": body, "fallback": None})
 
     # --- building reports ----------------------------------------------------------------------------
 
@@ -382,7 +409,7 @@ class ChecksReporter:
         """How this run's reports stand: delivered / pending / failed (a check run sent as a status counts once)."""
         counts: dict[str, int] = {}
         for key in self.keys:
-            item = self.ledger.outbox_item(key)
+            item = None if key in self.records else self.ledger.outbox_item(key)
             if item is None or item.state == SUPERSEDED:
                 continue
             counts[item.state] = counts.get(item.state, 0) + 1
