@@ -222,7 +222,8 @@ def test_the_plan_job_says_which_stage_jobs_run_and_reports_the_paths_skip(repo:
     assert plan.proc.returncode == 0, plan.proc.stdout + plan.proc.stderr
     assert json.loads(plan.outputs["run-stages"]) == ["lint", "test", "build"]
     assert plan.outputs["result"] == "planned"
-    assert checks(fake_github, head) == {"cdkit/docs": "skipped"}  # the skipped job's check, nothing else
+    # who pushed (for the release gate), the skipped job's check, nothing else
+    assert checks(fake_github, head) == {"cdkit push": "neutral", "cdkit/docs": "skipped"}
     assert "| `docs` | ⏭️ skipped |" in plan.summary or "`docs`" in plan.summary
 
 
