@@ -290,6 +290,13 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
     assert "(BREAK-GLASS)" in cdkit("environments", cwd=repo).stdout
     with Ledger.for_dir(repo / ".git" / "cdkit") as ledger:
         assert any("break-glass into weekend freeze" in line for _at, line in ledger.audit_lines())
+    audit = cdkit("audit", "--json", cwd=repo)
+    assert audit.returncode == 0, audit.stderr
+    (change,) = json.loads(audit.stdout)["deployments"]
+    assert change["break_glass"] == {"break_glass": True, "reason": "break-glass into weekend freeze by Ada Author "
+                                     "<ada@example.com>: outage: payments down (approved by Bob Reviewer "
+                                     "<bob@example.com>)"}
+    assert "BREAK-GLASS" in cdkit("audit", cwd=repo).stdout
 
 
 def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_reason(

@@ -28,6 +28,7 @@ _MERGE_PR = re.compile(r"^Merge pull request #(\d+) from (\S+)")
 _SQUASH_PR = re.compile(r"\(#(\d+)\)\s*$")
 _PERSON = re.compile(r"^(.*?)\s*<([^<>]*)>$")
 _FORCED_PREFIX = "forced past its quarantine by "
+_BREAK_GLASS_MARK = "break-glass into "  # cdkit.release writes the break-glass note into the deployment's reason
 
 
 class StageSeen(NamedTuple):
@@ -177,7 +178,8 @@ def change_record(history: History, d: Deployment, *, stages: Mapping[str, list[
     commits = _commits(history, d)
     forced_reason = next((n for n in d.notes if n.startswith(_FORCED_PREFIX)), None)
     seal = seals.get(d.number) if d.source == "ledger" else None
-    glass_reason = d.extra.get("break_glass_reason")
+    glass_reason = d.extra.get("break_glass_reason") or next(
+        (n[n.index(_BREAK_GLASS_MARK):] for n in d.notes if _BREAK_GLASS_MARK in n), None) if d.break_glass else None
     return {
         "id": d.key, "environment": d.environment, "sha": d.sha, "previous_sha": d.previous_sha,
         "range": f"{d.previous_sha}..{d.sha}" if d.previous_sha else d.sha,
