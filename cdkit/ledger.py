@@ -172,6 +172,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     chain.migrate,
 )
 
+# How cdkit.release words the reason of a `--force` deploy past a quarantine (the history reads it back).
+FORCED_REASON_PREFIX = "forced past its quarantine by "
 # Deployment statuses after which the environment runs the deployed SHA (verified, unverified, or not).
 LIVE_STATUSES = frozenset({"success", "verified", "verification_failed"})
 

@@ -38,7 +38,7 @@ from cdkit.people import CommitPeople, ReleasePeople, coauthors, release_people
 from cdkit.config import Environment, Pipeline, Stage, Verify
 from cdkit.deploylock import EnvironmentLock, LockBusy
 from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
-from cdkit.ledger import LIVE_STATUSES, Ledger
+from cdkit.ledger import FORCED_REASON_PREFIX, LIVE_STATUSES, Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
 from cdkit.secrets import without_credentials
@@ -805,7 +805,7 @@ def _deploy_with_recovery(ctx: ReleaseContext, env: Environment, sha: str, *, lo
     who = deployer(ctx)
     reason = None
     if force:
-        reason = f"forced past its quarantine by {who}: {force}"
+        reason = f"{FORCED_REASON_PREFIX}{who}: {force}"
         ctx.ledger.audit(f"{env.name}: {sha} {reason}")
     elif rollback:
         reason = f"rolled back by {who}"

@@ -204,3 +204,16 @@ def test_report_escapes_what_it_did_not_write(tmp_path: Path) -> None:
     assert "<img" not in page and "</script>\"" not in page
     assert page.count("</script>") == 2  # the JSON data and the page's own script, nothing else ends one
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+
+
+def test_a_deploy_forced_past_its_quarantine_is_flagged(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """D4 redeployed c3 with --force after D3 failed: the ledger says so only in its reason, and the history reads it."""
+    rows = {r["id"]: r for r in run_json(history, world, capsys)["deployments"]}
+    flagged = [key for key, r in rows.items() if r["forced"]]
+    assert flagged == [f"ledger:{world.deployments[3]}"]  # and no other (the control)
+    assert rows[flagged[0]]["notes"][0].startswith("forced past its quarantine by Ada Author")
+    code = history(config=None, environment=None, since=None, source="ledger", token=None, as_json=False,
+                   environ=world.env, clock=lambda: NOW, cwd=world.repo)
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "FORCED" in line] == [lines[4]]  # newest first: D4 is the fourth row

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from cdkit import git
 from cdkit.approval import Identity
 from cdkit.history.records import Deployment
+from cdkit.ledger import FORCED_REASON_PREFIX
 from cdkit.history.source import History
 from cdkit.history.timeutil import iso
 
@@ -27,7 +28,6 @@ MAX_COMMITS = 500  # per record: a first deployment "brings" the whole history; 
 _MERGE_PR = re.compile(r"^Merge pull request #(\d+) from (\S+)")
 _SQUASH_PR = re.compile(r"\(#(\d+)\)\s*$")
 _PERSON = re.compile(r"^(.*?)\s*<([^<>]*)>$")
-_FORCED_PREFIX = "forced past its quarantine by "
 _BREAK_GLASS_MARK = "break-glass into "  # cdkit.release writes the break-glass note into the deployment's reason
 
 
@@ -176,7 +176,7 @@ def change_record(history: History, d: Deployment, *, stages: Mapping[str, list[
                   seals: Mapping[int, tuple[int, str]], approvals: Mapping[int, Mapping[str, Any]],
                   rolled_back_by: Mapping[str, str]) -> dict[str, Any]:
     commits = _commits(history, d)
-    forced_reason = next((n for n in d.notes if n.startswith(_FORCED_PREFIX)), None)
+    forced_reason = next((n for n in d.notes if n.startswith(FORCED_REASON_PREFIX)), None)
     seal = seals.get(d.number) if d.source == "ledger" else None
     glass_reason = d.extra.get("break_glass_reason") or next(
         (n[n.index(_BREAK_GLASS_MARK):] for n in d.notes if _BREAK_GLASS_MARK in n), None) if d.break_glass else None

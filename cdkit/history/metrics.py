@@ -145,8 +145,10 @@ def failure_reason(deployments: Sequence[Deployment], index: int, next_live: Seq
     nxt = deployments[following]
     if nxt.rollback:
         return f"rolled back by {nxt.key}"
-    if nxt.started_at - d.done_at <= FIX_WINDOW and any(c.is_fix for c in changes.get(nxt.key, ())):
-        return f"fixed by {nxt.key}"
+    if nxt.started_at - d.done_at <= FIX_WINDOW:
+        for change in changes.get(nxt.key, ()):  # a loop, not any(generator): this runs once per deployment
+            if change.is_fix:
+                return f"fixed by {nxt.key}"
     return None
 
 
@@ -171,7 +173,8 @@ def environment_metrics(environment: str, deployments: Sequence[Deployment],
             if d.outcome in LIVE:
                 live.append(d)
                 done = d.done_at
-                lead_times += [max(0.0, done - c.first_commit_at) for c in changes.get(d.key, ())]
+                for change in changes.get(d.key, ()):
+                    lead_times.append(max(0.0, done - change.first_commit_at))
         if reason:
             if broken is None:
                 broken = d

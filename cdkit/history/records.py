@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
+from cdkit.ledger import FORCED_REASON_PREFIX
+
 # Ledger (and GitHub) statuses -> the outcome shown and counted.
 OUTCOMES = {
     "success": "deployed",
@@ -165,7 +167,9 @@ def from_ledger_row(row: Mapping[str, Any], previous_sha: str | None = None) -> 
     return Deployment(
         f"ledger:{row['id']}", int(row["id"]), str(row["environment"]), str(row["sha"]), status, outcome_of(status),
         float(row["started_at"]), float(finished) if finished is not None else None, bool(row.get("rollback")),
-        row.get("deployed_by"), approvals, via, bool(row.get("forced") or row.get("force")), break_glass, notes,
+        row.get("deployed_by"), approvals, via,
+        bool(row.get("forced") or row.get("force")) or str(row.get("reason") or "").startswith(FORCED_REASON_PREFIX),
+        break_glass, notes,
         previous_sha, "ledger", extra or EMPTY,
     )
 
