@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -217,3 +218,19 @@ def test_the_audit_schemas_reject_a_broken_shape(world: World, capsys: pytest.Ca
     verified = json.loads(cdkit("audit", "verify", "--json", cwd=world.repo, env=world.env).stdout)
     assert verified["command"] == "audit verify" and problems(verified) == []
     assert problems({**verified, "head": "not a hash"})
+
+
+def test_the_html_audit_renders_in_a_real_browser_without_a_console_message(world: World, tmp_path: Path) -> None:
+    from tests.browser import open_page, screenshot
+
+    page = tmp_path / "audit.html"
+    assert cdkit("audit", "--format", "html", "-o", str(page), cwd=world.repo, env=world.env).returncode == 0
+    dom, console = open_page(page, tmp_path / "profile")
+    assert console == []  # a blocked fetch (the CSP) or a broken page would say so here
+    assert dom.count("<tr>") == 1 + 7 and 'id="chain"' in dom and "Audit chain intact" in dom
+    assert dom.count("FORCED") == 1 and "forced past its quarantine by Ada Author" in dom
+    shot = screenshot(page, tmp_path / "profile-shot", tmp_path / "audit.png")
+    keep = os.environ.get("CDKIT_TEST_ARTIFACTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "audit.png")

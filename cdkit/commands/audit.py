@@ -221,7 +221,8 @@ h1{font-size:1.5rem} .meta{color:#555}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.85rem}
 th,td{border-bottom:1px solid #e5e5e5;padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:#f0f0f0;position:sticky;top:0} code{font-size:.8rem}
-.fail{color:#a00;font-weight:600} ul{margin:0;padding-left:1rem}
+.fail{color:#a00;font-weight:600} .ok{color:#1a6b2a;font-weight:600} .sub{color:#666;font-size:.8rem}
+.wide{overflow-x:auto}
 """
 
 
@@ -229,27 +230,37 @@ def _h(value: object) -> str:
     return html.escape(printable(value) if value is not None else "-")
 
 
-def _list(items: Sequence[str]) -> str:
-    return "<ul>" + "".join(f"<li>{_h(i)}</li>" for i in items) + "</ul>" if items else "-"
+def _checks_html(r: Mapping[str, Any]) -> str:
+    """Stages grouped by the run they come from: `local run, run 3: build passed, test passed`."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for st in r["stages"]:
+        groups.setdefault((st["where"], st["run"]), []).append(f"{st['name']} {st['status']}")
+    return "<br>".join(f'{_h(", ".join(names))} <span class="sub">({_h(where)}, run {run})</span>'
+                       for (where, run), names in groups.items()) or "none"
 
 
 def _html_row(r: Mapping[str, Any]) -> str:
     excl = r["approval"]["author_exclusion"]
     excl_text = excl["result"] + (f": {', '.join(excl['conflicts'])}" if excl["conflicts"] else "")
+    prs = " ".join(f"#{p['number']}" for p in r["pull_requests"])
+    approvals = [f'{_h(a["who"])} <span class="sub">({_h(a["via"])}, {_h(a["at"])})</span>'
+                 for a in r["approval"]["approvals"]]
+    approvals += [f'<span class="sub">not counted: {_h(n)}</span>' for n in r["approval"]["not_counted"]]
+    bad = r["outcome"] not in ("deployed", "verified")
+    result = (f'<span class="{"fail" if bad else "ok"}">{_h(r["outcome"])}</span><br>'
+              f'<span class="sub">verification: {_h(r["verification"])}</span>'
+              + (f"<br><b>{_h(_flags(r))}</b>" if _flags(r) else ""))
     cells = [
-        f"<code>{_h(r['id'])}</code>", _h(r["environment"]),
-        f"<code>{_h((r['previous_sha'] or '(first)')[:12])}..{_h(r['sha'][:12])}</code><br>"
-        f"{_h(r['commit_count'])} commit(s)",
-        _list([f"#{p['number']} {p['title']}" for p in r["pull_requests"]]),
-        _list([f"{s['name']}: {s['status']} ({s['where']}, run {s['run']})" for s in r["stages"]]),
-        _list([f"{a['who']} ({a['via']}, {a['at']})" for a in r["approval"]["approvals"]]
-              + [f"not counted: {n}" for n in r["approval"]["not_counted"]]),
+        f"<code>{_h(r['id'])}</code><br>{_h(r['environment'])}",
+        f"<code>{_h((r['previous_sha'] or '(first)')[:10])}..{_h(r['sha'][:10])}</code><br>"
+        f'<span class="sub">{_h(r["commit_count"])} commit(s)</span>' + (f"<br>PR {_h(prs)}" if prs else ""),
+        _checks_html(r),
+        "<br>".join(approvals) or "-",
         f'<span class="{"fail" if excl["result"] == "failed" else ""}">{_h(excl_text)}</span>',
-        _h(r["deployed_by"]), f"{_h(r['started_at'])}<br>{_h(r['finished_at'])}",
-        f'<span class="{"fail" if r["outcome"] not in ("deployed", "verified") else ""}">{_h(r["outcome"])}</span>',
-        _h(r["verification"]), _h(_flags(r)),
+        f'{_h(r["deployed_by"])}<br><span class="sub">{_h(r["started_at"])} to {_h(r["finished_at"])}</span>',
+        result,
         _h(r["break_glass"]["reason"] or r["forced"]["reason"] or r["reason"]),
-        f"<code>{_h((r['seal'] or {}).get('hash', '-')[:16])}</code>",
+        f"<code title=\"{_h((r['seal'] or {}).get('hash', '-'))}\">{_h((r['seal'] or {}).get('hash', '-')[:12])}</code>",
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -263,9 +274,8 @@ def to_html(doc: Mapping[str, Any]) -> str:
         first = c["first_problem"]
         chain_line = (f'<p class="chain broken" id="chain">Audit chain BROKEN: first broken record '
                       f"{_h(first['record'])}: {_h(first['problem'])}</p>")
-    head = ("Deployment", "Env", "Range", "Pull requests", "Checks (where they ran)", "Approvals",
-            "Author excluded", "Deployed by", "Started / finished (UTC)", "Outcome", "Verification", "Flags",
-            "Reason", "Seal")
+    head = ("Deployment", "Range", "Checks (where they ran)", "Approvals", "Author excluded",
+            "Deployed by (UTC)", "Result", "Reason", "Seal")
     window = f"{doc['since'] or 'the first deployment'} to {doc['until'] or 'now'}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -274,9 +284,9 @@ def to_html(doc: Mapping[str, Any]) -> str:
         f"<style>{CSS}</style></head><body><h1>Change records</h1>"
         f"<p class=\"meta\">{len(doc['deployments'])} deployment(s), {_h(window)} (UTC), "
         f"{_h(doc['environment'] or 'every environment')}; generated {_h(doc['generated_at'])} from the ledger.</p>"
-        f"{chain_line}<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead><tbody>"
-        + "".join(_html_row(r) for r in doc["deployments"])
-        + f'</tbody></table><script type="application/json" id="cdkit-audit">{_safe_json(doc)}</script>'
+        f"{chain_line}<div class=\"wide\"><table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
+        "<tbody>" + "".join(_html_row(r) for r in doc["deployments"])
+        + f'</tbody></table></div><script type="application/json" id="cdkit-audit">{_safe_json(doc)}</script>'
         "</body></html>\n"
     )
 
