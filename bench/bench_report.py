@@ -8,6 +8,11 @@ reporter does (check run: create in_progress + complete; status: pending + final
   defaults   Github() as most scripts build it: non-lazy objects (a GET before each write)
              and a 1 s throttle between writes (0.25 s between any requests)
 
+Then the whole CI story, end to end (issue 12's request budget: at most 35): a `stages`-stage
+pipeline in delivery-through-review mode, `cdkit action` on the push (every stage a check
+run), the deploy job (opens the release pull request) and the approving review (the gate,
+then the deploy), every request counted by phase and by endpoint.
+
 Run: python bench/bench_report.py [--stages 10]
 """
 from __future__ import annotations
@@ -90,6 +95,87 @@ def measure(label: str, fn: Any, stages: int, kind: str) -> tuple[str, str, int,
         server.stop()
 
 
+def _shape(path: str) -> str:
+    """/repos/o/r/commits/<sha>/check-runs -> /repos/o/r/commits/{sha}/check-runs (ids too)."""
+    import re
+
+    return re.sub(r"/\d+(?=/|$)", "/{id}", re.sub(r"/[0-9a-f]{40}(?=/|$)", "/{sha}", path))
+
+
+def end_to_end(stages: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(phase, its requests as (method, path template)) for a CI run plus a review-mode release."""
+    import os
+    import tempfile
+
+    from tests import event_payloads as ev
+    from tests.fake_github_release import link_git
+    from tests.helpers import commit, config, git, make_repo
+    from tests.test_action import BOB, github, push_payload, run_action
+
+    pipeline = config("version: 1\nrelease_branch: main\nstages:\n" + "".join(
+        f"  - {{name: s{i}, run: 'true', needs: []}}\n" for i in range(stages)) + """
+environments:
+  - name: production
+    mode: delivery
+    deploy: "true"
+    approval: {via: review}
+""")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.update({"GIT_AUTHOR_NAME": "Ada Author", "GIT_AUTHOR_EMAIL": "ada@example.com",
+                           "GIT_COMMITTER_NAME": "Ada Author", "GIT_COMMITTER_EMAIL": "ada@example.com",
+                           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_COLOR": "1"})
+        repo = make_repo(Path(tmp) / "repo")
+        base = commit(repo, {"README": "hi\n"}, "initial")
+        head = commit(repo, {".cdkit.yml": pipeline}, "release me")
+        server = FakeGitHub().start()
+        try:
+            extra = server.state.extra
+            extra["permissions"] = {"ada": "admin", "bob": "write"}
+            link_git(server, repo, {"ada@example.com": {"login": "ada", "id": 1, "type": "User"}})
+            phases = []
+            seen = 0
+
+            def phase(name: str, run: Any, expect: str) -> None:
+                nonlocal seen
+                assert run.outputs.get("result") == expect, (name, run.outputs, run.proc.stdout[-2000:])
+                phases.append((name, [(r.method, _shape(r.path)) for r in server.requests[seen:]]))
+                seen = len(server.requests)
+
+            phase("CI run of the push (every stage a check run)",
+                  run_action(repo, "push", push_payload(base, head), sha=head, env=github(server)), "passed")
+            phase("deploy job: open the release pull request",
+                  run_action(repo, "push", push_payload(base, head), sha=head,
+                             env=github(server, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production")), "waiting")
+            extra["reviews"] = {1: [{"id": 1, "user": BOB, "state": "APPROVED", "commit_id": head,
+                                     "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
+            payload = ev.event("pull_request_review.submitted.approved.json", {ev.PR_HEAD: head, ev.PR_BASE: base})
+            payload["pull_request"]["head"]["ref"] = "cdkit/release/production"
+            payload["pull_request"]["base"]["ref"] = "cdkit/deployed/production"
+            for side in ("head", "base"):
+                payload["pull_request"][side]["repo"]["full_name"] = "octo-org/octo-repo"
+            payload["pull_request"]["number"] = 1
+            phase("approving review: the gate, then the deploy",
+                  run_action(repo, "pull_request_review", payload, sha=head, env=github(server)), "deployed")
+            assert not server.invalid, server.invalid
+        finally:
+            server.stop()
+    return phases
+
+
+def print_end_to_end(stages: int) -> None:
+    from collections import Counter
+
+    phases = end_to_end(stages)
+    total = sum(len(requests) for _, requests in phases)
+    print(f"\nA {stages}-stage CI run plus a review-mode release, end to end: {total} requests (budget 35)\n")
+    print("| phase | requests |\n|---|---:|")
+    for name, requests in phases:
+        print(f"| {name} | {len(requests)} |")
+    print("\n| endpoint | requests |\n|---|---:|")
+    for (method, template), n in Counter(r for _, requests in phases for r in requests).most_common():
+        print(f"| `{method} {template}` | {n} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stages", type=int, default=10)
@@ -102,6 +188,7 @@ def main() -> None:
     print(f"| client | reported as | requests | seconds |\n|---|---|---:|---:|")
     for label, kind, requests, seconds in rows:
         print(f"| {label} | {'check runs' if kind == 'checks' else 'commit statuses'} | {requests} | {seconds:.2f} |")
+    print_end_to_end(args.stages)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,7 @@ class ClientStats:
     retries: int = 0
     slept: float = 0.0
     lost: float = 0.0  # seconds spent in attempts that failed (a timeout costs the whole timeout)
+    cached: int = 0  # GETs answered from this process's earlier identical read (no request sent)
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -367,6 +368,9 @@ class GitHubClient:
     stats: ClientStats = field(default_factory=ClientStats)
     _github: Any = field(default=None, init=False, repr=False)
     _last_attempt: float = field(default=0.0, init=False, repr=False)
+    # GET replies already read by this process, until it writes anything (see `request`).
+    _reads: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, Any], Any]] = field(
+        default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], *, token: str | None = None,
@@ -463,13 +467,26 @@ class GitHubClient:
         method = method.upper()
         if idempotent is None:
             idempotent = method not in ("POST", "PATCH")
+        # One cdkit command evaluates its gates several times (check, deploy, the summary); each read
+        # the same deployments, check runs and commits. A GET is answered once per process, until the
+        # process writes anything: after a write every read goes to GitHub again, so what cdkit
+        # checks after creating a deployment (another machine's in between) is always fresh.
+        key = (path, tuple(sorted((str(k), str(v)) for k, v in (params or {}).items())))
+        if method == "GET" and key in self._reads:
+            self.stats.cached += 1
+            return self._reads[key]
+        if method != "GET":
+            self._reads.clear()
 
         def send() -> tuple[dict[str, Any], Any]:
             headers, data = self.github.requester.requestJsonAndCheck(
                 method, path, parameters=dict(params) if params else None, input=body)
             return dict(headers), data
 
-        return self.call(what or f"{method} {path}", send, scope=scope, idempotent=idempotent, recover=recover)
+        reply = self.call(what or f"{method} {path}", send, scope=scope, idempotent=idempotent, recover=recover)
+        if method == "GET":
+            self._reads[key] = reply
+        return reply
 
     def request_all(self, path: str, *, params: Mapping[str, Any] | None = None, item_key: str | None = None,
                     what: str | None = None, scope: str | None = None) -> Iterator[Any]:
@@ -486,6 +503,7 @@ class GitHubClient:
 
     def create_status(self, repo: str, sha: str, *, state: str, context: str, description: str | None,
                       target_url: str | None, in_doubt: bool = False) -> int:
+        self._reads.clear()  # a write: what this process read before may have changed
         from github.GithubObject import NotSet
 
         def send() -> int:
@@ -513,6 +531,7 @@ class GitHubClient:
         return None
 
     def create_check_run(self, repo: str, body: Mapping[str, Any], *, in_doubt: bool = False) -> int:
+        self._reads.clear()  # a write: what this process read before may have changed
         """POST a check run; a retry that may duplicate it first looks it up by its external_id."""
         kwargs = {k: (_as_datetime(v) if k.endswith("_at") else v) for k, v in body.items()}
 
@@ -539,6 +558,7 @@ class GitHubClient:
 
     def update_check_run(self, repo: str, check_run_id: int, body: Mapping[str, Any], *,
                          expected_annotations: int | None = None, in_doubt: bool = False) -> None:
+        self._reads.clear()  # a write: what this process read before may have changed
         """PATCH a check run. Repeating a PATCH is harmless except that annotations are appended,
         so a retry of one that carries annotations first reads the check run's annotation count."""
         kwargs = {k: (_as_datetime(v) if k.endswith("_at") else v) for k, v in body.items()}

@@ -349,3 +349,37 @@ def test_token_is_redacted_from_pygithub_debug_logs(caplog: pytest.LogCaptureFix
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert re.search(r"POST .*statuses", text), "PyGithub logged the request"
     assert TOKEN not in text
+
+
+# --- reads within one process ---------------------------------------------------------------------------
+
+
+@responses.activate
+def test_a_read_is_sent_once_per_process_until_it_writes() -> None:
+    deployments = f"{API}/repos/{REPO}/deployments"
+    responses.get(deployments, json=[{"id": 1}])
+    client = make_client(Sleeper())
+    first = client.request("GET", f"/repos/{REPO}/deployments", params={"environment": "prod"})
+    again = client.request("GET", f"/repos/{REPO}/deployments", params={"environment": "prod"})
+    assert again == first and len(responses.calls) == 1 and client.stats.cached == 1
+    other = client.request("GET", f"/repos/{REPO}/deployments", params={"environment": "staging"})
+    assert other[1] == [{"id": 1}] and len(responses.calls) == 2  # another query is another read
+
+
+@responses.activate
+@pytest.mark.parametrize("write", ["request", "status"])
+def test_after_any_write_every_read_goes_to_github_again(write: str) -> None:
+    """The control: a deployment another machine created, or one of ours, is never hidden by an earlier read."""
+    deployments = f"{API}/repos/{REPO}/deployments"
+    responses.get(deployments, json=[])
+    responses.get(deployments, json=[{"id": 2}])
+    responses.post(deployments, json={"id": 3}, status=201)
+    responses.post(status_url(), json={"id": 7, "state": "success"}, status=201)
+    client = make_client(Sleeper())
+    assert client.request("GET", f"/repos/{REPO}/deployments")[1] == []
+    if write == "request":
+        client.request("POST", f"/repos/{REPO}/deployments", body={"ref": SHA})
+    else:
+        post_status(client)
+    assert client.request("GET", f"/repos/{REPO}/deployments")[1] == [{"id": 2}]
+    assert client.stats.cached == 0
