@@ -275,17 +275,23 @@ def hook_run(hook_name: str, remote: str | None, url: str | None) -> int:
 @click.option("--break-glass", "break_glass", is_flag=True,
               help="Approve deploying SHA inside a window of the environment (its break_glass: policy); counts only "
                    "for `cdkit deploy --break-glass`, never as a normal approval.")
+@click.option("--key", "key", metavar="PATH", default=None,
+              help="The SSH key to sign the approval with (default: git's user.signingkey when gpg.format is ssh).")
 @JSON_OPTION
-def approve(config: str | None, sha: str, environment: str, comment: str, break_glass: bool, as_json: bool) -> int:
+def approve(config: str | None, sha: str, environment: str, comment: str, break_glass: bool, key: str | None,
+            as_json: bool) -> int:
     """Approve SHA for a delivery environment (approval.via: local), as your git identity.
 
-    An author or committer of the commits being released cannot approve them.
+    An author or committer of the commits being released cannot approve them. The
+    approval is signed with your SSH key (ssh-keygen -Y sign), and counts only when
+    .cdkit/allowed_signers, as committed in what the environment runs, has that key
+    for your email (unless approval.signed: false).
     With --break-glass, approve a deploy of SHA inside a freeze window instead (any mode).
     """
     from cdkit.commands.approve import approve as command
 
     return command(sha=sha, environment=environment, comment=comment, config=config, as_json=as_json,
-                   break_glass=break_glass)
+                   break_glass=break_glass, key=key)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 # The files SQLite keeps beside the ledger (where a writer's lock is).
@@ -170,6 +170,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     # an added column no longer breaks earlier seals), runs queued for their seal by a trigger as they finish,
     # and every record already in the ledger sealed now.
     chain.migrate,
+    # 8 -> 9: signed local approvals (the SSH signature and the exact text it covers), and the committed
+    # pipeline (path@sha) whose rules governed each approval and deployment.
+    """
+    ALTER TABLE approvals ADD COLUMN signature TEXT;
+    ALTER TABLE approvals ADD COLUMN signed_message TEXT;
+    ALTER TABLE approvals ADD COLUMN governed_by TEXT;
+    ALTER TABLE deployments ADD COLUMN governed_by TEXT
+    """,
 )
 
 # How cdkit.release words the reason of a `--force` deploy past a quarantine (the history reads it back).
@@ -746,11 +754,15 @@ class Ledger:
 
     # --- approvals, deployments, locks ---------------------------------------------------------
 
-    def add_approval(self, *, sha: str, environment: str, approver: str, via: str, comment: str = "") -> int:
+    def add_approval(self, *, sha: str, environment: str, approver: str, via: str, comment: str = "",
+                     signature: str | None = None, signed_message: str | None = None,
+                     governed_by: str | None = None) -> int:
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO approvals (sha, environment, approver, via, comment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (sha, environment, approver, via, comment, self.clock()),
+                "INSERT INTO approvals (sha, environment, approver, via, comment, created_at, signature,"
+                " signed_message, governed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (sha, environment, approver, via, comment, self.clock(), signature, signed_message,
+                 _storable(governed_by)),
             )
             assert cursor.lastrowid is not None
             chain.append(db, "approval", cursor.lastrowid, self.clock())

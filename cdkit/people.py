@@ -60,6 +60,13 @@ class ReleasePeople:
     excluded: tuple[Excluded, ...] = ()
     unidentified: tuple[str, ...] = ()  # labels of released commits nobody identifies
     commits: int = 0  # how many released commits were read
+    linked: tuple[tuple[str, Identity], ...] = ()  # (email, account) GitHub linked on these commits
+
+    def account_of(self, person: Identity) -> Identity:
+        """`person` with the GitHub account their email is linked to on a released commit, when one is."""
+        accounts = dict(self.linked)
+        account = accounts.get((person.email or "").casefold())
+        return _with_git(account, person) if account is not None else person
 
     def as_data(self) -> dict[str, object]:
         return {"commits": self.commits, "excluded": sorted({e.person.display for e in self.excluded}),
@@ -151,4 +158,4 @@ def release_people(commits: Sequence[CommitPeople], *, accounts_known: bool) -> 
         identified = author_account is not None or any(p.merged and p.author for p in c.pulls) or bool(c.pushers)
         if accounts_known and not identified:
             unidentified.append(c.label)
-    return ReleasePeople(tuple(out.excluded.values()), tuple(unidentified), len(commits))
+    return ReleasePeople(tuple(out.excluded.values()), tuple(unidentified), len(commits), tuple(linked.items()))

@@ -362,12 +362,116 @@ def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tup
 
 
 def local_reviews(ledger: Ledger, environment: str, sha: str) -> tuple[Review, ...]:
-    return tuple(
-        Review(reviewer=parse_local_identity(a["approver"]), state="APPROVED", commit_id=a["sha"],
-               submitted_at=float(a["created_at"]), id=int(a["id"]), comment=a["comment"], via=a["via"])
-        for a in ledger.approvals(sha=sha, environment=environment)
-        if a["via"] == LOCAL_VIA
-    )
+    """The ledger's local approvals of `sha` for `environment`, as recorded (not verified: see `signed_reviews`)."""
+    return tuple(_local_review(a) for a in ledger.approvals(sha=sha, environment=environment)
+                 if a["via"] == LOCAL_VIA)
+
+
+def _local_review(row: Mapping[str, Any], reviewer: Identity | None = None) -> Review:
+    return Review(reviewer=reviewer or parse_local_identity(row["approver"]), state="APPROVED", commit_id=row["sha"],
+                  submitted_at=float(row["created_at"]), id=int(row["id"]), comment=row["comment"], via=row["via"])
+
+
+@dataclass(frozen=True)
+class Governing:
+    """The committed pipeline whose rules govern deploying to an environment: what it runs now, or the tip."""
+
+    sha: str
+    path: str  # the pipeline file inside the repository
+    why: str  # "what prod runs now", "the tip of main (prod runs nothing yet)"
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}@{self.sha}"
+
+
+def config_path_in_repo(ctx: ReleaseContext) -> str:
+    """The pipeline file's path inside the repository (what `git show <sha>:<path>` reads)."""
+    path = Path(ctx.pipeline.path.split(" at ", 1)[0])
+    try:
+        return (path if path.is_absolute() else Path.cwd() / path).resolve().relative_to(
+            ctx.root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def governing_commit(ctx: ReleaseContext, environment: str) -> Governing:
+    """Whose committed rules govern a deploy to `environment`: the commit it runs now, else the release branch tip.
+
+    Never the work tree, nor the commit being released: a change to the rules takes
+    effect once it has itself been released under the rules before it. Fails closed
+    (GateFailed) when that commit is not in this clone.
+    """
+    path = config_path_in_repo(ctx)
+    current = current_sha(ctx, environment)
+    if current is not None:
+        if not git.commit_exists(current, cwd=ctx.root):
+            raise GateFailed(f"{environment} runs {current[:12]}, which is not in this repository, so cdkit cannot read "
+                             f"the rules that govern it ({path} as committed there): fetch the release branch's "
+                             "history (fetch-depth: 0)")
+        return Governing(current, path, f"what {environment} runs now")
+    branch = ctx.pipeline.release_branch
+    tip = git.branch_tip(branch, cwd=ctx.root)
+    if tip is None:
+        raise GateFailed(f"{environment} runs nothing yet, and the release branch {branch!r} is not in this "
+                         f"repository, whose tip's {path} would govern its first deploy (git fetch origin {branch})")
+    return Governing(tip, path, f"the tip of {branch} ({environment} runs nothing yet)")
+
+
+def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
+                   governing: Governing) -> tuple[tuple[Review, ...], tuple[str, ...]]:
+    """The local approvals whose signatures verify (approval.signed), and why each other one does not count.
+
+    A signature counts when `.cdkit/allowed_signers` as committed in the governing commit
+    has the key that made it, its message names this repository, SHA, environment and the
+    recorded approver, and the approver's email is the key's principal. The approver is
+    then that principal. With `approval.signed: false`, every recorded approval counts as written.
+    """
+    from cdkit import signing
+
+    rows = [a for a in ctx.ledger.approvals(sha=sha, environment=env.name) if a["via"] == LOCAL_VIA]
+    if not env.approval.signed:
+        return tuple(_local_review(a) for a in rows), ()
+    allowed = signing.allowed_signers_at(ctx.root, governing.sha) if rows else None
+    where = f"{signing.ALLOWED_SIGNERS} at {governing.sha[:12]} ({governing.why})"
+    repository = signing.repository_id(ctx.root, ctx.environ) if rows else ""
+    reviews: list[Review] = []
+    refused: list[str] = []
+    for row in rows:
+        who = row["approver"]
+        try:
+            reviewer = verified_approver(row, allowed, where, repository=repository, sha=sha, environment=env.name)
+        except signing.SignatureProblem as exc:
+            refused.append(f"{who}'s approval does not count: {exc}")
+            continue
+        reviews.append(_local_review(row, reviewer))
+    return tuple(reviews), tuple(refused)
+
+
+def verified_approver(row: Mapping[str, Any], allowed: str | None, where: str, *, repository: str, sha: str,
+                       environment: str) -> Identity:
+    from cdkit import signing
+
+    if not row.get("signature") or not row.get("signed_message"):
+        raise signing.SignatureProblem(
+            "it is not signed, and approval.signed is on: approve again with an SSH signing key (git config "
+            "gpg.format ssh and user.signingkey, or cdkit approve --key PATH), or set approval.signed: false "
+            "(local approvals are then advisory)")
+    if allowed is None:
+        raise signing.SignatureProblem(f"there is no {where}: commit one with each approver's key (the format of "
+                                       "git's gpg.ssh.allowedSignersFile) and release it")
+    fields = signing.parse_message(str(row["signed_message"]))
+    expected = {"repository": repository, "sha": sha, "environment": environment, "approver": str(row["approver"])}
+    wrong = [f"{name} {fields.get(name)!r}, not {value!r}" for name, value in expected.items()
+             if fields is not None and fields.get(name, "").casefold() != value.casefold()]
+    if fields is None or wrong:
+        raise signing.SignatureProblem("its signed message is for another approval (" +
+                                       ("; ".join(wrong) if wrong else "not a cdkit approval") + ")")
+    principal = signing.verify(str(row["signed_message"]), str(row["signature"]), allowed, where=where)
+    recorded = parse_local_identity(str(row["approver"]))
+    if (recorded.email or "").casefold() != principal.casefold():
+        raise signing.SignatureProblem(f"it is signed by {principal}'s key, not by {recorded.email or recorded.display}")
+    return recorded
 
 
 def run_people(ctx: ReleaseContext) -> tuple[Identity | None, Identity | None]:
@@ -388,14 +492,18 @@ def local_facts(ctx: ReleaseContext, env: Environment, sha: str, reviews: tuple[
     """
     people = gather_people(ctx, env.name, sha)
     actor, triggering = run_people(ctx)
+    reviews = tuple(dataclasses.replace(r, reviewer=people.account_of(r.reviewer)) for r in reviews)
     return Facts(sha=sha, required=env.approval.required if required is None else required, reviews=reviews,
                  reviewers=env.approval.reviewers, excluded=people.excluded, actor=actor,
                  triggering_actor=triggering)
 
 
-def local_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:
-    """The `via: local` policy from the ledger's approvals, with the same rules as a PR review."""
-    return evaluate(local_facts(ctx, env, sha, local_reviews(ctx.ledger, env.name, sha)))
+def local_decision(ctx: ReleaseContext, env: Environment, sha: str, governing: Governing | None = None) -> Decision:
+    """The `via: local` policy from the ledger's signed approvals, with the same rules as a PR review."""
+    governing = governing or governing_commit(ctx, env.name)
+    reviews, refused = signed_reviews(ctx, env, sha, governing)
+    decision = evaluate(local_facts(ctx, env, sha, reviews))
+    return dataclasses.replace(decision, reasons=(*refused, *decision.reasons))
 
 
 def approval_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decision:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,6 +50,29 @@ def commit(repo: Path, files: Mapping[str, str | bytes] | None = None, message: 
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--allow-empty", "-m", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+@functools.lru_cache(maxsize=None)
+def reviewer_key(email: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """An SSH signing key for a reviewer, made once per test process: (the git config, as environment
+    variables, that makes it their signing key; its `.cdkit/allowed_signers` line)."""
+    directory = Path(tempfile.mkdtemp(prefix="cdkit-test-keys-"))
+    key = directory / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", email, "-f", str(key)], check=True)
+    kind, blob = Path(f"{key}.pub").read_text().split()[:2]
+    env = (("GIT_CONFIG_COUNT", "2"), ("GIT_CONFIG_KEY_0", "gpg.format"), ("GIT_CONFIG_VALUE_0", "ssh"),
+           ("GIT_CONFIG_KEY_1", "user.signingkey"), ("GIT_CONFIG_VALUE_1", str(key)))
+    return env, f"{email} {kind} {blob}\n"
+
+
+def signing_env(email: str) -> dict[str, str]:
+    """Environment variables that make `reviewer_key(email)` git's SSH signing key."""
+    return dict(reviewer_key(email)[0])
+
+
+def allowed_signers(*emails: str) -> dict[str, str]:
+    """The `.cdkit/allowed_signers` file (to commit) listing these reviewers' keys."""
+    return {".cdkit/allowed_signers": "".join(reviewer_key(e)[1] for e in emails)}
 
 
 def config(text: str) -> str:

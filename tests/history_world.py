@@ -40,6 +40,7 @@ import pytest
 from cdkit.config import load
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, deploy
+from tests.helpers import allowed_signers, signing_env
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()
 HOUR, DAY = 3600.0, 86400.0
@@ -112,6 +113,9 @@ def build(tmp: Path) -> World:
     env = base_env(home)
     run(["git", "init", "-q", "-b", "main"], repo, env)
     (repo / ".cdkit.yml").write_text(PIPELINE)
+    for name, text in allowed_signers("bob@example.com").items():  # Bob signs his approvals
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text(text)
     shas: dict[str, str] = {}
     for name, when, subject in [("c0", T0 - 10 * DAY, "init"), ("c1", T0 + HOUR, "add a"), ("c2", T0 + 2 * HOUR, "add b"),
                                 ("c3", T0 + DAY, "feature"), ("c4", T0 + 2 * DAY, "fix: crash on start"),
@@ -121,7 +125,8 @@ def build(tmp: Path) -> World:
         dated = {**env, "GIT_AUTHOR_DATE": f"@{int(when)} +0000", "GIT_COMMITTER_DATE": f"@{int(when)} +0000"}
         run(["git", "commit", "-q", "-m", subject], repo, dated)
         shas[name] = run(["git", "rev-parse", "HEAD"], repo, env)
-    bob = {**env, "GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+    bob = {**env, "GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
+           **signing_env("bob@example.com")}
     for name in ("c0", "c2", "c3", "c4", "c5"):
         run([sys.executable, "-m", "cdkit", "run", "--head", shas[name]], repo, env)
         run([sys.executable, "-m", "cdkit", "approve", shas[name], "--env", "prod", "--comment", f"ok {name}"],

@@ -281,7 +281,7 @@ def test_a_schema_7_ledger_gets_its_chain_backfilled_on_migration(tmp_path: Path
 def test_a_later_migration_adding_columns_keeps_earlier_seals_valid(sealed: Path) -> None:
     # What another engineer's migration does (signatures, break-glass flags): earlier rows keep verifying...
     raw(sealed, "ALTER TABLE deployments ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE approvals ADD COLUMN signature TEXT")
+        "ALTER TABLE approvals ADD COLUMN later_note TEXT")
     assert verify(sealed)[0] == 0
     # ...and setting the new column on an old row is an edit like any other.
     raw(sealed, "UPDATE deployments SET break_glass = 1 WHERE id = 2")

@@ -21,7 +21,7 @@ from cdkit.config import load
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.release import WAITING, ReleaseContext, after_pipeline, deploy, deploy_if_approved
-from tests.helpers import cdkit, commit, config, git, make_bare, make_repo
+from tests.helpers import allowed_signers, cdkit, commit, config, git, make_bare, make_repo, signing_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FRIDAY_EVENING = datetime(2026, 12, 4, 17, 0, tzinfo=BERLIN).timestamp()  # inside the weekend freeze
@@ -29,7 +29,8 @@ WEDNESDAY_NOON = datetime(2026, 12, 2, 12, 0, tzinfo=BERLIN).timestamp()  # insi
 WEDNESDAY_NIGHT = datetime(2026, 12, 2, 22, 0, tzinfo=BERLIN).timestamp()  # outside business hours
 MONDAY_AFTER = datetime(2026, 12, 7, 8, 0, tzinfo=BERLIN).timestamp()  # the freeze has just ended
 DEPLOY = 'echo "$CDKIT_ENVIRONMENT $CDKIT_SHA" >> "$DEPLOY_LOG"'
-BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
+       **signing_env("bob@example.com")}
 CARA = {"GIT_COMMITTER_NAME": "Cara Oncall", "GIT_COMMITTER_EMAIL": "cara@example.com"}
 
 
@@ -323,7 +324,7 @@ def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_
 
 def test_break_glass_approvals_never_count_as_normal_approvals(repo: Path) -> None:
     text = pipeline().replace("mode: deployment", "mode: delivery\n    approval: {via: local, required: 1}")
-    sha = passing(repo, {".cdkit.yml": text})
+    sha = passing(repo, {".cdkit.yml": text, **allowed_signers("bob@example.com")})
     assert cdkit("approve", sha, "--env", "production", "--break-glass", cwd=repo, env=BOB).returncode == 0
     with at(repo, WEDNESDAY_NOON) as ledger:
         with pytest.raises(GateFailed, match=f"{sha[:12]} is not approved for production"):

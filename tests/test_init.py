@@ -10,7 +10,7 @@ import pytest
 
 from cdkit.config import Stage, load
 from cdkit.detect import detect
-from tests.helpers import cdkit, commit, git, make_bare, make_repo
+from tests.helpers import allowed_signers, cdkit, commit, git, make_bare, make_repo, signing_env
 
 PYPROJECT = '[project]\nname = "calc"\nversion = "0.1.0"\n'
 PY_TEST = "def test_adds():\n    assert 1 + 1 == 2\n"
@@ -209,11 +209,11 @@ def test_approval_local_is_an_offline_delivery_setup_that_releases(tmp_path: Pat
     assert not (repo / ".github").exists(), "local approval needs no GitHub workflow"
     pipeline = load(repo / ".cdkit.yml")
     assert pipeline.mode == "delivery" and pipeline.environments[0].approval.via == "local"
-    sha = git(repo, "rev-parse", "HEAD").strip()
+    sha = commit(repo, allowed_signers("bob@example.com"), "Bob signs approvals")  # local approvals are signed
     assert cdkit("run", cwd=repo).returncode == 0
     # the author cannot approve their own commits; a reviewer can, then the deploy goes through, offline
     assert cdkit("approve", sha, "--env", "production", cwd=repo).returncode != 0
-    approved = cdkit("approve", sha, "--env", "production", cwd=repo, env=BOB)
+    approved = cdkit("approve", sha, "--env", "production", cwd=repo, env={**BOB, **signing_env("bob@example.com")})
     assert approved.returncode == 0, approved.stderr
     deployed = cdkit("deploy", "--env", "production", cwd=repo)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr

@@ -13,11 +13,12 @@ import pytest
 
 from cdkit.cli import cli
 from cdkit.jsondoc import STAGE_KEYS
-from tests.helpers import cdkit, commit, config, git
+from tests.helpers import allowed_signers, cdkit, commit, config, git, signing_env
 from tests.json_schemas import SCHEMAS, problems, schema_path
 
 BOB = {"GIT_AUTHOR_NAME": "Bob Reviewer", "GIT_AUTHOR_EMAIL": "bob@example.com",
-       "GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+       "GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
+       **signing_env("bob@example.com")}
 
 
 def json_commands(group: click.Group = cli, prefix: str = "") -> list[str]:
@@ -51,7 +52,7 @@ def world(repo: Path) -> Path:
             mode: delivery
             approval: {via: local, required: 1}
             deploy: "true"
-    """)})
+    """), **allowed_signers("bob@example.com")})
     return repo
 
 

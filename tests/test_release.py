@@ -19,9 +19,10 @@ from cdkit.config import load
 from cdkit.errors import GateFailed
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, deploy
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.helpers import allowed_signers, cdkit, commit, config, git, make_repo, signing_env
 
-BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
+BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
+       **signing_env("bob@example.com")}  # Bob signs his approvals; the repository lists his key
 
 # Each deploy appends "ENV SHA ID ROLLBACK" to $DEPLOY_LOG; with $HOLD set it waits for that file to exist.
 DEPLOY = ('echo "deploying to $CDKIT_ENVIRONMENT"; echo "$CDKIT_ENVIRONMENT $CDKIT_SHA $CDKIT_DEPLOYMENT_ID $CDKIT_ROLLBACK" >> "$DEPLOY_LOG"; '
@@ -51,7 +52,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DEPLOY_LOG", str(tmp_path / "deploys.txt"))
     monkeypatch.setenv("DEPLOY_FAIL", str(tmp_path / "deploy-fails"))
     monkeypatch.delenv("HOLD", raising=False)
-    commit(repo, {".cdkit.yml": PIPELINE, "app.txt": "1\n"}, "first")
+    commit(repo, {".cdkit.yml": PIPELINE, "app.txt": "1\n", **allowed_signers("bob@example.com")}, "first")
     return repo
 
 

@@ -1,6 +1,7 @@
 """`cdkit approve` and `cdkit approvals`: local approvals (`approval.via: local`) in the ledger."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from typing import Any
@@ -10,15 +11,15 @@ from cdkit.approval import Review, evaluate
 from cdkit.commands.deploy import when
 from cdkit.errors import GateFailed, UsageError
 from cdkit.release import (
-    BREAK_GLASS_VIA, LOCAL_VIA, ReleaseContext, break_glass_decision, find_environment, format_local_identity,
-    local_decision, local_facts, parse_local_identity,
+    BREAK_GLASS_VIA, LOCAL_VIA, Governing, ReleaseContext, break_glass_decision, find_environment,
+    format_local_identity, governing_commit, local_decision, local_facts, parse_local_identity, verified_approver,
 )
 from cdkit.config import Environment, Pipeline
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
 def approve(*, sha: str, environment: str, comment: str, config: str | None, as_json: bool,
-            cwd: str | os.PathLike[str] | None = None, break_glass: bool = False) -> int:
+            cwd: str | os.PathLike[str] | None = None, break_glass: bool = False, key: str | None = None) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     env = find_environment(pipeline, environment)
@@ -36,18 +37,24 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
     name, email = git.identity(cwd=ws.root)
     approver = format_local_identity(name, email)
     with open_ledger(ws.repo) as ledger:
-        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                             environ=dict(os.environ))
         # The same rules the deploy applies, for this one approval: refuse it now rather than record a dud.
         mine = Review(parse_local_identity(approver), "APPROVED", full, via=LOCAL_VIA)
         verdict = evaluate(local_facts(ctx, env, full, (mine,), required=1))
         if not verdict.approved:
             raise GateFailed(f"refusing the approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
                              "(someone else must approve it)")
-        already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer)
+        governing = governing_commit(ctx, env.name)
+        signed = _sign(ctx, env, full, approver, governing, key, at=ledger.clock())
+        already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer) and
+                      (a["signature"] or not signed)  # an unsigned approval is replaced by a signed one
                       for a in ledger.approvals(sha=full, environment=env.name) if a["via"] == LOCAL_VIA)
-        approval_id = None if already else ledger.add_approval(sha=full, environment=env.name, approver=approver,
-                                                               via=LOCAL_VIA, comment=comment)
-        decision = local_decision(ctx, env, full)
+        approval_id = None if already else ledger.add_approval(
+            sha=full, environment=env.name, approver=approver, via=LOCAL_VIA, comment=comment,
+            signature=signed[1] if signed else None, signed_message=signed[0] if signed else None,
+            governed_by=governing.label)
+        decision = local_decision(ctx, env, full, governing)
     if as_json:
         jsondoc.write("approve", {"approved": True, "id": approval_id, "sha": full, "environment": env.name,
                                   "approver": approver, "already_approved": already,
@@ -60,6 +67,41 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
     output.write_line(f"{have} of {env.approval.required} approval(s); {state} "
                       f"`cdkit deploy --env {env.name} --sha {full[:12]}`")
     return 0
+
+
+def _sign(ctx: ReleaseContext, env: Environment, sha: str, approver: str, governing: Governing, key: str | None,
+          *, at: float) -> tuple[str, str] | None:
+    """(message, signature) of this approval, checked as the gate will check it; None when it goes unsigned.
+
+    Signed whenever approval.signed is on (the default) or --key is given. A signature the
+    gate would not count (a key missing from the governing commit's allowed_signers) is
+    refused now rather than recorded as a dud.
+    """
+    from cdkit import signing
+
+    path = signing.signing_key(ctx.root, key)
+    if path is None:
+        if not env.approval.signed:
+            return None
+        raise UsageError(f"{env.name}'s approvals must be signed (approval.signed): set up SSH signing "
+                         "(git config gpg.format ssh; git config user.signingkey ~/.ssh/id_ed25519.pub) or pass "
+                         "--key PATH, and list your key in .cdkit/allowed_signers (the format of git's "
+                         "gpg.ssh.allowedSignersFile)")
+    when = dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = signing.approval_message(repository=signing.repository_id(ctx.root, ctx.environ), sha=sha,
+                                       environment=env.name, approver=approver, at=when)
+    signature = signing.sign(message, path)
+    if env.approval.signed:
+        row = {"approver": approver, "signature": signature, "signed_message": message}
+        allowed = signing.allowed_signers_at(ctx.root, governing.sha)
+        where = f"{signing.ALLOWED_SIGNERS} at {governing.sha[:12]} ({governing.why})"
+        try:
+            verified_approver(row, allowed, where, repository=signing.repository_id(ctx.root, ctx.environ), sha=sha,
+                              environment=env.name)
+        except signing.SignatureProblem as exc:
+            raise GateFailed(f"refusing the approval of {sha[:12]} for {env.name}: the gate would not count it: "
+                             f"{exc}") from None
+    return message, signature
 
 
 def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, sha: str, comment: str,

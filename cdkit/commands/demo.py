@@ -70,6 +70,7 @@ class Demo:
 
     def commit(self, files: Mapping[str, str], message: str) -> str:
         for name, text in files.items():
+            (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
             (self.repo / name).write_text(text)
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
@@ -141,11 +142,31 @@ ENVIRONMENTS = textwrap.dedent("""\
     """)
 
 
+def bob_demo(demo: Demo) -> Demo:
+    """Bob, the reviewer: his git identity, and an SSH signing key (made once, in the demo's directory) that git's
+    config names, as `cdkit approve` expects (gpg.format ssh, user.signingkey)."""
+    key = demo.root / "bob_signing_key"
+    if not key.exists():
+        cmd_output_b("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob@example.com", "-f", str(key),
+                     env=demo.env, timeout=60)
+    signing = {"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "gpg.format", "GIT_CONFIG_VALUE_0": "ssh",
+               "GIT_CONFIG_KEY_1": "user.signingkey", "GIT_CONFIG_VALUE_1": str(key)}
+    return Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB, **signing})
+
+
+def allowed_signers(demo: Demo) -> str:
+    """`.cdkit/allowed_signers`: who may sign approvals (git's allowed-signers format): Bob's key."""
+    public = (demo.root / "bob_signing_key.pub").read_text().split()
+    return f"bob@example.com {public[0]} {public[1]}\n"
+
+
 def story_releases(demo: Demo) -> None:
-    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    bob = bob_demo(demo)
     demo.step("Two environments: staging deploys by itself (deployment), prod waits for an approval (delivery)")
+    demo.say("Approvals are signed with the approver's SSH key; `.cdkit/allowed_signers` lists who may sign them.")
     pipeline = (demo.repo / ".cdkit.yml").read_text() + ENVIRONMENTS
-    first = demo.commit({".cdkit.yml": pipeline}, "Add staging and prod")
+    first = demo.commit({".cdkit.yml": pipeline, ".cdkit/allowed_signers": allowed_signers(demo)},
+                        "Add staging and prod")
     demo.cdkit("run", "--deploy")
 
     demo.step("Delivery: prod refuses the unapproved commit, and its own author cannot approve it")
@@ -246,7 +267,7 @@ def story_freeze(demo: Demo) -> None:
     (demo.repo / "maintenance.flag").unlink(missing_ok=True)
     frozen = demo.commit({".cdkit.yml": text}, "Freeze prod for two hours; maintenance over")
     demo.cdkit("run", "--deploy")
-    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    bob = bob_demo(demo)
     bob.cdkit("approve", frozen[:12], "--env", "prod",
               show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {frozen[:12]} --env prod")
     demo.cdkit("deploy", "--env", "prod")
@@ -258,7 +279,7 @@ def story_break_glass(demo: Demo) -> None:
     reason = ("deploy", "--env", "prod", "--break-glass", "--reason", "hotfix for the outage")
     shown = "cdkit deploy --env prod --break-glass --reason 'hotfix for the outage'"
     demo.cdkit(*reason, show=shown)
-    bob = Demo(root=demo.root, repo=demo.repo, env={**demo.env, **BOB})
+    bob = bob_demo(demo)
     bob.cdkit("approve", frozen[:12], "--env", "prod", "--break-glass", "--comment", "outage confirmed",
               show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {frozen[:12]} --env prod --break-glass "
                    "--comment 'outage confirmed'")
