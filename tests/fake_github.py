@@ -19,8 +19,10 @@ Every request is validated against GitHub's OpenAPI description
                                           15368); its check runs carry `app.id`
     server.users["ghp_x"] = {...}         the account a token acts as: the `creator` of its statuses and
                                           deployments (default: github-actions[bot] for app tokens, octocat)
-    server.start_workflow_run(repo, sha)  an Actions workflow run for `sha`: the Actions app's check runs
-                                          for that SHA join its check suite (GET .../actions/runs lists it)
+    server.start_workflow_run(repo, sha)  an Actions workflow run for `sha`, as GitHub starts one when an event
+                                          triggers a workflow (before any job runs): the Actions app's check
+                                          runs for that SHA join its check suite (GET .../actions/runs lists it)
+    server.finish_workflow_run(id, "success")  its jobs ended (status completed, with that conclusion)
     FakeGitHub.at(url)                    the running server at `url` (for helpers that only get the env)
 
 Adding an endpoint (reviews, environments, deployments, pulls, approvals): write a handler
@@ -246,7 +248,8 @@ class FakeGitHub:
         self.faults.append(lambda req: "drop-after" if after_processing else "drop")
 
     def start_workflow_run(self, repo: str, sha: str, *, run_id: int | None = None, head_repo: str | None = None,
-                           event: str = "push", app_id: int = ACTIONS_APP["id"]) -> dict[str, Any]:
+                           event: str = "push", app_id: int = ACTIONS_APP["id"], head_branch: str = "main",
+                           path: str = ".github/workflows/ci.yml") -> dict[str, Any]:
         """An Actions workflow run of `repo` for `sha` (from `head_repo`, a fork, if given), with its check suite.
 
         GitHub files the check runs the Actions app creates for that SHA under such a suite;
@@ -255,14 +258,20 @@ class FakeGitHub:
         suite = next(self.state.ids)
         owner, name = repo.split("/")
         head_owner, head_name = (head_repo or repo).split("/")
-        run = {"id": run_id if run_id is not None else next(self.state.ids), "name": "ci", "node_id": "WFR_fake",
-               "check_suite_id": suite, "head_sha": sha, "head_branch": "main", "event": event,
-               "status": "in_progress", "conclusion": None, "path": ".github/workflows/ci.yml",
+        run = {"id": run_id if run_id is not None else next(self.state.ids), "name": Path(path).stem,
+               "node_id": "WFR_fake", "check_suite_id": suite, "head_sha": sha, "head_branch": head_branch,
+               "event": event, "status": "in_progress", "conclusion": None, "path": path,
                "repository": repository_json(owner, name), "head_repository": repository_json(head_owner, head_name),
                "created_at": now_iso(), "updated_at": now_iso(), "_app_id": app_id}
         self.state.workflow_runs.append(run)
         self.state.check_suites[(repo, sha, app_id)] = suite
         return run
+
+    def finish_workflow_run(self, run_id: int, conclusion: str) -> None:
+        """GitHub recording that every job of workflow run `run_id` ended, and how."""
+        for run in self.state.workflow_runs:
+            if run["id"] == run_id:
+                run.update(status="completed", conclusion=conclusion, updated_at=now_iso())
 
     def user_for(self, token: str | None) -> dict[str, Any]:
         """The account `token` acts as (the creator of what it writes)."""

@@ -167,7 +167,8 @@ def run_approvals(server: FakeGitHub, req: Request) -> Reply:
 
 @route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}")
 def get_workflow_run(server: FakeGitHub, req: Request) -> Reply:
-    run = _extra(server, "workflow_runs").get(req.params["run_id"])
+    run = _extra(server, "workflow_runs").get(req.params["run_id"]) or next(
+        (r for r in server.state.workflow_runs if str(r["id"]) == req.params["run_id"]), None)  # start_workflow_run's
     if run is None:
         return Reply(404, NOT_FOUND)
     return Reply(200, {"id": int(req.params["run_id"]), "status": run.get("status", "in_progress"),
