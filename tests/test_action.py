@@ -647,6 +647,40 @@ def test_a_pull_request_with_an_invalid_pipeline_is_a_config_error(repo: Path) -
     run = pull_request_run(repo, base=base, head=head, merge=False)
     assert run.proc.returncode == 2, run.proc.stdout + run.proc.stderr
     assert "Traceback" not in run.proc.stderr and "runn" in run.proc.stderr
+    # On the pull request's own file, where GitHub shows it in the diff (not `.cdkit.yml at <sha>`).
+    assert any("file=.cdkit.yml,line=5,col=5::stages[0].runn: unknown key 'runn'" in line
+               for line in invalid_pipeline_annotations(run.lines)), run.lines
+    assert run.outputs["result"] == "error" and run.outputs["deploy"] == "false"
+
+
+def invalid_pipeline_annotations(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("::error ") and "invalid pipeline file" in line]
+
+
+def test_an_invalid_pipeline_in_ci_is_an_annotation_at_its_line_a_summary_and_result_error(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    broken = PIPELINE.replace("run: echo linting", "runn: echo linting").replace("- name: test", "- nme: test")
+    head = commit(repo, {".cdkit.yml": broken}, "two typos")
+    run = run_action(repo, "push", push_payload(base, head), sha=head)
+    assert run.proc.returncode == 2, run.proc.stdout + run.proc.stderr
+    assert "Traceback" not in run.proc.stderr and "runn" in run.proc.stderr  # the log line, as before
+    # One error annotation per problem, each at the file:line:col the problem is at.
+    found = [re.fullmatch(r"::error title=cdkit%3A invalid pipeline file,file=\.cdkit\.yml,line=(\d+),col=(\d+)::"
+                          r"(stages\[\d\][.\w]*): .*", line) for line in invalid_pipeline_annotations(run.lines)]
+    assert all(found), run.lines
+    assert sorted((int(m[1]), int(m[2]), m[3]) for m in found if m) == [
+        (4, 5, "stages[0]"), (5, 5, "stages[0].runn"), (6, 5, "stages[1]"), (6, 5, "stages[1].nme")]
+    assert broken.splitlines()[4] == "    runn: echo linting" and broken.splitlines()[5] == "  - nme: test"
+    # Every output is defined, so later jobs' `if:` conditions read a decision.
+    assert run.outputs == {"result": "error", "sha": head, "stages": "[]", "deploy": "false", "environment": "",
+                           "deployment-id": "", "run-stages": "[]"}
+    assert run.summary.startswith("## cdkit: error")
+    assert "The pipeline file `.cdkit.yml` is invalid" in run.summary and "`.cdkit.yml:" in run.summary
+    # The control: the same push with the typos fixed runs, and annotates nothing of the kind.
+    fixed = commit(repo, {".cdkit.yml": PIPELINE}, "fix the typos")
+    good = run_action(repo, "push", push_payload(head, fixed), sha=fixed)
+    assert good.proc.returncode == 0, good.proc.stdout + good.proc.stderr
+    assert good.outputs["result"] == "passed" and not invalid_pipeline_annotations(good.lines)
 
 
 def test_run_and_plan_never_release_on_a_release_event(repo: Path) -> None:

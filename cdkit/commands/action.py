@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import IO, TYPE_CHECKING
 from cdkit import output
 from cdkit.commands.action_fanout import FAN_OUT_COMMANDS
 from cdkit.config import Environment, Pipeline
-from cdkit.errors import EXIT_FAILED, EXIT_OK, GateFailed, UsageError
+from cdkit.errors import EXIT_FAILED, EXIT_OK, ConfigError, GateFailed, UsageError
 from cdkit.github import MAX_WAIT_ENV
 from cdkit.github_events import DEFAULT_MAX_WAIT, NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
 from cdkit.plan import make_plan, parse_skip
@@ -137,11 +138,15 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
     inputs = ActionInputs.from_environ(environ)
     environ[MAX_WAIT_ENV] = f"{inputs.max_wait:g}"  # every GitHub client this run builds keeps to it
     ws = find_workspace(inputs.config, _working_directory(inputs, environ, cwd))
-    pipeline = load_pipeline(ws)
-    env, decision = read_event(environ, cwd=ws.root, release_branch=pipeline.release_branch,
-                               wants_release=inputs.wants_release, max_wait=inputs.max_wait)
-    _say(actions, f"cdkit: {decision.message}")
-    pipeline = _pipeline_for(actions, ws, pipeline, decision)
+    try:
+        pipeline = load_pipeline(ws)
+        env, decision = read_event(environ, cwd=ws.root, release_branch=pipeline.release_branch,
+                                   wants_release=inputs.wants_release, max_wait=inputs.max_wait)
+        _say(actions, f"cdkit: {decision.message}")
+        pipeline = _pipeline_for(actions, ws, pipeline, decision)
+    except ConfigError as exc:
+        report_invalid_pipeline(actions, ws, environ, exc)
+        raise  # the CLI prints the errors and exits with the configuration error's code
     outcome = _act(actions, inputs, ws, pipeline, env, decision, environ)
     actions.set_outputs(outcome.outputs())
     summary = render_summary(outcome, env, decision, pipeline)
@@ -170,6 +175,47 @@ def release_history_lines(ws: Workspace, environ: Mapping[str, str], environment
     except Exception:  # noqa: BLE001 - a line of the summary, never a reason to fail the release
         pass
     return lines
+
+
+# `FILE:LINE:COL: text`, how every positioned configuration error starts (cdkit.config).
+_POSITIONED = re.compile(r"(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+): (?P<text>.*)", re.DOTALL)
+_AT_REVISION = re.compile(r" at [0-9a-f]{7,40}$")  # load_pipeline_at names a committed file `PATH at SHA`
+
+
+def _workspace_path(name: str, ws: Workspace, environ: Mapping[str, str]) -> str:
+    """`name` (a pipeline file as an error names it) relative to GITHUB_WORKSPACE, where GitHub places annotations."""
+    path = Path(_AT_REVISION.sub("", name))
+    path = path if path.is_absolute() else ws.root / path
+    workspace = Path(environ.get("GITHUB_WORKSPACE") or ws.root)
+    try:
+        return path.resolve().relative_to(workspace.resolve()).as_posix()
+    except ValueError:  # outside the workspace: GitHub cannot place it on a file, the name still says where
+        return str(path)
+
+
+def report_invalid_pipeline(actions: Actions, ws: Workspace, environ: Mapping[str, str], exc: ConfigError) -> None:
+    """An invalid pipeline file seen in CI: an error annotation at each FILE:LINE, outputs, and a job summary.
+
+    Every output is defined (`result=error`), so `needs.*.outputs` and `if:` conditions of
+    later jobs read a decision rather than an empty string.
+    """
+    title = "cdkit: invalid pipeline file"
+    config_file = _workspace_path(str(ws.config_path), ws, environ)
+    listed = []
+    for message in exc.messages:
+        found = _POSITIONED.fullmatch(message)
+        if found:
+            file, line, col, text = _workspace_path(found["file"], ws, environ), found["line"], found["col"], found["text"]
+            actions.annotate("error", text, title=title, file=file, line=int(line), col=int(col))
+            listed.append(f"- {md_code(f'{file}:{line}:{col}')}: {md_escape(text.splitlines()[0], limit=1000)}")
+        else:
+            actions.annotate("error", message, title=title, file=config_file)
+            listed.append(f"- {md_escape(message.splitlines()[0], limit=1000)}")
+    outcome = Outcome("error", exc.exit_code, sha=environ.get("GITHUB_SHA", ""), notes=tuple(exc.messages))
+    actions.set_outputs(outcome.outputs())
+    actions.append_summary("\n".join([
+        "## cdkit: error", "", f"The pipeline file {md_code(config_file)} is invalid, so no stage ran and nothing "
+        "was released. Fix it (`cdkit validate` says the same on your machine) and push again:", "", *listed, ""]))
 
 
 def _pipeline_for(actions: Actions, ws: Workspace, pipeline: Pipeline, decision: Decision) -> Pipeline:

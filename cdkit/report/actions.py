@@ -115,11 +115,11 @@ class Actions:
             self._emit(format_command("add-mask", part))
 
     def annotate(self, level: str, message: str, *, title: str | None = None, file: str | None = None,
-                 line: int | None = None) -> None:
+                 line: int | None = None, col: int | None = None) -> None:
         """An error/warning/notice annotation; every part is escaped, so it is one command whatever it holds."""
         if level not in ("error", "warning", "notice"):
             raise ValueError(f"unknown annotation level {level!r}")
-        self._emit(format_command(level, message, {"title": title, "file": file, "line": line}))
+        self._emit(format_command(level, message, {"title": title, "file": file, "line": line, "col": col}))
 
     def start_group(self, title: str) -> None:
         self._emit(format_command("group", title))
