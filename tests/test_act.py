@@ -103,6 +103,9 @@ def act_binary() -> str:
     return found
 
 
+ACT_TAG = re.compile(r"\[[^/\]\s]+/[^\]]*\] ")  # how act starts each line of a job: `[workflow/job name] `
+
+
 @dataclass
 class ActRun:
     proc: subprocess.CompletedProcess[str]
@@ -123,7 +126,7 @@ class ActRun:
         found: list[str] = []
         inside = False
         for line in self.proc.stdout.splitlines():
-            if line.startswith("["):
+            if ACT_TAG.match(line):
                 inside = bool(tag.match(line)) and "Summary - " in line
                 if inside:
                     found.append(line.split("Summary - ", 1)[1])
@@ -436,6 +439,14 @@ def test_the_review_delivery_example_opens_the_release_pull_request_and_deploys_
     assert self_review.summary("release").startswith("## cdkit: waiting")
     assert not deployments(fake_github)
 
+    # A review of another pull request starts no job at all: it must not queue in the deploy concurrency group.
+    other = review_payload(head, BOB)
+    other["pull_request"]["number"] = 5
+    other["pull_request"]["head"]["ref"] = "feature"
+    unrelated = run_act(repo, fake_github, "pull_request_review", other, workflow, actor="bob")
+    assert unrelated.proc.returncode == 0, unrelated.log[-6000:]
+    assert not unrelated.ran("pipeline") and not unrelated.ran("release")
+
     # Bob, a writer who wrote none of it, approves: the release job deploys that exact commit.
     record_review(fake_github, 2, BOB, head)
     approved = run_act(repo, fake_github, "pull_request_review", review_payload(head, BOB), workflow, actor="bob")
@@ -451,16 +462,22 @@ def test_the_review_delivery_example_opens_the_release_pull_request_and_deploys_
 
 
 def snapshot_of_this_repository(path: Path) -> tuple[Path, str, str]:
-    """This repository's files as they are now (committed or not), committed into a new repository, then a
-    documentation-only change on top: the commit pushed."""
-    repo = github_repo(path)
+    """This repository with its history (CI checks out with fetch-depth: 0, and its tests look at that history),
+    its files as they are now committed on top, then a documentation-only change: the commit pushed."""
+    subprocess.run(["git", "clone", "-q", "--shared", str(ROOT), str(path)], check=True)
+    repo = path
+    git(repo, "remote", "set-url", "origin", f"https://github.com/{REPOSITORY}.git")
+    git(repo, "checkout", "-q", "-B", "main")
+    for name in filter(None, git(repo, "ls-files", "-z").split("\0")):
+        (repo / name).unlink()  # whatever the working tree no longer has stays deleted
     listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
-    base = commit(repo, None, "this repository")
+    git(repo, "add", "-A")
+    base = commit(repo, None, "this repository as it is")
     head = commit(repo, {"README.md": (ROOT / "README.md").read_text() + "\nA documentation change.\n"}, "docs")
     return repo, base, head
 

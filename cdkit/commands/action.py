@@ -205,7 +205,8 @@ def report_invalid_pipeline(actions: Actions, ws: Workspace, environ: Mapping[st
     for message in exc.messages:
         found = _POSITIONED.fullmatch(message)
         if found:
-            file, line, col, text = _workspace_path(found["file"], ws, environ), found["line"], found["col"], found["text"]
+            file = _workspace_path(found["file"], ws, environ)
+            line, col, text = found["line"], found["col"], found["text"]
             actions.annotate("error", text, title=title, file=file, line=int(line), col=int(col))
             listed.append(f"- {md_code(f'{file}:{line}:{col}')}: {md_escape(text.splitlines()[0], limit=1000)}")
         else:
