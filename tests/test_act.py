@@ -33,11 +33,11 @@ from typing import Any
 
 import pytest
 
-import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from cdkit.commands.init import ACTION_REPOSITORY, ACTION_SHA
 from cdkit.workflow import CHECKOUT
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
+from tests.fake_github_release import link_git  # importing it registers the release endpoints
 from tests.helpers import ROOT, cdkit, commit, config, git, make_repo
 from tests.test_action import TOKEN, push_payload
 
@@ -193,7 +193,8 @@ def github_repo(path: Path) -> Path:
 
 
 def check_runs(server: FakeGitHub, sha: str) -> dict[str, str | None]:
-    return {r["name"]: r["conclusion"] for r in server.check_runs(REPOSITORY, sha)}
+    """The stages' check runs (`cdkit/<stage>`) on `sha`, by name (not the push record, `cdkit push`)."""
+    return {r["name"]: r["conclusion"] for r in server.check_runs(REPOSITORY, sha) if r["name"].startswith("cdkit/")}
 
 
 def deployments(server: FakeGitHub) -> list[dict[str, Any]]:
@@ -350,6 +351,7 @@ def test_the_environment_delivery_example_deploys_only_an_approved_run_to_a_prot
     commit(repo, {".cdkit.yml": single_job_pipeline("delivery", "environment")}, "deliver through an environment")
     head = commit(repo, {"b.txt": "b"}, "a change")
     workflow = example("delivery-environment.yml")
+    link_git(fake_github, repo, {"ada@example.com": ADA})  # GitHub holds the commits; Ada's email is hers
 
     # No GitHub environment `production` yet (GitHub would create it unprotected): the stages pass, but the
     # job fails closed with an error annotation saying how to fix it, and offers no deploy.
@@ -411,6 +413,7 @@ def test_the_review_delivery_example_opens_the_release_pull_request_and_deploys_
     workflow = example("delivery-review.yml")
     extra = fake_github.state.extra
     extra["permissions"] = {"ada": "admin", "bob": "write"}
+    link_git(fake_github, repo, {"ada@example.com": ADA})  # GitHub holds the commits; Ada's email is hers
 
     # A passing push to main opens the release pull request and deploys nothing yet.
     pushed = run_act(repo, fake_github, "push", push_payload(base, head), workflow)
@@ -421,10 +424,6 @@ def test_the_review_delivery_example_opens_the_release_pull_request_and_deploys_
     assert pull["base"]["ref"] == "cdkit/deployed/production"
     assert pushed.summary("release").startswith("## cdkit: waiting")  # for an approval of the release PR
     assert not deployments(fake_github)
-    extra["pull_commits"] = {1: [{"sha": sha, "author": ADA, "committer": ADA, "commit": {
-        "author": {"name": "Ada Author", "email": "ada@example.com"},
-        "committer": {"name": "Ada Author", "email": "ada@example.com"}}}
-        for sha in git(repo, "rev-list", "--reverse", head).split()]}
 
     # Ada wrote the change: her own approval does not count, so the release keeps waiting and nothing deploys.
     record_review(fake_github, 1, ADA, head)
