@@ -79,6 +79,22 @@ def config(text: str) -> str:
     return textwrap.dedent(text).lstrip()
 
 
+def delivery_pipeline(via: str, policy: str = "", *, url: str | None = None) -> str:
+    """One `build` stage and a delivery environment `prod` approved `via` (`policy`: more approval keys)."""
+    url_line = f"\n            url: {url}" if url else ""
+    return config(f"""
+        version: 1
+        stages:
+          - name: build
+            run: "true"
+        environments:
+          - name: prod
+            mode: delivery
+            deploy: 'echo "deployed $CDKIT_SHA"'{url_line}
+            approval: {{via: {via}{policy}}}
+    """)
+
+
 def cdkit(*args: str, cwd: Path, env: Mapping[str, str] | None = None, input: bytes | None = None,
           timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `cdkit` CLI in a subprocess, as a user would."""

@@ -19,7 +19,7 @@ import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
 from tests.fake_github_release import add_deployment, brought_in_by, link_git
-from tests.helpers import cdkit, commit, config, git, make_repo, write
+from tests.helpers import cdkit, commit, delivery_pipeline, git, make_repo, write
 from tests.test_action import run_action, run_workflow
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
@@ -29,20 +29,6 @@ DAVE = {"login": "dave", "id": 4, "type": "User"}
 MALLORY = {"login": "mallory", "id": 5, "type": "User"}
 LINKED = {"ada@example.com": ADA, "carol@corp.example": CAROL, "mal@corp.example": MALLORY}
 REPO = "acme/app"
-
-
-def pipeline(via: str, policy: str = "") -> str:
-    return config(f"""
-        version: 1
-        stages:
-          - name: build
-            run: "true"
-        environments:
-          - name: prod
-            mode: delivery
-            deploy: 'echo "deployed $CDKIT_SHA"'
-            approval: {{via: {via}{policy}}}
-    """)
 
 
 def commit_as(repo: Path, author: str, message: str = "a change", files: dict[str, str] | None = None) -> str:
@@ -71,7 +57,7 @@ class World:
     def __init__(self, tmp_path: Path, server: FakeGitHub, via: str = "review", policy: str = "") -> None:
         self.server, self.via = server, via
         self.repo = make_repo(tmp_path / "repo")
-        self.base = commit(self.repo, {".cdkit.yml": pipeline(via, policy)}, "the pipeline")
+        self.base = commit(self.repo, {".cdkit.yml": delivery_pipeline(via, policy)}, "the pipeline")
         link_git(server, self.repo, LINKED)
         extra = server.state.extra
         extra["permissions"] = {login: "write" for login in ("ada", "bob", "carol", "dave", "mallory")}

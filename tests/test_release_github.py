@@ -19,7 +19,7 @@ from tests.fake_github import FakeGitHub
 from tests.fake_github_release import (
     add_deployment, before_next_deployment, before_next_deployment_status, link_git, start_job_deployment,
 )
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.helpers import cdkit, commit, config, delivery_pipeline, git, make_repo
 from tests.test_action import run_action, run_workflow
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
@@ -29,18 +29,7 @@ DAVE = {"login": "dave", "id": 4, "type": "User"}
 
 
 def pipeline(via: str) -> str:
-    return config(f"""
-        version: 1
-        stages:
-          - name: build
-            run: "true"
-        environments:
-          - name: prod
-            mode: delivery
-            deploy: 'echo "deployed $CDKIT_SHA"'
-            url: https://prod.example.com
-            approval: {{via: {via}}}
-    """)
+    return delivery_pipeline(via, url="https://prod.example.com")
 
 
 def gh_env(server: FakeGitHub, sha: str) -> dict[str, str]:

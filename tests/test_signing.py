@@ -16,24 +16,10 @@ import pytest
 
 from cdkit import signing
 from cdkit.ledger import Ledger
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.helpers import cdkit, commit, delivery_pipeline, git, make_repo
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
 MALLORY = {"GIT_COMMITTER_NAME": "Mallory", "GIT_COMMITTER_EMAIL": "mallory@example.com"}
-
-
-def pipeline(policy: str = "") -> str:
-    return config(f"""
-        version: 1
-        stages:
-          - name: build
-            run: "true"
-        environments:
-          - name: prod
-            mode: delivery
-            deploy: 'echo "deployed $CDKIT_SHA"'
-            approval: {{via: local{policy}}}
-    """)
 
 
 def keygen(directory: Path, name: str) -> Path:
@@ -57,7 +43,7 @@ def keys(tmp_path: Path) -> dict[str, Path]:
 def world(tmp_path: Path, keys: dict[str, Path], policy: str = "") -> tuple[Path, str]:
     """Ada's repository: Bob's key is allowed to sign; a change by Ada whose stages passed."""
     repo = make_repo(tmp_path / "repo")
-    commit(repo, {".cdkit.yml": pipeline(policy), ".cdkit/allowed_signers": signer_line("bob@example.com", keys["bob"])},
+    commit(repo, {".cdkit.yml": delivery_pipeline("local", policy), ".cdkit/allowed_signers": signer_line("bob@example.com", keys["bob"])},
            "the pipeline and who signs approvals")
     sha = commit(repo, {"app.txt": "v1"}, "a change by Ada")
     assert cdkit("run", cwd=repo).returncode == 0
