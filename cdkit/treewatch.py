@@ -65,7 +65,8 @@ class TreeWatch:
         head, clean = git.work_tree_state(self.paths.root)
         if head == self.clean_at and clean:
             return True
-        _ = self.tree  # the baseline: the commit's own tree
+        if self._tree is None:
+            self._tree = git.tree_of(self.clean_at, cwd=self.paths.root)  # the baseline: the commit's own tree
         self.clean_at = None  # from here on, snapshots
         return False
 
