@@ -221,17 +221,21 @@ def main() -> None:
           f"lefthook {lefthook_version} ({lefthook}), cdkit and pre-commit from {sys.prefix}; "
           f"{args.rounds} interleaved rounds, median\n")
     print("One `on: pre-push` stage running `true`, one-commit fast-forward push:\n")
-    print("| hook | push (ms) | added by the hook (ms) | added vs pre-commit | added vs lefthook |")
-    print("|---|---:|---:|---:|---:|")
+    print("| hook | push (ms) | added by the hook (ms) | added vs python -I floor | added vs pre-commit "
+          "| added vs lefthook |")
+    print("|---|---:|---:|---:|---:|---:|")
     base = med[("noop", "no hook")]
     added = {name: med[("noop", name)] - base for name in noop.hooks}
     for name in noop.hooks:
         if name == "no hook":
-            print(f"| no hook | {base:.0f} | - | - | - |")
+            print(f"| no hook | {base:.0f} | - | - | - | - |")
             continue
+        floor = added["python -I (stdlib only)"]
+        vs_floor = added[name] / floor if floor > 0 else float("nan")
         vs_pc = added[name] / added["pre-commit"] if added["pre-commit"] > 0 else float("nan")
         vs_lh = added[name] / added["lefthook"] if added["lefthook"] > 0 else float("nan")
-        print(f"| {name} | {med[('noop', name)]:.0f} | {added[name]:.0f} | {vs_pc:.2f}x | {vs_lh:.2f}x |")
+        print(f"| {name} | {med[('noop', name)]:.0f} | {added[name]:.0f} | {vs_floor:.2f}x | {vs_pc:.2f}x "
+              f"| {vs_lh:.2f}x |")
     print("\nFive independent `sleep 0.2` stages (cdkit `needs: []`, lefthook `parallel: true`):\n")
     print("| hook | push (ms) | added by the hook (ms) |")
     print("|---|---:|---:|")

@@ -9,14 +9,20 @@ Every problem is reported as `FILE:LINE:COL: key.path: message`.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cdkit import __version__
 from cdkit.errors import ConfigError
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 if TYPE_CHECKING:
     # Imported where it is used: PyYAML costs every `git push` ~14 ms, and the pre-push hook
@@ -31,8 +37,8 @@ DEFAULT_TIMEOUT = 30 * 60.0
 JsonPath = tuple["str | int", ...]
 
 # Tokens GitHub issues carry a recognisable prefix; one inline in a committed file is a leak.
-TOKEN_RE = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")
-DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+TOKEN_PATTERN = r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"
+DURATION_PATTERN = r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$"
 
 
 class StageCI(NamedTuple):
@@ -138,6 +144,7 @@ class Pipeline(NamedTuple):
 @functools.lru_cache(maxsize=None)
 def _strict_loader() -> Any:
     """A safe loader that resolves plain scalars by YAML 1.2 core rules only."""
+    import re  # not at import time: the hook's cached pipeline needs no regex
     import yaml
 
     class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -529,6 +536,7 @@ def _any_of_hint(value: Any, path: JsonPath, shown: str) -> str:
 
 def _matches(pattern: str, value: str) -> bool:
     """JSON Schema (ECMA-262) `pattern`: a final `$` is the end of the string, not "before a final newline"."""
+    import re  # not at import time: the hook's cached pipeline needs no regex
     if pattern.endswith("$") and not pattern.endswith("\\$"):
         pattern = pattern[:-1] + "\\Z"
     return re.search(pattern, value) is not None
@@ -663,6 +671,7 @@ def _working_directory_problems(stages: list[dict[str, Any]], root: Path | None)
 
 def _glob_problems(stages: list[dict[str, Any]]) -> Iterator[tuple[JsonPath, str]]:
     """A `paths` glob that cannot be compiled fails here, not in the middle of a run."""
+    import re  # not at import time: the hook's cached pipeline needs no regex
     from cdkit.globs import glob_regex
 
     for i, stage in enumerate(stages):
@@ -721,8 +730,9 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 def _token_problems(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    import re  # not at import time: the hook's cached pipeline needs no regex
     if isinstance(value, str):
-        match = TOKEN_RE.search(value)
+        match = re.search(TOKEN_PATTERN, value)
         if match:
             masked = match.group(0)[:4] + "****"
             yield path, (
@@ -738,6 +748,7 @@ def _token_problems(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]
 
 
 def _version_problems(data: dict[str, Any]) -> Iterator[tuple[JsonPath, str]]:
+    import re  # not at import time: the hook's cached pipeline needs no regex
     wanted = data.get("minimum_version")
     if isinstance(wanted, str) and re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", wanted):
         def parts(v: str) -> tuple[int, ...]:
@@ -754,7 +765,8 @@ def _version_problems(data: dict[str, Any]) -> Iterator[tuple[JsonPath, str]]:
 
 
 def parse_duration(text: str) -> float:
-    match = DURATION_RE.match(text)
+    import re  # not at import time: the hook's cached pipeline needs no regex
+    match = re.match(DURATION_PATTERN, text)
     if not match or not text:
         raise ValueError(f"{text!r} is not a duration")
     hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())

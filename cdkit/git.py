@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from cdkit.errors import GitError
-from cdkit.util import CalledProcessError, cmd_output_b
+from cdkit.util import CalledProcessError, Started, cmd_output_b
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 # What `git rev-parse --local-env-vars` prints: variables git exports to hooks that
 # would point a stage's own git commands at the wrong repository or index.
@@ -38,7 +44,10 @@ LOCAL_ENV_VARS = (
     "GIT_QUARANTINE_PATH",
 )
 
-OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+def is_oid(text: str) -> bool:
+    """A full SHA-1 or SHA-256 object id in lower-case hex (no `re` on the hook's path)."""
+    return len(text) in (40, 64) and not text.strip("0123456789abcdef")
 
 
 def decode(data: bytes) -> str:
@@ -58,6 +67,27 @@ def git_b(*args: str, cwd: str | os.PathLike[str] | None = None, stdin: bytes | 
         raise GitError(f"git {' '.join(args)} failed: {message}") from None
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH; install git and try again") from None
+
+
+class Pending:
+    """`git_b(*args)` started now and collected with `output()` later, so two reads can overlap."""
+
+    def __init__(self, *args: str, cwd: str | os.PathLike[str] | None = None) -> None:
+        self.args = args
+        try:
+            self._started = Started("git", *args, cwd=cwd)
+        except FileNotFoundError:
+            raise GitError("git is not installed or not on PATH; install git and try again") from None
+
+    def output(self) -> bytes:
+        try:
+            return self._started.result()[1]
+        except CalledProcessError as exc:
+            message = _decode(exc.stderr).strip() or _decode(exc.stdout).strip()
+            raise GitError(f"git {' '.join(self.args)} failed: {message}") from None
+
+    def abandon(self) -> None:
+        self._started.abandon()
 
 
 def with_env(env: Mapping[str, str], *args: str, cwd: str | os.PathLike[str] | None = None,
@@ -205,7 +235,9 @@ def work_tree_state(cwd: str | os.PathLike[str] | None = None) -> tuple[str | No
     Every run asks both before choosing between the work tree and a temporary worktree;
     one `git status --porcelain=v2 --branch` answers both, a process less per push.
     """
-    out = git_b("status", "--porcelain=v2", "--branch", "-z", cwd=cwd)
+    # --no-optional-locks: a read, never a write of the index's refreshed stat data (no index.lock taken,
+    # so no race with the user's own git, and no write on every push).
+    out = git_b("--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z", cwd=cwd)
     head, clean = None, True
     for entry in out.split(b"\0"):
         if entry.startswith(b"# branch.oid "):
@@ -233,6 +265,8 @@ def is_shallow(cwd: str | os.PathLike[str] | None = None) -> bool:
 def identity(cwd: str | os.PathLike[str] | None = None) -> tuple[str, str]:
     """The committer identity git would use here: (name, email)."""
     ident = git("var", "GIT_COMMITTER_IDENT", cwd=cwd)
+    import re
+
     match = re.match(r"^(.*?) <(.*?)>", ident)
     if not match:
         raise GitError("no git identity: set one with `git config user.name` and `git config user.email`")

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import bisect
 import functools
-import re
 from collections.abc import Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
 
 LAST_CHAR = "\U0010ffff"  # sorts after every character a path can hold
 
@@ -12,6 +15,8 @@ LAST_CHAR = "\U0010ffff"  # sorts after every character a path can hold
 @functools.lru_cache(maxsize=512)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """GitHub Actions filter semantics: `*` and `?` stay within a directory, `**` crosses them."""
+    import re  # here, not at import: a pipeline without `paths` never needs it on the hook path
+
     out = ""
     i = 0
     while i < len(pattern):
@@ -80,6 +85,8 @@ class Matcher:
             negative = pattern.startswith("!")
             alternatives.append(f"({glob_regex(pattern[1:] if negative else pattern).pattern})")
             self._positive.append(not negative)
+        import re
+
         self._regex = re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
         self._only_positive = all(self._positive[1:])
         # Where a selected file can be: only a positive pattern selects, and every path it

@@ -342,7 +342,8 @@ def _run_targets(ws: Workspace, pipeline: Pipeline, targets: tuple[PushTarget, .
     from cdkit.report.console import ConsoleReporter, counts_text, not_countable
     from cdkit.session import open_ledger, run_trigger
 
-    repository = _repository(environ, url)
+    # Only statuses need it (with a token): parsing the URL costs a quiet push the `re` import.
+    repository = _repository(environ, url) if _token(environ) else None
     outcomes: list[tuple[PushTarget, RunOutcome]] = []
     with open_ledger(ws.repo) as ledger:
         for target in targets:
@@ -390,12 +391,12 @@ def _warn_of_windows(pipeline: Pipeline, targets: tuple[PushTarget, ...]) -> Non
 
 def _verdict(outcomes: list[tuple[PushTarget, RunOutcome]], environ: Mapping[str, str]) -> int:
     """The strictest result across refs wins: interrupted > failed > passed."""
-    from cdkit.report.console import display_path
-    from cdkit.report.excerpt import failure_excerpt
-
     code = max((o.exit_code for _, o in outcomes), default=EXIT_OK)
     if code == EXIT_OK:
         return EXIT_OK
+    from cdkit.report.console import display_path
+    from cdkit.report.excerpt import failure_excerpt  # its regexes only for a push that failed
+
     if code == EXIT_INTERRUPTED:
         _say("cdkit: interrupted; the push is aborted (the run is recorded as cancelled)")
         return EXIT_INTERRUPTED

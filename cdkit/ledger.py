@@ -14,11 +14,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from cdkit.errors import CdkitError
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 SCHEMA_VERSION = 9
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits

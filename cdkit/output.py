@@ -15,7 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 COLORS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36", "dim": "2", "bold": "1"}
 READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENXIO, errno.ECONNRESET})

@@ -4,11 +4,18 @@ from __future__ import annotations
 import functools
 import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 from cdkit.config import Pipeline, Stage
 from cdkit.events import Trigger
 from cdkit.globs import Matcher, SortedFiles
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 # Reasons of stages a run did not judge at all (another trigger, not selected): such a result
 # says nothing about the commit, so it never replaces a real one (status, gates, GitHub).

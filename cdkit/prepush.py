@@ -15,12 +15,18 @@ for by every push, and a dataclass costs ~0.7 ms to create at import against ~0.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 from cdkit import git
 from cdkit.errors import CdkitError
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 LINE_FORMAT = "`<local ref> <local oid> <remote ref> <remote oid>`"
 
@@ -63,14 +69,14 @@ def _is_oid(text: bytes) -> bool:
 
 # C0 controls and DEL: git forbids them in ref names. A NUL would reach a git argument or a
 # stage's environment as `ValueError: embedded null byte` (exit 3), an ESC the user's terminal.
-_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
 
 
 def _refuse_control_bytes(line: bytes, number: int) -> None:
-    found = _CONTROL_BYTES.search(line)
-    if found is not None:
+    if len(line.translate(None, _CONTROL_BYTES)) != len(line):  # any there? (`re` costs every push its import)
+        column = next(i for i, byte in enumerate(line) if byte < 0x20 or byte == 0x7f)
         raise PrePushInputError(
-            f"pre-push stdin line {number}: control byte 0x{found.group()[0]:02x} at column {found.start() + 1} "
+            f"pre-push stdin line {number}: control byte 0x{line[column]:02x} at column {column + 1} "
             f"in {_decode(line)[:200]!r}; git never writes one in a ref line (is something other than git feeding "
             "this hook? if you pushed a `:/<text>` expression containing one, push the commit by its SHA instead)"
         )

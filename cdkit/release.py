@@ -41,7 +41,7 @@ from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, Gat
 from cdkit.ledger import FORCED_REASON_PREFIX, LIVE_STATUSES, Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
-from cdkit.secrets import without_credentials
+from cdkit.credentials import without_credentials
 
 DEFAULT_DEPLOY_TIMEOUT = 3600.0
 DEFAULT_KILL_GRACE = 5.0

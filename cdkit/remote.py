@@ -9,18 +9,30 @@ host is not a GitHub repository: None.
 """
 from __future__ import annotations
 
-import re
+import functools
 from urllib.parse import urlsplit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
 
 # GitHub owner and repository names: letters, digits, `-`, `_` and `.` (owners: no dots, but GHES is lenient).
 _NAME = r"[A-Za-z0-9_.-]+"
-_SCP_RE = re.compile(rf"^(?:[^@/\s]+@)?(?P<host>[A-Za-z0-9.-]{{2,}}):(?P<path>/?{_NAME}/{_NAME}/?)$")
-_PATH_RE = re.compile(rf"^/*(?P<owner>{_NAME})/(?P<name>{_NAME})/*$")
 _URL_SCHEMES = ("https", "http", "ssh", "git", "git+ssh", "ssh+git")
 
 
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(scp-like remote, owner/name path), compiled on first use: every push parses its URL, but `re`'s
+    import and these compiles cost it more than the parse."""
+    import re
+
+    return (re.compile(rf"^(?:[^@/\s]+@)?(?P<host>[A-Za-z0-9.-]{{2,}}):(?P<path>/?{_NAME}/{_NAME}/?)$"),
+            re.compile(rf"^/*(?P<owner>{_NAME})/(?P<name>{_NAME})/*$"))
+
+
 def _owner_name(path: str) -> str | None:
-    match = _PATH_RE.match(path)
+    match = _patterns()[1].match(path)
     if not match:
         return None
     owner, name = match.group("owner"), match.group("name")
@@ -46,7 +58,7 @@ def parse_repository(url: str) -> str | None:
         if len(segments) < 2:
             return None
         return _owner_name("/".join(segments[-2:]))
-    scp = _SCP_RE.match(url)
+    scp = _patterns()[0].match(url)
     if scp and "/" not in scp.group("host"):
         return _owner_name(scp.group("path"))
     return None

@@ -26,12 +26,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol, cast
 
 from cdkit.config import Stage
 from cdkit.plan import Plan
-from cdkit.secrets import without_credentials
+from cdkit.credentials import without_credentials
 from cdkit.util import is_within
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, NamedTuple, Protocol
+else:
+    from cdkit.ntuple import NamedTuple
+    Protocol = object  # a structural type for mypy; at run time only a base class
 
 PASSED, FAILED, TIMED_OUT, SKIPPED, CANCELLED = "passed", "failed", "timed_out", "skipped", "cancelled"
 BAD_STATUSES = frozenset({FAILED, TIMED_OUT, CANCELLED})
@@ -398,7 +406,8 @@ class Runner:
                 reporter.stage_output(running.stage, payload)  # type: ignore[arg-type]
             running.in_flight.release()
         elif kind == "exit":
-            code, exited_at = cast("tuple[int, float]", payload)
+            exited: tuple[int, float] = payload  # type: ignore[assignment]  # an "exit" event carries these
+            code, exited_at = exited
             self._on_exit(name, code, exited_at)
         self._enforce_deadlines()
 

@@ -19,12 +19,16 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
-SECRET_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN", "CDKIT_TOKEN", "INPUT_TOKEN", "ACTIONS_RUNTIME_TOKEN")
+# Which variables are credentials, and a stage's environment without them: in cdkit.credentials, which every
+# stage start imports without this module's regexes.
+from cdkit.credentials import (  # noqa: F401 - part of this module's interface
+    CREDENTIAL_ENV_VARS,
+    RUNNER_CREDENTIAL_VARS,
+    SECRET_ENV_VARS,
+    without_credentials,
+)
+
 REDACTED = "***"
-# Credentials a shell or a CI job may carry besides those: the Actions runtime's and its OIDC token requests.
-RUNNER_CREDENTIAL_VARS = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_RUNTIME_URL",
-                          "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
-CREDENTIAL_ENV_VARS = frozenset(SECRET_ENV_VARS + RUNNER_CREDENTIAL_VARS)
 MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 MIN_ENCODED_SECRET_LEN = 8  # the base64 core of a shorter value is too short to be told from noise
 
@@ -149,15 +153,3 @@ def redactor(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()
 def redact(text: str, environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> str:
     """`text` with every known token value (in any encoding) and anything shaped like a token replaced by ***."""
     return redactor(environ, extra).redact(text)
-
-
-def without_credentials(environ: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
-    """`environ` for a stage, a deploy or a verify command: no credential unless the pipeline names it.
-
-    The one rule for every command cdkit starts (`cdkit run`, the hook, `cdkit deploy`,
-    `cdkit release check`, the Action): a token cdkit was given to talk to GitHub is
-    cdkit's, not the project's commands'. A stage or environment that needs one says so
-    with `env_passthrough: [NAME]`.
-    """
-    allowed = set(passthrough)
-    return {k: v for k, v in environ.items() if k not in CREDENTIAL_ENV_VARS or k in allowed}

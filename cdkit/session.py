@@ -9,7 +9,6 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from cdkit import git, setaside
 from cdkit.config import Pipeline, decode_config, find_config, load, load_text
@@ -20,6 +19,14 @@ from cdkit.logs import Retention, prune_if_due, run_log_dir
 from cdkit.plan import Plan, make_plan, parse_skip
 from cdkit.report.ledger import LedgerReporter
 from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Runner, StageResult, cancel_on_signals, overall_status
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 
 class Workspace(NamedTuple):
@@ -103,15 +110,22 @@ def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where
       assume-unchanged entries, a merge in progress) runs in a temporary worktree, and the
       run is dirty: an editable install there would still point at the work tree.
     """
-    head, clean = git.work_tree_state(ws.root)
+    # Both git reads at once: nearly every answer below needs the listing as well as the status.
+    listing = setaside.start_listing(ws.root)
+    try:
+        head, clean = git.work_tree_state(ws.root)
+    except BaseException:
+        listing.abandon()
+        raise
     at_head = head == trigger.head_sha
     if at_head and clean:
         # Clean by `git status` is not clean when git was told not to look at some files.
-        why = setaside.hidden_files(ws.root, ws.repo.git_dir)
+        why = setaside.hidden_files(ws.root, ws.repo.git_dir, listing)
         return Where(WORKTREE, True, why) if why else Where(WORK_TREE, False)
     if at_head and allow_dirty:
+        listing.abandon()
         return Where(WORK_TREE, True)
-    why = setaside.cannot_switch(ws.root, ws.repo.git_dir)
+    why = setaside.cannot_switch(ws.root, ws.repo.git_dir, listing)
     return Where(WORKTREE, True, why) if why else Where(IN_PLACE, False)
 
 

@@ -26,18 +26,24 @@ each step is idempotent, so a recovery interrupted in its turn can simply run ag
 from __future__ import annotations
 
 import contextlib
-import re
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from cdkit import git
 from cdkit.errors import EXIT_USAGE, CdkitError, GitError
 from cdkit.util import HOST, cmd_output_b, local_process_gone
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 
 def _shutil() -> Any:
@@ -136,7 +142,7 @@ def pending_warning(cwd: str) -> str | None:
 # --- why a work tree cannot be judged in place -------------------------------------------------
 
 
-def cannot_switch(root: Path, git_dir: Path) -> str | None:
+def cannot_switch(root: Path, git_dir: Path, listing: git.Pending | None = None) -> str | None:
     """Why this work tree cannot safely hold another commit for a while (None when it can).
 
     Such a tree is judged in a temporary worktree instead, and the run is recorded dirty:
@@ -148,20 +154,36 @@ def cannot_switch(root: Path, git_dir: Path) -> str | None:
                          ("CHERRY_PICK_HEAD", "a cherry-pick"), ("REVERT_HEAD", "a revert"),
                          ("BISECT_LOG", "a bisect")):
         if (git_dir / marker).exists():
+            if listing is not None:
+                listing.abandon()
             return f"{what} is in progress"
-    return hidden_files(root, git_dir)
+    return hidden_files(root, git_dir, listing)
 
 
-def hidden_files(root: Path, git_dir: Path) -> str | None:
+def hidden_files(root: Path, git_dir: Path, listing: git.Pending | None = None) -> str | None:
     """Why `git status` may call this tree clean while files differ from the commit (None: it may not).
 
     One `git ls-files -v`: every entry tagged `H` is an ordinary tracked file; a sparse
     checkout shows as `S` (skip-worktree) entries, assume-unchanged ones in lower case.
+    `listing`: that command, already started (`start_listing`).
     """
-    listing = git.git_b("ls-files", "-v", "-z", cwd=root)
-    for odd in _NOT_ORDINARY.finditer(listing):  # usually none: no Python loop over every file
-        start = odd.end()
-        entry = listing[start:listing.find(b"\0", start)]
+    return hidden_in_listing((listing or start_listing(root)).output())
+
+
+def start_listing(root: Path) -> git.Pending:
+    """`git ls-files -v -z` for `hidden_files`, started now (it can run while `git status` does)."""
+    return git.Pending("--no-optional-locks", "ls-files", "-v", "-z", cwd=root)
+
+
+def hidden_in_listing(listing: bytes) -> str | None:
+    """`hidden_files` for the output of `git ls-files -v -z`."""
+    entries = listing.count(b"\0")  # each entry ends in one; a file name never holds a NUL
+    ordinary = listing.startswith(b"H ") + listing.count(b"\0H ")
+    if ordinary == entries:
+        return None  # the usual case, decided without a Python loop over every file (or `re`)
+    for entry in listing.split(b"\0"):
+        if not entry or entry.startswith(b"H "):
+            continue
         tag, name = entry[:1], git.decode(entry[2:])
         if tag == b"S":
             return f"{name} is marked --skip-worktree (a sparse checkout)"
@@ -170,9 +192,6 @@ def hidden_files(root: Path, git_dir: Path) -> str | None:
         if tag == b"M":
             return "the index has unmerged paths"
     return None
-
-
-_NOT_ORDINARY = re.compile(rb"(?:^|\0)(?=[^H\0])")  # the start of an entry whose tag is not H
 
 
 # --- the record --------------------------------------------------------------------------------

@@ -103,6 +103,31 @@ def _run_with_timeout(cmd: Sequence[str], *, cwd: str | os.PathLike[str] | None,
     return proc.returncode, out, err
 
 
+class Started:
+    """A command running while the caller does something else; `result()` collects it like `cmd_output_b`.
+
+    Two git reads that do not depend on each other (the pre-push hook's `git status` and
+    `git ls-files`) then overlap instead of paying for two process lifetimes in a row.
+    """
+
+    def __init__(self, *cmd: str, cwd: str | os.PathLike[str] | None = None) -> None:
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+
+    def result(self, *, check: bool = True) -> tuple[int, bytes, bytes]:
+        out, err = self.proc.communicate()
+        if check and self.proc.returncode != 0:
+            raise CalledProcessError(self.cmd, self.proc.returncode, out, err)
+        return self.proc.returncode, out, err
+
+    def abandon(self) -> None:
+        """Not needed after all: stop it and reap it (no zombie, no open pipes)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
 def cmd_output(*cmd: str, **kwargs: object) -> tuple[int, str, str]:
     """`cmd_output_b` decoded as UTF-8 (undecodable bytes kept via surrogateescape)."""
     code, out, err = cmd_output_b(*cmd, **kwargs)  # type: ignore[arg-type]

@@ -33,7 +33,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 GENESIS = "0" * 64
 

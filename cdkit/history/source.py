@@ -50,7 +50,7 @@ def seal_runs(ledger: Ledger) -> None:
 
 
 def _graph(root: Path, deployments: list[Deployment]) -> dict[str, git.CommitNode]:
-    shas = sorted({d.sha for d in deployments if git.OID_RE.match(d.sha)})
+    shas = sorted({d.sha for d in deployments if git.is_oid(d.sha)})
     return git.commit_graph(shas, cwd=root) if shas else {}
 
 

@@ -5,14 +5,21 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO
 
 from cdkit import output
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX, SKIPPED_BY_USER
-from cdkit.secrets import redactor
 from cdkit.config import Stage
+from cdkit.credentials import SECRET_ENV_VARS
 from cdkit.errors import UsageError
 from cdkit.runner import CANCELLED, FAILED, PASSED, SKIPPED, TIMED_OUT, StageResult
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
+
+    from cdkit.secrets import Redactor
 
 _MARKS = {PASSED: ("✓", "green"), FAILED: ("✗", "red"), TIMED_OUT: ("⏱", "red"), SKIPPED: ("-", "dim"),
           CANCELLED: ("■", "yellow"), "running": ("…", "blue")}
@@ -80,12 +87,22 @@ class ConsoleReporter:
         self.color = output.use_color(self.stream)
         self.width = max((len(s.name) for s in stages), default=4)
         self.show_output = show_output
-        self.redactor = redactor(environ)
+        # The secrets as they are now; the matcher is compiled for the first output, so a quiet run never does.
+        self._secret_env = {name: environ[name] for name in SECRET_ENV_VARS if name in environ}
+        self._redactor: Redactor | None = None
         self.prefixes: dict[str, str] = {}
         self.running: dict[str, float] = {}  # stage name -> when it started (monotonic)
         self.live_line = output.is_terminal(self.stream)
         self.writer = output.LiveWriter(self.stream, status=self.still_running, live_line=self.live_line,
                                         every=progress_every(environ))
+
+    @property
+    def redactor(self) -> Redactor:
+        if self._redactor is None:
+            from cdkit.secrets import redactor
+
+            self._redactor = redactor(self._secret_env)
+        return self._redactor
 
     def stage_started(self, stage: Stage, started_at: float) -> None:
         self.running[stage.name] = time.monotonic()

@@ -9,7 +9,14 @@ from __future__ import annotations
 import collections
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
 
 TAIL_LINES = 20
 MAX_LOCATION_LINES = 50
