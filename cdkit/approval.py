@@ -18,7 +18,10 @@ same rules hold whatever the source:
   blocks the release unless the policy allows it (`approval.unidentified_authors`),
   and a decision that relied on that allowance says so;
 - a dismissed review counts for nothing; an outstanding change request from
-  anyone blocks.
+  anyone blocks;
+- with `approval.expires`, an approval given longer ago than that (by the time
+  the source records: a local approval's, a review's `submitted_at`) no longer
+  counts; the decision's time (`Facts.now`) is passed in, never read here.
 """
 from __future__ import annotations
 
@@ -138,6 +141,8 @@ class Facts:
     # Released commits nobody above identifies (`sha (Name <email>)`): who wrote them is unknown.
     unidentified: tuple[str, ...] = ()
     allow_unidentified: bool = False  # approval.unidentified_authors: allow
+    expires: float | None = None  # approval.expires, seconds: an older approval no longer counts
+    now: float | None = None  # when the decision is made (the ledger's or the remote's clock), for `expires`
 
 
 @dataclass(frozen=True)
@@ -218,8 +223,51 @@ def _excluded_because(person: Identity, facts: Facts) -> str | None:
     return None
 
 
+def _epoch(at: str | float) -> float | None:
+    """A review's time as epoch seconds: local approvals record floats, GitHub ISO 8601 text; None unknown."""
+    if isinstance(at, float | int):
+        return float(at)
+    if not at:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def age_text(seconds: float) -> str:
+    """`approval.expires` as written: 604800 -> 7d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _expired_because(review: Review, facts: Facts) -> str | None:
+    """Why an approval is too old to count (approval.expires), or None.
+
+    An approval without a time (a GitHub environment approval, given to the very run that
+    waits for it) cannot be older than that run, so it does not expire.
+    """
+    at = _epoch(review.submitted_at)
+    if facts.expires is None or facts.now is None or at is None or facts.now - at <= facts.expires:
+        return None
+    from datetime import datetime, timezone
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    return (f"gave it at {iso(at)}, and it expired at {iso(at + facts.expires)} (approval.expires: "
+            f"{age_text(facts.expires)}); approve again")
+
+
 def _not_counted_because(review: Review, facts: Facts) -> str | None:
     person = review.reviewer
+    expired = _expired_because(review, facts)
+    if expired:
+        return expired
     if review.commit_id.lower() != facts.sha.lower():
         return (f"approved {review.commit_id[:12] or 'no commit'}, not {facts.sha[:12]} "
                 "(a new commit needs a new approval)")

@@ -341,6 +341,29 @@ def deploy(config: str | None, environment: str, sha: str | None, rollback: bool
 
 @cli.command()
 @CONFIG_OPTION
+@click.option("--env", "environment", metavar="NAME", required=True, help="The environment that runs it.")
+@click.option("--sha", metavar="SHA", default=None, help="The commit the environment runs now.")
+@click.option("--empty", is_flag=True, help="The environment runs nothing yet (its first release holds the whole "
+                                           "history, knowingly).")
+@click.option("--reason", metavar="TEXT", default=None, help="How you know, recorded with the adoption.")
+@JSON_OPTION
+def adopt(config: str | None, environment: str, sha: str | None, empty: bool, reason: str | None,
+          as_json: bool) -> int:
+    """Record what an environment runs before cdkit's first deployment there.
+
+    Once per environment, before any deployment: nothing runs (no deploy command, no
+    verify). The release range of its first release (who may not approve it), the
+    ordering gate and the rules that govern it start from SHA; an adopted SHA is not
+    verified, so the next environment does not accept it for that. With GitHub
+    configured (as for cdkit deploy), the matching GitHub deployment is created too.
+    """
+    from cdkit.commands.adopt import adopt as command
+
+    return command(environment=environment, sha=sha, empty=empty, reason=reason, config=config, as_json=as_json)
+
+
+@cli.command()
+@CONFIG_OPTION
 @JSON_OPTION
 def environments(config: str | None, as_json: bool) -> int:
     """Show each environment: its mode, what it runs, since when, approved by whom."""

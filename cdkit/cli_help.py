@@ -30,6 +30,8 @@ EXAMPLES: dict[str, str] = {
     "approvals": "cdkit approvals --env production",
     "deploy": "cdkit deploy --env staging --sha HEAD\n"
               "  cdkit deploy --env production --break-glass --reason 'outage fix'   # inside a freeze window",
+    "adopt": "cdkit adopt --env production --sha v2.3.1 --reason 'what prod runs today (its /version page)'\n"
+             "  cdkit adopt --env staging --empty            # it runs nothing yet",
     "environments": "cdkit environments --json",
     "history": "cdkit history --env production --since 30d",
     "metrics": "cdkit metrics --since 90d --json",

@@ -72,6 +72,7 @@ class ApprovalPolicy(NamedTuple):
     # A released commit that names no GitHub account: "refuse" (fail closed) or "allow" (recorded).
     unidentified_authors: str = "refuse"
     signed: bool = True  # via: local: approvals must carry a signature verified against .cdkit/allowed_signers
+    expires: float | None = None  # seconds after which an approval no longer counts (`expires: 7d`); None: never
 
 
 class Verify(NamedTuple):
@@ -920,6 +921,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                     merge=approval.get("merge", False),
                     unidentified_authors=approval.get("unidentified_authors", "refuse"),
                     signed=approval.get("signed", True),
+                    expires=parse_age(approval["expires"]) if "expires" in approval else None,
                 ),
                 env_passthrough=tuple(raw.get("env_passthrough") or ()),
                 verify=_verify(raw.get("verify")),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from cdkit.errors import CdkitError
+from cdkit.errors import CdkitError, GateFailed
 from cdkit.history import chain
 from cdkit.util import HOST, local_process_gone
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 else:
     from cdkit.ntuple import NamedTuple
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 CLAIM_SECONDS = 600.0  # longer than any one send with its retries and rate-limit waits
 LEDGER_NAME = "ledger.sqlite3"
 # The files SQLite keeps beside the ledger (where a writer's lock is).
@@ -185,12 +185,27 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE approvals ADD COLUMN governed_by TEXT;
     ALTER TABLE deployments ADD COLUMN governed_by TEXT
     """,
+    # 9 -> 10: adoption (`cdkit adopt`: what an environment ran before cdkit, a deployments row of status
+    # 'adopted', at most one per environment, enforced here too) and withdrawn approvals (`cdkit approve
+    # --revoke`: a row of its own that names the approval it withdraws; nothing is deleted).
+    """
+    CREATE UNIQUE INDEX deployments_adopted ON deployments(environment) WHERE status = 'adopted';
+    ALTER TABLE approvals ADD COLUMN revokes INTEGER REFERENCES approvals(id)
+    """,
 )
 
 # How cdkit.release words the reason of a `--force` deploy past a quarantine (the history reads it back).
 FORCED_REASON_PREFIX = "forced past its quarantine by "
-# Deployment statuses after which the environment runs the deployed SHA (verified, unverified, or not).
-LIVE_STATUSES = frozenset({"success", "verified", "verification_failed"})
+# What an adoption is recorded as (`cdkit adopt`): the environment ran this before cdkit's first deployment
+# there; nothing was deployed or verified by cdkit. An adoption of "nothing" (--empty) has the SHA "".
+ADOPTED = "adopted"
+# Deployment statuses after which the environment runs the deployed SHA (verified, unverified, or not), and an
+# adoption (what it ran before cdkit).
+LIVE_STATUSES = frozenset({"success", "verified", "verification_failed", ADOPTED})
+
+
+class AlreadyDeployed(GateFailed):
+    """`cdkit adopt` after the environment's first deployment or adoption: adoption is a start, recorded once."""
 
 
 def _skip_checkpoint_on_close(db: sqlite3.Connection) -> None:
@@ -763,17 +778,24 @@ class Ledger:
 
     def add_approval(self, *, sha: str, environment: str, approver: str, via: str, comment: str = "",
                      signature: str | None = None, signed_message: str | None = None,
-                     governed_by: str | None = None) -> int:
+                     governed_by: str | None = None, revokes: int | None = None) -> int:
+        """Record an approval, or (`revokes`: the id of one) its withdrawal, a row of its own."""
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO approvals (sha, environment, approver, via, comment, created_at, signature,"
-                " signed_message, governed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " signed_message, governed_by, revokes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sha, environment, approver, via, comment, self.clock(), signature, signed_message,
-                 _storable(governed_by)),
+                 _storable(governed_by), revokes),
             )
             assert cursor.lastrowid is not None
             chain.append(db, "approval", cursor.lastrowid, self.clock())
             return cursor.lastrowid
+
+    def standing_approvals(self, *, sha: str, environment: str, via: str) -> list[dict[str, Any]]:
+        """The approvals of `sha` for `environment` given `via` that no later row withdraws (`cdkit approve --revoke`)."""
+        rows = self.approvals(sha=sha, environment=environment)
+        revoked = {r["revokes"] for r in rows if r["revokes"] is not None}
+        return [r for r in rows if r["via"] == via and r["revokes"] is None and r["id"] not in revoked]
 
     def approvals(self, *, sha: str | None = None, environment: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM approvals WHERE 1=1", list[str]()
@@ -823,8 +845,51 @@ class Ledger:
             row["approval"] = _from_json(row["approval"]) if row["approval"] else None
         return rows
 
+    def adopt(self, *, environment: str, sha: str, adopted_by: str, reason: str | None,
+              governed_by: str | None = None) -> int:
+        """Record that `environment` runs `sha` ("" for nothing) before cdkit's first deployment there.
+
+        One transaction with its check, so two adoptions at once cannot both be recorded (the
+        unique index `deployments_adopted` holds too); refused (AlreadyDeployed) once anything
+        was deployed to or adopted for the environment.
+        """
+        with self.transaction() as db:
+            first = db.execute("SELECT id, sha, status FROM deployments WHERE environment = ? ORDER BY id LIMIT 1",
+                               (environment,)).fetchone()
+            if first is not None:
+                what = "adopted" if first["status"] == ADOPTED else f"has deployment #{first['id']}"
+                runs = f" ({first['sha'][:12] or 'nothing'})" if first["status"] == ADOPTED else \
+                    f" of {first['sha'][:12]}"
+                raise AlreadyDeployed(
+                    f"{environment} already {what}{runs} in {self.path}: adoption records what an environment ran "
+                    "before cdkit's first deployment there, once; from now on its deployments say what it runs "
+                    f"(cdkit environments), and a rollback is cdkit deploy --env {environment} --sha SHA --rollback")
+            now = self.clock()
+            cursor = db.execute(
+                "INSERT INTO deployments (environment, sha, status, rollback, started_at, finished_at, deployed_by,"
+                " reason, governed_by) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                (environment, sha, ADOPTED, now, now, _storable(adopted_by), _storable(reason),
+                 _storable(governed_by)),
+            )
+            assert cursor.lastrowid is not None
+            chain.append(db, "deployment", cursor.lastrowid, now)
+            self._audit(db, now, f"{environment}: adopted {sha or 'nothing'} by {adopted_by} (deployment "
+                                 f"#{cursor.lastrowid}, nothing ran)" + (f": {reason}" if reason else ""))
+            return cursor.lastrowid
+
+    def set_github_id(self, deployment_id: int, github_id: int) -> None:
+        """The GitHub deployment that mirrors a ledger record made without running anything (an adoption)."""
+        with self.transaction() as db:
+            db.execute("UPDATE deployments SET github_id = ? WHERE id = ?", (github_id, deployment_id))
+            chain.append(db, "deployment", deployment_id, self.clock())
+
+    def adoption(self, environment: str) -> dict[str, Any] | None:
+        """The environment's adoption record (`cdkit adopt`), or None."""
+        rows = self.deployments(environment=environment, status=ADOPTED)
+        return rows[0] if rows else None
+
     def current_deployment(self, environment: str) -> dict[str, Any] | None:
-        """The last deployment of `environment` whose command succeeded: what runs there now."""
+        """The last deployment of `environment` whose command succeeded (or its adoption): what runs there now."""
         live = [d for d in (self.last_deployment(environment, status=s) for s in sorted(LIVE_STATUSES)) if d]
         return max(live, key=lambda d: int(d["id"])) if live else None
 

@@ -38,7 +38,7 @@ from cdkit.people import CommitPeople, ReleasePeople, coauthors, release_people
 from cdkit.config import Environment, Pipeline, Stage, Verify
 from cdkit.deploylock import EnvironmentLock, LockBusy
 from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
-from cdkit.ledger import FORCED_REASON_PREFIX, LIVE_STATUSES, Ledger
+from cdkit.ledger import ADOPTED, FORCED_REASON_PREFIX, LIVE_STATUSES, Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
 from cdkit.credentials import without_credentials
@@ -72,6 +72,20 @@ class StageVerdict:
     source: str  # where the verdict comes from, for messages: "run #3", "GitHub check"
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """The start of an environment's record: what it ran before cdkit (`cdkit adopt`), or its first deployment.
+
+    `adopted` False: the record starts with a deployment, not an adoption (GitHub's first_deployment).
+    """
+
+    sha: str | None  # None: it runs nothing (cdkit adopt --empty)
+    adopted: bool = True
+    where: str = ""  # "deployment #3", "GitHub deployment 17"
+    by: str | None = None
+    reason: str | None = None
+
+
 class Remote(Protocol):
     """The GitHub side of a release (see `cdkit.release_github`); None offline."""
 
@@ -86,6 +100,8 @@ class Remote(Protocol):
     def approval(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision: ...
     def commit_people(self, base: str | None, head: str,
                       commits: tuple[CommitPeople, ...]) -> tuple[CommitPeople, ...]: ...
+    def first_deployment(self, environment: str) -> Adoption | None: ...
+    def adopt(self, environment: Environment, sha: str | None, *, payload: dict[str, Any], placeholder: str) -> int: ...
     def start_deployment(self, environment: Environment, sha: str, *, payload: dict[str, Any],
                          rollback: bool) -> int | None: ...
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
@@ -267,12 +283,32 @@ def combined_verdicts(ctx: ReleaseContext, sha: str) -> dict[str, StageVerdict]:
 
 
 def current_sha(ctx: ReleaseContext, environment: str) -> str | None:
+    """What `environment` runs now: GitHub's newest good cdkit deployment, else the ledger's (or its adoption)."""
     if ctx.remote is not None:
         remote = ctx.remote.current_sha(environment)
         if remote is not None:
             return remote
     record = ctx.ledger.current_deployment(environment)
-    return str(record["sha"]) if record else None
+    return str(record["sha"]) or None if record else None  # "": adopted as running nothing
+
+
+def adoption(ctx: ReleaseContext, environment: str) -> Adoption | None:
+    """The environment's adoption (`cdkit adopt`), from the ledger or GitHub; None when it was never adopted."""
+    record = ctx.ledger.adoption(environment)
+    if record is not None:
+        return Adoption(str(record["sha"]) or None, where=f"deployment #{record['id']}", by=record["deployed_by"],
+                        reason=record["reason"])
+    start = ctx.remote.first_deployment(environment) if ctx.remote is not None else None
+    return start if start is not None and start.adopted else None
+
+
+def runs_adopted(ctx: ReleaseContext, environment: str, sha: str) -> bool:
+    """Whether what `environment` runs, `sha`, is known only from its adoption (cdkit never deployed it there)."""
+    record = ctx.ledger.current_deployment(environment)
+    if record is not None:
+        return bool(record["status"] == ADOPTED and record["sha"] == sha)
+    found = adoption(ctx, environment)
+    return found is not None and found.sha == sha
 
 
 def has_deployed(ctx: ReleaseContext, environment: str, sha: str) -> bool:
@@ -308,7 +344,9 @@ def last_good_sha(ctx: ReleaseContext, environment: str, *, besides: str) -> str
     """The SHA to roll `environment` back to: the last one verified there, other than `besides`, not quarantined."""
     quarantined = ctx.ledger.quarantined(environment)
     for record in reversed(ctx.ledger.deployments(environment=environment)):
-        if record["status"] in GOOD and record["sha"] != besides and record["sha"] not in quarantined:
+        # What it ran before cdkit (its adoption) is where it can go back to, though cdkit never verified it.
+        good = record["status"] in GOOD or (record["status"] == ADOPTED and record["sha"])
+        if good and record["sha"] != besides and record["sha"] not in quarantined:
             return str(record["sha"])
     return ctx.remote.last_good_sha(environment, besides=besides) if ctx.remote is not None else None
 
@@ -325,10 +363,54 @@ def format_local_identity(name: str, email: str) -> str:
     return f"{name} <{email}>"
 
 
-def release_base(ctx: ReleaseContext, environment: str) -> str | None:
-    """Where the release range of `environment` starts: what it runs now, when this clone has that commit."""
+class NoBaseline(GateFailed):
+    """An environment cdkit never deployed to and nobody adopted: its release range would be the whole history."""
+
+
+def release_base(ctx: ReleaseContext, environment: str, sha: str) -> str | None:
+    """Where the release range of `sha` to `environment` starts (the people rules judge what it adds).
+
+    What the environment runs now (deployed, or adopted by `cdkit adopt`) when `sha` is newer.
+    For `sha` it runs already, or an older one (a rollback), the range it was released with:
+    from the newest commit the environment ran before that is an ancestor of `sha` (else from
+    `sha`'s first parent), so its own authors never become eligible by its being deployed.
+    None (the whole history, knowingly) only for an environment adopted as running nothing
+    (`cdkit adopt --empty`). Fails closed: an environment with no deployment and no adoption
+    (NoBaseline), or one whose current commit this clone lacks, has no range.
+    """
     current = current_sha(ctx, environment)
-    return current if current and git.commit_exists(current, cwd=ctx.root) else None
+    if current is None:
+        if len(git.first_parents(sha, limit=2, cwd=ctx.root)) == 1:
+            return None  # a root commit: its range is itself, whatever the environment ran, so nothing is guessed
+        if adoption(ctx, environment) is not None:
+            return None  # adopted as running nothing: the first release starts from the root, on purpose
+        raise NoBaseline(
+            f"{environment} has no deployment and was never adopted, so cdkit cannot tell what the release of "
+            f"{sha[:12]} adds, nor who may approve it (it never takes the whole history silently): record what "
+            f"{environment} runs now with `cdkit adopt --env {environment} --sha SHA` (the range starts there), "
+            f"or `cdkit adopt --env {environment} --empty` if it runs nothing yet (the range is then the whole "
+            "history, knowingly)")
+    if not git.commit_exists(current, cwd=ctx.root):
+        raise GateFailed(f"{environment} runs {current[:12]}, which is not in this repository, so cdkit cannot tell "
+                         f"what the release of {sha[:12]} adds (git fetch the release branch's history, e.g. "
+                         "fetch-depth: 0)")
+    if current != sha and git.is_ancestor(current, sha, cwd=ctx.root):
+        return current
+    return _earlier_release(ctx, environment, sha)
+
+
+def _earlier_release(ctx: ReleaseContext, environment: str, sha: str) -> str | None:
+    """The newest commit `environment` ran (by the ledger) that is a strict ancestor of `sha`, else its first parent."""
+    seen = {sha}
+    for record in reversed(ctx.ledger.deployments(environment=environment)):
+        ran = str(record["sha"])
+        if record["status"] not in LIVE_STATUSES or ran in seen or not ran:
+            continue
+        seen.add(ran)
+        if git.commit_exists(ran, cwd=ctx.root) and git.is_ancestor(ran, sha, cwd=ctx.root):
+            return ran
+    parents = git.first_parents(sha, limit=2, cwd=ctx.root)
+    return parents[1] if len(parents) > 1 else None
 
 
 def release_commits(ctx: ReleaseContext, base: str | None, sha: str) -> tuple[CommitPeople, ...]:
@@ -343,13 +425,13 @@ def release_commits(ctx: ReleaseContext, base: str | None, sha: str) -> tuple[Co
 
 
 def gather_people(ctx: ReleaseContext, environment: str, sha: str, *, github: bool = True) -> ReleasePeople:
-    """Who wrote, brought in or pushed what this release adds (everything, on its first deploy).
+    """Who wrote, brought in or pushed what this release adds (from `release_base`: NoBaseline without one).
 
     With GitHub (`github` and a remote), each commit also gets its linked accounts, the
     pull requests that brought it in and its recorded direct pushers, and commits none of
     those identify are listed as unidentified.
     """
-    base = release_base(ctx, environment)
+    base = release_base(ctx, environment, sha)
     commits = release_commits(ctx, base, sha)
     if github and ctx.remote is not None:
         return release_people(ctx.remote.commit_people(base, sha, commits), accounts_known=True)
@@ -363,8 +445,7 @@ def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tup
 
 def local_reviews(ledger: Ledger, environment: str, sha: str) -> tuple[Review, ...]:
     """The ledger's local approvals of `sha` for `environment`, as recorded (not verified: see `signed_reviews`)."""
-    return tuple(_local_review(a) for a in ledger.approvals(sha=sha, environment=environment)
-                 if a["via"] == LOCAL_VIA)
+    return tuple(_local_review(a) for a in ledger.standing_approvals(sha=sha, environment=environment, via=LOCAL_VIA))
 
 
 def _local_review(row: Mapping[str, Any], reviewer: Identity | None = None) -> Review:
@@ -409,13 +490,18 @@ def governing_commit(ctx: ReleaseContext, environment: str) -> Governing:
             raise GateFailed(f"{environment} runs {current[:12]}, which is not in this repository, so cdkit cannot read "
                              f"the rules that govern it ({path} as committed there): fetch the release branch's "
                              "history (fetch-depth: 0)")
-        return Governing(current, path, f"what {environment} runs now")
+        if not runs_adopted(ctx, environment, current):
+            return Governing(current, path, f"what {environment} runs now")
+        # Adopted: cdkit never released what it runs, so no rules of cdkit's were ever in force there (its
+        # pipeline file may not exist, or not name the environment). Its first deploy is governed like any
+        # environment's first, by the tip; from then on what it runs governs.
     branch = ctx.pipeline.release_branch
     tip = git.branch_tip(branch, cwd=ctx.root)
     if tip is None:
         raise GateFailed(f"{environment} runs nothing yet, and the release branch {branch!r} is not in this "
                          f"repository, whose tip's {path} would govern its first deploy (git fetch origin {branch})")
-    return Governing(tip, path, f"the tip of {branch} ({environment} runs nothing yet)")
+    since = "runs what it was adopted with" if current is not None else "runs nothing yet"
+    return Governing(tip, path, f"the tip of {branch} ({environment} {since})")
 
 
 def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
@@ -429,7 +515,7 @@ def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
     """
     from cdkit import signing
 
-    rows = [a for a in ctx.ledger.approvals(sha=sha, environment=env.name) if a["via"] == LOCAL_VIA]
+    rows = ctx.ledger.standing_approvals(sha=sha, environment=env.name, via=LOCAL_VIA)  # revoked ones never count
     if not env.approval.signed:
         return tuple(_local_review(a) for a in rows), ()
     allowed = signing.allowed_signers_at(ctx.root, governing.sha) if rows else None
@@ -495,7 +581,7 @@ def local_facts(ctx: ReleaseContext, env: Environment, sha: str, reviews: tuple[
     reviews = tuple(dataclasses.replace(r, reviewer=people.account_of(r.reviewer)) for r in reviews)
     return Facts(sha=sha, required=env.approval.required if required is None else required, reviews=reviews,
                  reviewers=env.approval.reviewers, excluded=people.excluded, actor=actor,
-                 triggering_actor=triggering)
+                 triggering_actor=triggering, expires=env.approval.expires, now=ctx.ledger.clock())
 
 
 def local_decision(ctx: ReleaseContext, env: Environment, sha: str, governing: Governing | None = None) -> Decision:
@@ -608,10 +694,14 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
                               lambda stage: paths_skip_problem(ctx, stage, sha))
     decision = None
     if env.mode == "delivery":
-        decision = approval_decision(ctx, env, sha)
-        if not decision.approved:
-            problems.append(f"{sha[:12]} is not approved for {env.name}: " + "; ".join(decision.reasons)
-                            + _how_to_approve(env, sha))
+        try:
+            decision = approval_decision(ctx, env, sha)
+        except NoBaseline as exc:  # no range to judge approvals by: refused (not waiting for an approval)
+            problems.append(str(exc))
+        else:
+            if not decision.approved:
+                problems.append(f"{sha[:12]} is not approved for {env.name}: " + "; ".join(decision.reasons)
+                                + _how_to_approve(env, sha))
     problems += _branch_problems(ctx, sha)
     current = current_sha(ctx, env.name)
     problems += _order_problems(ctx, env, sha, current, rollback)
@@ -632,6 +722,7 @@ def _how_to_approve(env: Environment, sha: str) -> str:
 # --- windows and break-glass ------------------------------------------------------------------
 
 BREAK_GLASS_VIA = "break-glass"  # how `cdkit approve --break-glass` records its approvals (never a normal one)
+REVOKED_VIA = "revocation"  # how `cdkit approve --revoke` records the withdrawal of a local approval
 
 
 def window_verdict(ctx: ReleaseContext, env: Environment) -> dict[str, Any] | None:
@@ -687,10 +778,11 @@ def break_glass_decision(ctx: ReleaseContext, env: Environment, sha: str, *, dep
     reviews = tuple(
         Review(reviewer=parse_local_identity(a["approver"]), state="APPROVED", commit_id=a["sha"],
                submitted_at=float(a["created_at"]), id=int(a["id"]), comment=a["comment"], via=a["via"])
-        for a in ctx.ledger.approvals(sha=sha, environment=env.name) if a["via"] == BREAK_GLASS_VIA)
+        for a in ctx.ledger.standing_approvals(sha=sha, environment=env.name, via=BREAK_GLASS_VIA))
     facts = Facts(sha=sha, required=env.break_glass or 1, reviews=reviews, reviewers=env.approval.reviewers,
                   commit_people=release_range_people(ctx, env.name, sha),
-                  actor=_deployer_identity(ctx) if deploying else None)
+                  actor=_deployer_identity(ctx) if deploying else None, expires=env.approval.expires,
+                  now=ctx.ledger.clock())
     return evaluate(facts)
 
 
@@ -888,7 +980,8 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
         if busy:
             raise GateFailed(f"another deploy to {env.name} is in progress on GitHub ({busy}); wait for it to finish")
         result = check(ctx, env, sha, rollback=rollback, force=force, break_glass=break_glass)
-        if result.current == sha and not rollback and result.ok:
+        # An adopted SHA is deployed for real when asked: cdkit never ran (or verified) it there.
+        if result.current == sha and not rollback and result.ok and not runs_adopted(ctx, env.name, sha):
             ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
             return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
         if not result.ok:
@@ -1147,3 +1240,72 @@ def _held(ctx: ReleaseContext, env: Environment, sha: str, exc: Refused) -> Depl
     ctx.ledger.audit(f"{env.name}: {sha} waits: held by a window: {exc.window['message']}")
     ctx.say(f"cdkit: {env.name} waits for {exc.window['message']}; the first run after it deploys the newest commit")
     return DeployResult(env.name, sha, WAITING, reasons=(str(exc),), window=exc.window)
+
+
+# --- adoption ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    environment: str
+    sha: str | None  # None: adopted as running nothing
+    deployment_id: int
+    adopted_by: str
+    reason: str | None
+    github_id: int | None = None
+    already: bool = False  # an earlier `cdkit adopt` recorded it; this one only finished its GitHub side
+
+    def as_data(self) -> dict[str, Any]:
+        return {"adopted": True, "environment": self.environment, "sha": self.sha, "empty": self.sha is None,
+                "deployment_id": self.deployment_id, "adopted_by": self.adopted_by, "reason": self.reason,
+                "github_deployment_id": self.github_id, "already_adopted": self.already}
+
+
+def adopt(ctx: ReleaseContext, environment: str, sha: str | None, *, reason: str | None = None) -> AdoptResult:
+    """Record what `environment` runs before cdkit's first deployment there (`sha`; None: nothing), once.
+
+    Nothing runs: no deploy command, no verify. The record is a deployment of status
+    `adopted` in the ledger (and, with GitHub, a cdkit deployment with a success status),
+    so the release range, the ordering gate and the rules that govern the next deploy start
+    from it. It is not a verified deployment: the next environment in the chain does not
+    accept `sha` because it was adopted here. Refused (AlreadyDeployed) once the environment
+    has any deployment or adoption; repeating the same adoption only finishes a GitHub side
+    that failed before.
+    """
+    from cdkit.ledger import AlreadyDeployed
+
+    env = find_environment(ctx.pipeline, environment)
+    full = git.resolve_commit(sha, cwd=ctx.root) if sha is not None else None
+    who = deployer(ctx)
+    with environment_lock(ctx, env.name):
+        _close_abandoned(ctx, env.name)
+        recorded = ctx.ledger.adoption(env.name)
+        if recorded is not None and (str(recorded["sha"]) or None) == full and ctx.remote is not None \
+                and recorded["github_id"] is None and ctx.remote.first_deployment(env.name) is None:
+            finished = _adopt_on_github(ctx, env, full, int(recorded["id"]), recorded["deployed_by"],
+                                        recorded["reason"])
+            return AdoptResult(env.name, full, int(recorded["id"]), str(recorded["deployed_by"]), recorded["reason"],
+                               finished, already=True)
+        start = ctx.remote.first_deployment(env.name) if ctx.remote is not None else None
+        if start is not None:
+            what = f"was adopted ({(start.sha or 'nothing')[:12]}, {start.where})" if start.adopted else \
+                f"has cdkit deployments on GitHub since {start.where} (of {(start.sha or '?')[:12]})"
+            raise AlreadyDeployed(f"{env.name} {what}: adoption records what an environment ran before cdkit's "
+                                  "first deployment there, once; from now on its deployments say what it runs")
+        deployment_id = ctx.ledger.adopt(environment=env.name, sha=full or "", adopted_by=who, reason=reason)
+        github_id = _adopt_on_github(ctx, env, full, deployment_id, who, reason) if ctx.remote is not None else None
+    return AdoptResult(env.name, full, deployment_id, who, reason, github_id)
+
+
+def _adopt_on_github(ctx: ReleaseContext, env: Environment, sha: str | None, deployment_id: int, who: str | None,
+                     reason: str | None) -> int:
+    """The GitHub deployment that says what `env` runs since its adoption (cdkit's marker, a final status)."""
+    assert ctx.remote is not None
+    placeholder = sha or git.branch_tip(ctx.pipeline.release_branch, cwd=ctx.root) or \
+        git.resolve_commit("HEAD", cwd=ctx.root)
+    payload = {"cdkit_deployment_id": deployment_id, "adopted": True, "adopted_by": who, "rollback": False,
+               "automatic": False, **({"reason": reason} if reason else {}),
+               **({} if sha else {"adopted_empty": True})}
+    github_id = ctx.remote.adopt(env, sha, payload=payload, placeholder=placeholder)
+    ctx.ledger.set_github_id(deployment_id, github_id)
+    return github_id

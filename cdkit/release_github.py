@@ -36,8 +36,8 @@ from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_r
 from cdkit.ledger import Ledger
 from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
-    GOOD, QUARANTINED_PREFIX, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha, deploy,
-    deploy_if_approved, find_environment,
+    GOOD, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, deploy,
+    deploy_if_approved, find_environment, release_base,
 )
 from cdkit.session import Workspace
 
@@ -55,6 +55,18 @@ def _epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def _adopted(deployment: Mapping[str, Any]) -> bool:
+    """A cdkit deployment that records an adoption (`cdkit adopt`): nothing was deployed or verified."""
+    payload = deployment.get("payload")
+    return isinstance(payload, Mapping) and payload.get("adopted") is True
+
+
+def _adopted_empty(deployment: Mapping[str, Any]) -> bool:
+    """An adoption of "nothing runs here": its ref is a placeholder (GitHub needs one), never what runs."""
+    payload = deployment.get("payload")
+    return _adopted(deployment) and isinstance(payload, Mapping) and payload.get("adopted_empty") is True
+
+
 def _identity(user: Mapping[str, Any] | None) -> Identity | None:
     if not user:
         return None
@@ -65,7 +77,8 @@ def _identity(user: Mapping[str, Any] | None) -> Identity | None:
 def _people_facts(environment: Environment, people: ReleasePeople) -> dict[str, Any]:
     """The `Facts` fields about who wrote the release, under this environment's policy."""
     return {"excluded": people.excluded, "unidentified": people.unidentified,
-            "allow_unidentified": environment.approval.unidentified_authors == "allow"}
+            "allow_unidentified": environment.approval.unidentified_authors == "allow",
+            "expires": environment.approval.expires}
 
 
 def _login_identity(login: str | None) -> Identity | None:
@@ -175,6 +188,8 @@ class GitHubRemote:
         for deployment in self._deployments(environment):
             if not self._says_what_runs(deployment):
                 continue
+            if _adopted_empty(deployment):
+                return None  # the start of its record (newest first): it ran nothing, and nothing since
             statuses = self._statuses(int(deployment["id"]))
             if self._is_job_deployment(deployment, statuses):
                 continue
@@ -184,7 +199,7 @@ class GitHubRemote:
 
     def has_deployed(self, environment: str, sha: str) -> bool:
         for deployment in self._deployments(environment, sha):
-            if not self._says_what_runs(deployment):
+            if not self._says_what_runs(deployment) or _adopted(deployment):
                 continue
             statuses = self._statuses(int(deployment["id"]))
             if self._is_job_deployment(deployment, statuses):
@@ -210,6 +225,8 @@ class GitHubRemote:
         """When cdkit's deployment of `sha` last reached `success` (set only once verified), and until when it ran."""
         newer_success: float | None = None
         for deployment in self._cdkit_deployments(environment):
+            if _adopted(deployment):
+                break  # the start of its record: an adopted SHA was never verified by cdkit
             state, _, when = self._final_state(int(deployment["id"]))
             if deployment.get("sha") == sha and state in ("success", "inactive") and when is not None:
                 return when, newer_success
@@ -239,12 +256,54 @@ class GitHubRemote:
     def last_good_sha(self, environment: str, *, besides: str) -> str | None:
         for deployment in self._cdkit_deployments(environment):
             sha = str(deployment.get("sha"))
-            if sha == besides:
+            if sha == besides or _adopted_empty(deployment):
                 continue
             state, _, _ = self._final_state(int(deployment["id"]))
             if state in ("success", "inactive") and self.quarantine_reason(environment, sha) is None:
                 return sha
         return None
+
+    def first_deployment(self, environment: str) -> Adoption | None:
+        """The start of `environment`'s record on GitHub: its adoption, or its first cdkit deployment; None."""
+        mine = self._cdkit_deployments(environment)
+        if not mine:
+            return None
+        first = mine[-1]  # newest first
+        payload = first["payload"]
+        where = f"GitHub deployment {first['id']}"
+        if _adopted(first):
+            return Adoption(None if _adopted_empty(first) else str(first.get("sha")), where=where,
+                            by=payload.get("adopted_by"), reason=payload.get("reason"))
+        return Adoption(str(first.get("sha")), adopted=False, where=where)
+
+    def adopt(self, environment: Environment, sha: str | None, *, payload: dict[str, Any], placeholder: str) -> int:
+        """A cdkit deployment recording an adoption, finished at once (nothing runs).
+
+        `success` for a SHA the environment runs; an adoption of nothing (`sha` None) needs a
+        ref all the same (`placeholder`, the release branch tip), so it ends `inactive` and its
+        payload says it is empty: no reader takes it for what runs.
+        """
+        token = uuid.uuid4().hex
+        ref = sha or placeholder
+        body = {"ref": ref, "environment": environment.name, "auto_merge": False, "required_contexts": [],
+                "payload": {**payload, evidence.DEPLOYMENT_MARKER: token}, "transient_environment": False,
+                "description": f"adopted {sha[:12]} by cdkit (runs it already)" if sha else
+                "adopted by cdkit: runs nothing yet"}
+
+        def recover() -> tuple[dict[str, Any], Any] | None:
+            for d in self._deployments(environment.name, ref):
+                if (d.get("payload") or {}).get(evidence.DEPLOYMENT_MARKER) == token:
+                    return {}, d
+            return None
+
+        _, data = self.client.request("POST", f"/repos/{self.repo}/deployments", body=body,
+                                      what=f"record the adoption of {environment.name} on GitHub",
+                                      scope="deployments: write", recover=recover)
+        deployment_id = int(data["id"])
+        self._status(deployment_id, environment, "success" if sha else "inactive",
+                     description=f"cdkit: adopted: runs {sha[:12]} (nothing deployed)" if sha else
+                     "cdkit: adopted: runs nothing yet")
+        return deployment_id
 
     def deploy_in_progress(self, environment: str) -> str | None:
         return self._active_deployment(environment)
@@ -457,7 +516,7 @@ class GitHubRemote:
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
             permissions=permissions, pr_author=_identity(pull.get("user")), actor=actor, triggering_actor=triggering,
-            **_people_facts(environment, people),
+            now=self.clock(), **_people_facts(environment, people),
         ))
 
     def _review_run_people(self) -> tuple[Identity | None, Identity | None]:
@@ -701,11 +760,11 @@ def _md(text: str) -> str:
     return "".join(out)[:200]
 
 
-def release_body(ctx: ReleaseContext, env: Environment, sha: str, current: str | None) -> str:
+def release_body(ctx: ReleaseContext, env: Environment, sha: str, base: str | None) -> str:
     verdicts = combined_verdicts(ctx, sha)
-    base = current if current and git.commit_exists(current, cwd=ctx.root) else None
     commits = git.commits_in_range(base, sha, cwd=ctx.root, limit=250)
-    since = f"since `{current[:12]}` (what {env.name} runs now)" if current else "(first deployment)"
+    since = f"since `{base[:12]}` (what {env.name} runs now)" if base else \
+        f"(first deployment: {env.name} was adopted as running nothing)"
     lines = [f"Release of `{sha}` to **{env.name}**.", "",
              f"Approve this pull request **at this commit** to deploy it ({env.approval.required} approval(s) "
              "needed; authors and committers of these commits cannot approve).", "",
@@ -725,12 +784,12 @@ def release_open(ctx: ReleaseContext, environment: str, sha: str) -> dict[str, A
                          "a release pull request is only for those")
     remote = _github(ctx)
     sha = git.resolve_commit(sha, cwd=ctx.root)
-    current = current_sha(ctx, env.name)
-    base = current or git.commits_in_range(None, sha, cwd=ctx.root)[-1].sha  # nothing deployed: from the root
-    remote.set_branch(f"{DEPLOYED_PREFIX}{env.name}", base)
+    base = release_base(ctx, env.name, sha)  # fails closed for an environment never deployed nor adopted
+    # Adopted as running nothing: the pull request shows everything after the root commit.
+    remote.set_branch(f"{DEPLOYED_PREFIX}{env.name}", base or git.commits_in_range(None, sha, cwd=ctx.root)[-1].sha)
     remote.set_branch(f"{RELEASE_PREFIX}{env.name}", sha)
     number, created = remote.open_release_pull(env.name, title=f"Release {sha[:12]} to {env.name}",
-                                               body=release_body(ctx, env, sha, current))
+                                               body=release_body(ctx, env, sha, base))
     return {"environment": env.name, "sha": sha, "pull_request": number, "created": created}
 
 

@@ -110,6 +110,18 @@ def cdkit(*args: str, cwd: Path, env: Mapping[str, str] | None = None, input: by
     return done
 
 
+def adopt_new(repo: Path, *environments: str, sha: str | None = None,
+              env: Mapping[str, str] | None = None) -> None:
+    """Say, with `cdkit adopt`, what each new environment runs before its first deployment (default: nothing).
+
+    A delivery environment's first release needs it (its range has a start); `--empty` keeps the
+    range these tests always had, the whole history, now on purpose.
+    """
+    for name in environments or ("prod",):
+        done = cdkit("adopt", "--env", name, *(("--sha", sha) if sha else ("--empty",)), cwd=repo, env=env)
+        assert done.returncode == 0, done.stderr
+
+
 @contextlib.contextmanager
 def small_tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` (e.g. "2m") mounted under `tmp_path` for a full-disk test; skips unless root can mount one."""

@@ -129,8 +129,14 @@ def build(tmp: Path) -> World:
            **signing_env("bob@example.com")}
     for name in ("c0", "c2", "c3", "c4", "c5"):
         run([sys.executable, "-m", "cdkit", "run", "--head", shas[name]], repo, env)
+
+    def approve(name: str) -> None:
+        """Bob approves once prod runs what comes before (the range his approval is judged by)."""
         run([sys.executable, "-m", "cdkit", "approve", shas[name], "--env", "prod", "--comment", f"ok {name}"],
             repo, bob)
+
+    approved = {"c0"}
+    approve("c0")  # the root commit: its range is itself, though prod ran nothing before
     mark, fail = tmp / "deployed", tmp / "fail"
     clock = DeployClock(mark)
     world = World(repo, env, shas, [])
@@ -155,6 +161,9 @@ def build(tmp: Path) -> World:
             clock.start, clock.end = T0 + offset, T0 + offset + 60
             # A SHA whose deploy failed is quarantined: deploying it again is a person's decision, with a reason.
             force = "retried by hand after its deploy failed" if name in failed else None
+            if name not in approved:
+                approved.add(name)
+                approve(name)
             result = deploy(ctx, "prod", shas[name], rollback=rollback, force=force)
             if fails:
                 failed.add(name)

@@ -21,7 +21,7 @@ from cdkit.config import load
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
 from cdkit.release import WAITING, ReleaseContext, after_pipeline, deploy, deploy_if_approved
-from tests.helpers import allowed_signers, cdkit, commit, config, git, make_bare, make_repo, signing_env
+from tests.helpers import adopt_new, allowed_signers, cdkit, commit, config, git, make_bare, make_repo, signing_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FRIDAY_EVENING = datetime(2026, 12, 4, 17, 0, tzinfo=BERLIN).timestamp()  # inside the weekend freeze
@@ -252,6 +252,7 @@ def break_glass(repo: Path, when: float, sha: str, reason: str = "outage: paymen
 def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approval(
         repo: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     sha = passing(repo, {".cdkit.yml": pipeline()})
+    adopt_new(repo, "production")
     capfd.readouterr()
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1  # no break-glass approval yet
     refusal = document(capfd)
@@ -282,7 +283,8 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
     assert result["summary"].endswith("success; BREAK-GLASS into weekend freeze")
     # Flagged in every later view: history, status, environments, the audit log.
     history = cdkit("history", "--json", cwd=repo)
-    (row,) = json.loads(history.stdout)["deployments"]
+    row, adopted = json.loads(history.stdout)["deployments"]  # newest first: the deploy, then the adoption
+    assert (adopted["status"], adopted["sha"]) == ("adopted", None)
     assert row["break_glass"] is True
     assert any("break-glass into weekend freeze by Ada Author <ada@example.com>: outage: payments down (approved by "
                "Bob Reviewer <bob@example.com>)" in note for note in row["notes"]), row["notes"]
@@ -293,7 +295,8 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
         assert any("break-glass into weekend freeze" in line for _at, line in ledger.audit_lines())
     audit = cdkit("audit", "--json", cwd=repo)
     assert audit.returncode == 0, audit.stderr
-    (change,) = json.loads(audit.stdout)["deployments"]
+    adoption, change = json.loads(audit.stdout)["deployments"]  # oldest first: the adoption is in the trail too
+    assert (adoption["status"], adoption["sha"]) == ("adopted", None)
     assert change["break_glass"] == {"break_glass": True, "reason": "break-glass into weekend freeze by Ada Author "
                                      "<ada@example.com>: outage: payments down (approved by Bob Reviewer "
                                      "<bob@example.com>)"}
@@ -303,6 +306,7 @@ def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approv
 def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_reason(
         repo: Path, capfd: pytest.CaptureFixture[str]) -> None:
     sha = passing(repo, {".cdkit.yml": pipeline(break_glass=None)})
+    adopt_new(repo, "production")
     capfd.readouterr()
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1
     assert "this environment has no `break_glass:` policy, so nothing deploys into its windows" in \
@@ -325,6 +329,7 @@ def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_
 def test_break_glass_approvals_never_count_as_normal_approvals(repo: Path) -> None:
     text = pipeline().replace("mode: deployment", "mode: delivery\n    approval: {via: local, required: 1}")
     sha = passing(repo, {".cdkit.yml": text, **allowed_signers("bob@example.com")})
+    adopt_new(repo, "production")
     assert cdkit("approve", sha, "--env", "production", "--break-glass", cwd=repo, env=BOB).returncode == 0
     with at(repo, WEDNESDAY_NOON) as ledger:
         with pytest.raises(GateFailed, match=f"{sha[:12]} is not approved for production"):

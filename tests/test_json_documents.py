@@ -72,6 +72,10 @@ def test_every_command_prints_its_schema_on_every_outcome(world: Path) -> None:
     shown["status"] = document("status", cwd=world)
     shown["log"] = document("log", cwd=world)
     shown["environments"] = document("environments", cwd=world)
+    shown["adopt"] = document("adopt", "--env", "prod", "--empty", "--reason", "new", cwd=world)
+    assert shown["adopt"]["adopted"] is True and shown["adopt"]["sha"] is None
+    again = document("adopt", "--env", "prod", "--sha", sha, cwd=world, code=1)  # once, before any deployment
+    assert again["adopted"] is False and "already adopted" in str(again["problems"])
     refused = document("deploy", "--env", "prod", cwd=world, code=1)  # not approved yet
     assert refused["deployed"] is False and refused["problems"]
     self_approval = document("approve", sha, "--env", "prod", cwd=world, code=1)  # the author cannot

@@ -19,7 +19,7 @@ from cdkit.config import load
 from cdkit.errors import GateFailed
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, deploy
-from tests.helpers import allowed_signers, cdkit, commit, config, git, make_repo, signing_env
+from tests.helpers import adopt_new, allowed_signers, cdkit, commit, config, git, make_repo, signing_env
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
        **signing_env("bob@example.com")}  # Bob signs his approvals; the repository lists his key
@@ -227,6 +227,7 @@ def test_a_later_failure_of_the_same_sha_wins_over_an_earlier_pass(world: Path) 
 
 
 def test_delivery_waits_refuses_self_approval_then_deploys_with_a_second_persons_approval(world: Path) -> None:
+    adopt_new(world, "prod")  # a new prod: its first release holds the whole history, on purpose
     sha = git(world, "rev-parse", "HEAD")
     run_ok(world, "--deploy")
     waiting = cdkit("deploy", "--env", "prod", cwd=world)
@@ -258,6 +259,7 @@ def test_delivery_waits_refuses_self_approval_then_deploys_with_a_second_persons
 
 
 def test_approval_of_an_earlier_commit_does_not_carry_over(world: Path) -> None:
+    adopt_new(world, "prod")  # a new prod: its first release holds the whole history, on purpose
     first = git(world, "rev-parse", "HEAD")
     run_ok(world)
     assert cdkit("approve", first, "--env", "prod", cwd=world, env=BOB).returncode == 0
@@ -269,6 +271,7 @@ def test_approval_of_an_earlier_commit_does_not_carry_over(world: Path) -> None:
 
 
 def test_approver_who_committed_in_the_released_range_is_refused(world: Path) -> None:
+    adopt_new(world, "prod")  # a new prod: its first release holds the whole history, on purpose
     commit(world, {"app.txt": "bob\n"})
     bob_commit = subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "by bob"], cwd=world,
                                 env={**os.environ, **BOB})
@@ -299,6 +302,7 @@ def test_sha_not_on_the_release_branch_is_refused(world: Path) -> None:
 
 
 def test_later_environment_needs_the_earlier_one_to_have_it(world: Path) -> None:
+    adopt_new(world, "prod")  # a new prod: its first release holds the whole history, on purpose
     sha = git(world, "rev-parse", "HEAD")
     git(world, "checkout", "-q", "-b", "side")
     run_ok(world)  # stages pass, nothing auto-deployed (not on main)
@@ -515,6 +519,7 @@ def test_deploy_command_gets_the_documented_environment_and_runs_at_the_sha(worl
 def test_status_shows_the_whole_chain(world: Path) -> None:
     sha = git(world, "rev-parse", "HEAD")
     run_ok(world, "--deploy")
+    adopt_new(world, "prod")
     cdkit("approve", sha, "--env", "prod", "--comment", "ok", cwd=world, env=BOB)
     text = cdkit("status", cwd=world).stdout
     assert "  staging (deployment) (runs it now)\n    deployment #1 success at " in text
@@ -621,6 +626,7 @@ def test_a_paths_skip_is_vouched_for_by_a_pass_with_the_same_files(tmp_path: Pat
 
 
 def test_only_a_missing_approval_waits_any_other_refusal_is_refused(world: Path) -> None:
+    adopt_new(world, "prod")  # a new prod: its first release holds the whole history, on purpose
     from cdkit.release import deploy_if_approved
 
     good = git(world, "rev-parse", "HEAD")

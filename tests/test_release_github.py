@@ -19,7 +19,7 @@ from tests.fake_github import FakeGitHub
 from tests.fake_github_release import (
     add_deployment, before_next_deployment, before_next_deployment_status, link_git, start_job_deployment,
 )
-from tests.helpers import cdkit, commit, config, delivery_pipeline, git, make_repo
+from tests.helpers import adopt_new, cdkit, commit, config, delivery_pipeline, git, make_repo
 from tests.test_action import run_action, run_workflow
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
@@ -73,6 +73,7 @@ def review_repo(tmp_path: Path, fake_github: FakeGitHub) -> tuple[Path, str]:
     assert cdkit("run", cwd=repo).returncode == 0
     extra = fake_github.state.extra
     extra["permissions"] = {"ada": "admin", "bob": "write", "carol": "read", "dave": "maintain"}
+    adopt_new(repo, "prod")  # a new prod (recorded in this ledger only): the release holds the whole history
     opened = cdkit("release", "open", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
     assert opened.returncode == 0, opened.stderr
     assert json.loads(opened.stdout)["pull_request"] == 1
@@ -159,6 +160,7 @@ def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_the
     repo = make_repo(tmp_path / "repo")
     sha = commit(repo, {".cdkit.yml": pipeline("environment")})
     assert cdkit("run", cwd=repo).returncode == 0
+    adopt_new(repo, "prod")
     link_git(fake_github, repo, {"ada@example.com": ADA})
     env = gh_env(fake_github, sha)
 
@@ -197,6 +199,7 @@ def test_a_deployed_release_pull_request_is_merged_when_configured(tmp_path: Pat
     sha = commit(repo, {"app.txt": "v2"}, "a change")
     assert cdkit("run", cwd=repo).returncode == 0
     fake_github.state.extra["permissions"] = {"bob": "write"}
+    adopt_new(repo, "prod")
     assert cdkit("release", "open", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha)).returncode == 0
     link_git(fake_github, repo, {"ada@example.com": ADA})
     fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}

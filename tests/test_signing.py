@@ -16,7 +16,7 @@ import pytest
 
 from cdkit import signing
 from cdkit.ledger import Ledger
-from tests.helpers import cdkit, commit, delivery_pipeline, git, make_repo
+from tests.helpers import adopt_new, cdkit, commit, delivery_pipeline, git, make_repo
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
 MALLORY = {"GIT_COMMITTER_NAME": "Mallory", "GIT_COMMITTER_EMAIL": "mallory@example.com"}
@@ -47,6 +47,7 @@ def world(tmp_path: Path, keys: dict[str, Path], policy: str = "") -> tuple[Path
            "the pipeline and who signs approvals")
     sha = commit(repo, {"app.txt": "v1"}, "a change by Ada")
     assert cdkit("run", cwd=repo).returncode == 0
+    adopt_new(repo, "prod")
     return repo, sha
 
 

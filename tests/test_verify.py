@@ -18,7 +18,7 @@ from cdkit.config import load
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, deploy
 from tests.fake_github import FakeGitHub
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.helpers import adopt_new, cdkit, commit, config, git, make_repo
 
 DEPLOY = 'echo "$CDKIT_ENVIRONMENT $CDKIT_SHA $CDKIT_ROLLBACK ${CDKIT_PREVIOUS_SHA:-none}" >> "$DEPLOY_LOG"'
 VERIFY = 'echo "verify $CDKIT_ENVIRONMENT $CDKIT_SHA" >> "$DEPLOY_LOG"; test ! -e broken'
@@ -272,6 +272,9 @@ def test_every_refusal_with_json_is_one_json_document(world: Path) -> None:
                                 "  - --stage test runs part of the pipeline: drop --stage"]
     delivery = pipeline().replace("  - name: prod\n    mode: deployment", "  - name: prod\n    mode: delivery")
     commit(world, {".cdkit.yml": delivery})
+    unadopted = cdkit("approve", "HEAD", "--env", "prod", "--json", cwd=world)
+    assert unadopted.returncode == 1 and "cdkit adopt --env prod" in json.loads(unadopted.stdout)["problems"][0]
+    adopt_new(world, "prod")
     own = cdkit("approve", "HEAD", "--env", "prod", "--json", cwd=world)
     assert own.returncode == 1
     data = json.loads(own.stdout)

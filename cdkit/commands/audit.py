@@ -192,7 +192,7 @@ def to_table(doc: Mapping[str, Any]) -> list[str]:
         base = (r["previous_sha"] or "")[:8] or "(first)"
         count = f" ({r['commit_count']})" if r["commit_count"] is not None else ""
         checks = ", ".join(f"{s['name']}:{s['status']}@{s['where'].split(' ')[0]}" for s in r["stages"]) or "none"
-        rows.append((_local_iso(r["started_at"]), r["environment"], f"{base}..{r['sha'][:8]}{count}",
+        rows.append((_local_iso(r["started_at"]), r["environment"], f"{base}..{(r['sha'] or 'nothing')[:8]}{count}",
                      " ".join(f"#{p['number']}" for p in r["pull_requests"]) or "-", checks, _approvers(r),
                      r["approval"]["author_exclusion"]["result"], r["deployed_by"] or "-", r["outcome"],
                      r["verification"], _flags(r)))
@@ -252,7 +252,7 @@ def _html_row(r: Mapping[str, Any]) -> str:
               + (f"<br><b>{_h(_flags(r))}</b>" if _flags(r) else ""))
     cells = [
         f"<code>{_h(r['id'])}</code><br>{_h(r['environment'])}",
-        f"<code>{_h((r['previous_sha'] or '(first)')[:10])}..{_h(r['sha'][:10])}</code><br>"
+        f"<code>{_h((r['previous_sha'] or '(first)')[:10])}..{_h((r['sha'] or 'nothing')[:10])}</code><br>"
         f'<span class="sub">{_h(r["commit_count"])} commit(s)</span>' + (f"<br>PR {_h(prs)}" if prs else ""),
         _checks_html(r),
         "<br>".join(approvals) or "-",

@@ -165,8 +165,13 @@ def story_releases(demo: Demo) -> None:
     demo.step("Two environments: staging deploys by itself (deployment), prod waits for an approval (delivery)")
     demo.say("Approvals are signed with the approver's SSH key; `.cdkit/allowed_signers` lists who may sign them.")
     pipeline = (demo.repo / ".cdkit.yml").read_text() + ENVIRONMENTS
+    running = demo.git("rev-parse", "HEAD").strip()
     first = demo.commit({".cdkit.yml": pipeline, ".cdkit/allowed_signers": allowed_signers(demo)},
                         "Add staging and prod")
+    demo.say("prod already runs the fixed calc, deployed before cdkit: say so once, so its first release adds "
+             "only what came after (nothing runs)")
+    demo.cdkit("adopt", "--env", "prod", "--sha", running[:12], "--reason", "what prod runs today",
+               show="cdkit adopt --env prod --sha HEAD~1 --reason 'what prod runs today'")
     demo.cdkit("run", "--deploy")
 
     demo.step("Delivery: prod refuses the unapproved commit, and its own author cannot approve it")

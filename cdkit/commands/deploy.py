@@ -114,7 +114,9 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
             "since": record["finished_at"] if record else None,
             "deployment_id": record["id"] if record else None,
             "rollback": bool(record["rollback"]) if record else False,
-            "status": record["status"] if record else None,  # success (no verify), verified, verification_failed
+            # success (no verify), verified, verification_failed, adopted (what it ran before cdkit)
+            "status": record["status"] if record else None,
+            "adopted": _adoption_data(ledger.adoption(env.name)),
             "approved_by": [c["who"] for c in (approval or {}).get("counted", [])],
             "quarantined": [{"sha": sha, "reason": q["reason"], "since": q["created_at"]}
                             for sha, q in ledger.quarantined(env.name).items()],
@@ -123,6 +125,14 @@ def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list
             "window": window_verdict(ctx, env),
         })
     return rows
+
+
+def _adoption_data(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An environment's adoption (`cdkit adopt`) as data: what it ran before cdkit (sha None: nothing)."""
+    if record is None:
+        return None
+    return {"sha": record["sha"] or None, "at": record["started_at"], "by": record["deployed_by"],
+            "reason": record["reason"], "deployment_id": record["id"]}
 
 
 def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[str] | None = None) -> int:
@@ -143,11 +153,16 @@ def environments(*, config: str | None, as_json: bool, cwd: str | os.PathLike[st
         if r["sha"]:
             who = f", approved by {', '.join(r['approved_by'])}" if r["approved_by"] else ""
             back = " (rollback)" if r["rollback"] else ""
-            state = {"verified": ", verified", "verification_failed": ", FAILED verification"}.get(r["status"] or "", "")
+            state = {"verified": ", verified", "verification_failed": ", FAILED verification",
+                     "adopted": ", ADOPTED (it ran it before cdkit: not deployed or verified by cdkit)",
+                     }.get(r["status"] or "", "")
             state += " (BREAK-GLASS)" if r["break_glass"] else ""
             what = f"runs {r['sha'][:12]} since {when(r['since'])}{back}{state}{who}"
+        elif r["adopted"]:
+            what = f"nothing deployed yet (ADOPTED as running nothing, {when(r['adopted']['at'])})"
         else:
-            what = "nothing deployed yet"
+            what = "nothing deployed yet (its first release needs `cdkit adopt` in delivery mode)" \
+                if r["mode"] == "delivery" else "nothing deployed yet"
         output.write_line(f"{r['name'].ljust(width)}  {how}: {what}")
         last = r["last_attempt"]
         if last and last["id"] != r["deployment_id"]:
@@ -196,6 +211,7 @@ def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> l
             "approval": verdict.decision.as_data() if verdict.decision else None,
             "approvals": [{"approver": a["approver"], "via": a["via"], "at": a["created_at"], "comment": a["comment"]}
                           for a in ledger.approvals(sha=sha, environment=env.name)],
+            "adopted": _adoption_data(ledger.adoption(env.name)),
             "deployments": [{"id": d["id"], "status": d["status"], "rollback": bool(d["rollback"]),
                              "automatic": bool(d["automatic"]), "reason": d["reason"],
                              "break_glass": bool((d["approval"] or {}).get("break_glass")),
@@ -211,6 +227,9 @@ def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
     output.write_line("environments:")
     for r in rows:
         here = " (runs it now)" if r["runs_now"] == sha else ""
+        adopted = r["adopted"]
+        if adopted and adopted["sha"] == sha:
+            here += " (ADOPTED: it ran it before cdkit)"
         output.write_line(f"  {r['name']} ({r['mode']}){here}")
         for a in r["approvals"]:
             said = f" {json.dumps(a['comment'])}" if a["comment"] else ""

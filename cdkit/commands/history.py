@@ -43,7 +43,7 @@ def flags(d: Deployment) -> list[str]:
 
 def deployment_data(history: History, d: Deployment) -> dict[str, Any]:
     return {
-        "id": d.key, "environment": d.environment, "sha": d.sha, "previous_sha": d.previous_sha,
+        "id": d.key, "environment": d.environment, "sha": d.sha or None, "previous_sha": d.previous_sha,
         "commits": history.commit_count(d), "status": d.status, "outcome": d.outcome,
         "started_at": iso(d.started_at), "finished_at": iso(d.finished_at), "duration_seconds": d.duration,
         "rollback": d.rollback, "forced": d.forced, "break_glass": d.break_glass, "notes": list(d.notes),

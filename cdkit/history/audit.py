@@ -181,8 +181,8 @@ def change_record(history: History, d: Deployment, *, stages: Mapping[str, list[
     glass_reason = d.extra.get("break_glass_reason") or next(
         (n[n.index(_BREAK_GLASS_MARK):] for n in d.notes if _BREAK_GLASS_MARK in n), None) if d.break_glass else None
     return {
-        "id": d.key, "environment": d.environment, "sha": d.sha, "previous_sha": d.previous_sha,
-        "range": f"{d.previous_sha}..{d.sha}" if d.previous_sha else d.sha,
+        "id": d.key, "environment": d.environment, "sha": d.sha or None, "previous_sha": d.previous_sha,
+        "range": f"{d.previous_sha}..{d.sha}" if d.previous_sha else d.sha or "(nothing: adopted as empty)",
         "commits": None if commits is None else [
             {"sha": c.sha, "subject": c.subject, "author": f"{c.author_name} <{c.author_email}>",
              "committer": f"{c.committer_name} <{c.committer_email}>"} for c in commits[:MAX_COMMITS]],

@@ -216,7 +216,7 @@ def load_ledger(db: sqlite3.Connection, *, environment: str | None = None) -> li
                                  bool(values[i_rollback]), values[i_by] if i_by is not None else None, (), None,
                                  False, False, (), running.get(environment_name), "ledger", EMPTY))
         append(d)
-        if d.outcome in live_or_baseline:
+        if d.outcome in live_or_baseline and d.sha:  # "": adopted as running nothing
             running[environment_name] = d.sha
     return found
 
@@ -230,7 +230,7 @@ def with_previous(deployments: Iterable[Deployment]) -> list[Deployment]:
     filled = []
     for d in deployments:
         filled.append(d._replace(previous_sha=running.get(d.environment)) if d.previous_sha is None else d)
-        if d.live or d.outcome == "baseline":
+        if (d.live or d.outcome == "baseline") and d.sha:
             running[d.environment] = d.sha
     return filled
 

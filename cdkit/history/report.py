@@ -176,7 +176,7 @@ def history_rows(rows: Sequence[Mapping[str, Any]]) -> str:
                                                ("BREAK-GLASS", r["break_glass"])) if on)
         commits = f" ({r['commits']})" if r["commits"] is not None else ""
         cells = [f'<time datetime="{r["started_at"]}">{r["started_at"]}</time>', html.escape(r["environment"]),
-                 f"<code>{base}..{r['sha'][:8]}</code>{commits}",
+                 f"<code>{base}..{(r['sha'] or 'nothing')[:8]}</code>{commits}",
                  f'<span class="outcome {html.escape(r["outcome"].replace(" ", "-"))}">{html.escape(r["outcome"])}</span>',
                  html.escape(approvals), html.escape(r["deployed_by"] or "-"), span(r["duration_seconds"]),
                  html.escape(flags)]
