@@ -277,21 +277,25 @@ def hook_run(hook_name: str, remote: str | None, url: str | None) -> int:
                    "for `cdkit deploy --break-glass`, never as a normal approval.")
 @click.option("--key", "key", metavar="PATH", default=None,
               help="The SSH key to sign the approval with (default: git's user.signingkey when gpg.format is ssh).")
+@click.option("--revoke", is_flag=True,
+              help="Withdraw your own approval of SHA instead (recorded as a revocation; the gate stops counting it).")
 @JSON_OPTION
 def approve(config: str | None, sha: str, environment: str, comment: str, break_glass: bool, key: str | None,
-            as_json: bool) -> int:
+            revoke: bool, as_json: bool) -> int:
     """Approve SHA for a delivery environment (approval.via: local), as your git identity.
 
     An author or committer of the commits being released cannot approve them. The
     approval is signed with your SSH key (ssh-keygen -Y sign), and counts only when
     .cdkit/allowed_signers, as committed in what the environment runs, has that key
     for your email (unless approval.signed: false).
-    With --break-glass, approve a deploy of SHA inside a freeze window instead (any mode).
+    With --break-glass, approve a deploy of SHA inside a freeze window instead (any mode);
+    with --revoke, withdraw your own approval of SHA. With approval.expires, an approval
+    older than that no longer counts.
     """
     from cdkit.commands.approve import approve as command
 
     return command(sha=sha, environment=environment, comment=comment, config=config, as_json=as_json,
-                   break_glass=break_glass, key=key)
+                   break_glass=break_glass, key=key, revoke=revoke)
 
 
 @cli.command()

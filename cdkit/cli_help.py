@@ -26,7 +26,8 @@ EXAMPLES: dict[str, str] = {
     "hook status": "cdkit hook status",
     "hook recover": "cdkit hook recover",
     "hook run": "cdkit hook run pre-push origin https://github.com/OWNER/NAME.git < ref-lines",
-    "approve": "cdkit approve \"$(git rev-parse HEAD)\" --env production --comment 'QA passed'",
+    "approve": "cdkit approve \"$(git rev-parse HEAD)\" --env production --comment 'QA passed'\n"
+               "  cdkit approve --revoke \"$(git rev-parse HEAD)\" --env production   # withdraw your approval",
     "approvals": "cdkit approvals --env production",
     "deploy": "cdkit deploy --env staging --sha HEAD\n"
               "  cdkit deploy --env production --break-glass --reason 'outage fix'   # inside a freeze window",

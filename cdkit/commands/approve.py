@@ -11,18 +11,24 @@ from cdkit.approval import Review, evaluate
 from cdkit.commands.deploy import when
 from cdkit.errors import GateFailed, UsageError
 from cdkit.release import (
-    BREAK_GLASS_VIA, LOCAL_VIA, Governing, ReleaseContext, break_glass_decision, find_environment,
-    format_local_identity, governing_commit, local_decision, local_facts, parse_local_identity, verified_approver,
+    BREAK_GLASS_VIA, LOCAL_VIA, REVOKED_VIA, Governing, ReleaseContext, break_glass_decision, current_sha,
+    find_environment, format_local_identity, governing_commit, local_decision, local_facts, parse_local_identity,
+    runs_adopted, verified_approver,
 )
 from cdkit.config import Environment, Pipeline
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
 def approve(*, sha: str, environment: str, comment: str, config: str | None, as_json: bool,
-            cwd: str | os.PathLike[str] | None = None, break_glass: bool = False, key: str | None = None) -> int:
+            cwd: str | os.PathLike[str] | None = None, break_glass: bool = False, key: str | None = None,
+            revoke: bool = False) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
     env = find_environment(pipeline, environment)
+    if revoke:
+        if break_glass:
+            raise UsageError("--revoke withdraws a local approval; give it without --break-glass")
+        return revoke_approval(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json)
     if break_glass:
         return approve_break_glass(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json)
     if env.mode != "delivery":
@@ -39,6 +45,10 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
     with open_ledger(ws.repo) as ledger:
         ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
                              environ=dict(os.environ))
+        if current_sha(ctx, env.name) == full and not runs_adopted(ctx, env.name, full):
+            # Nothing to release: an approval here would only pad the count ("2 of 1 approval(s)").
+            raise GateFailed(f"refusing the approval of {full[:12]} for {env.name}: {env.name} already runs it, so "
+                             "there is nothing to approve (approve a newer commit, or an older one to roll back to)")
         # The same rules the deploy applies, for this one approval: refuse it now rather than record a dud.
         mine = Review(parse_local_identity(approver), "APPROVED", full, via=LOCAL_VIA)
         verdict = evaluate(local_facts(ctx, env, full, (mine,), required=1))
@@ -49,7 +59,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
         signed = _sign(ctx, env, full, approver, governing, key, at=ledger.clock())
         already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer) and
                       (a["signature"] or not signed)  # an unsigned approval is replaced by a signed one
-                      for a in ledger.approvals(sha=full, environment=env.name) if a["via"] == LOCAL_VIA)
+                      for a in ledger.standing_approvals(sha=full, environment=env.name, via=LOCAL_VIA))
         approval_id = None if already else ledger.add_approval(
             sha=full, environment=env.name, approver=approver, via=LOCAL_VIA, comment=comment,
             signature=signed[1] if signed else None, signed_message=signed[0] if signed else None,
@@ -62,10 +72,65 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
         return 0
     verb = "had already approved" if already else "approved"
     output.write_line(f"{approver} {verb} {full[:12]} for {env.name}")
-    have = len(decision.counted)
     state = "approved: deploy it with" if decision.approved else "still waiting for approvals before"
-    output.write_line(f"{have} of {env.approval.required} approval(s); {state} "
+    output.write_line(f"{count_text(len(decision.counted), env.approval.required)}; {state} "
                       f"`cdkit deploy --env {env.name} --sha {full[:12]}`")
+    return 0
+
+
+def count_text(have: int, required: int) -> str:
+    """"1 of 2 approval(s)"; more than required reads "3 approvals (2 required)", never "3 of 2"."""
+    return f"{have} of {required} approval(s)" if have <= required else f"{have} approvals ({required} required)"
+
+
+def revoke_approval(ws: Workspace, pipeline: Pipeline, env: Environment, *, sha: str, comment: str,
+                    as_json: bool) -> int:
+    """`cdkit approve --revoke SHA --env NAME`: withdraw your own local approval of SHA (a row of its own).
+
+    Nothing is deleted: a revocation row names the approval it withdraws, and the gate
+    counts only approvals no row withdraws. It is not signed, even with approval.signed on:
+    a revocation can only take an approval away, never add one, so a forged one (someone
+    setting git's user.email to yours) can delay a release but never let one through, and
+    whoever can write the ledger can delete rows anyway. Someone else's approval, or none,
+    is a clear error.
+    """
+    if env.mode != "delivery" or env.approval.via != LOCAL_VIA:
+        raise UsageError(f"{env.name} has no local approvals to withdraw (mode: {env.mode}, approval.via: "
+                         f"{env.approval.via}); --revoke withdraws what `cdkit approve` recorded")
+    full = git.resolve_commit(sha, cwd=ws.root)
+    me = format_local_identity(*git.identity(cwd=ws.root))
+    mine_id = parse_local_identity(me)
+    with open_ledger(ws.repo) as ledger:
+        standing = ledger.standing_approvals(sha=full, environment=env.name, via=LOCAL_VIA)
+        mine = [a for a in standing if parse_local_identity(a["approver"]).same_as(mine_id)]
+        if not mine:
+            others = sorted({a["approver"] for a in standing})
+            held = f" (it has approvals by {', '.join(others)}; only they can withdraw theirs)" if others else \
+                " (it has none)"
+            raise GateFailed(f"refusing to revoke: {me} has no approval of {full[:12]} for {env.name} to withdraw"
+                             + held)
+        ids = [ledger.add_approval(sha=full, environment=env.name, approver=me, via=REVOKED_VIA, comment=comment,
+                                   revokes=int(a["id"])) for a in mine]
+        ledger.audit(f"{env.name}: {me} withdrew their approval of {full} (approval "
+                     + ", ".join(f"#{a['id']}" for a in mine) + ")")
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                             environ=dict(os.environ))
+        try:
+            decision = local_decision(ctx, env, full)
+        except GateFailed as exc:  # e.g. no baseline: the withdrawal stands, the decision cannot be made
+            decision = None
+            why = str(exc)
+    if as_json:
+        jsondoc.write("approve", {"approved": False, "revoked": True, "id": ids[-1], "revokes": [a["id"] for a in mine],
+                                  "sha": full, "environment": env.name, "approver": me,
+                                  "decision": decision.as_data() if decision else None})
+        return 0
+    output.write_line(f"{me} withdrew their approval of {full[:12]} for {env.name}")
+    if decision is None:
+        output.write_line(f"(no decision: {why})")
+    else:
+        state = "still approved by the others" if decision.approved else "not approved"
+        output.write_line(f"{count_text(len(decision.counted), env.approval.required)}; {state}")
     return 0
 
 

@@ -233,7 +233,8 @@ def print_chain(rows: list[dict[str, Any]], sha: str) -> None:
         output.write_line(f"  {r['name']} ({r['mode']}){here}")
         for a in r["approvals"]:
             said = f" {json.dumps(a['comment'])}" if a["comment"] else ""
-            output.write_line(f"    approved by {a['approver']} via {a['via']} at {when(a['at'])}{said}")
+            verb = "approval withdrawn by" if a["via"] == "revocation" else "approved by"
+            output.write_line(f"    {verb} {a['approver']} via {a['via']} at {when(a['at'])}{said}")
         if r["approval"] is not None and not r["approvals"]:
             output.write_line("    no approvals recorded")
         for d in r["deployments"]:
