@@ -198,7 +198,17 @@ def check_runs(server: FakeGitHub, sha: str) -> dict[str, str | None]:
 
 
 def deployments(server: FakeGitHub) -> list[dict[str, Any]]:
-    return list(server.state.extra.get("deployments", {}).values())
+    """The deployments cdkit's deploys created (not the adoption record `cdkit adopt` keeps there)."""
+    return [d for d in server.state.extra.get("deployments", {}).values()
+            if not (d.get("payload") or {}).get("adopted")]
+
+
+def adopt_on_github(repo: Path, server: FakeGitHub, environment: str) -> None:
+    """`cdkit adopt --env E --empty` from a laptop with a token: the new environment runs nothing yet, recorded
+    on GitHub, where the CI job (whose ledger is empty) reads it; its first release then holds the whole history."""
+    done = cdkit("adopt", "--env", environment, "--empty", cwd=repo,
+                 env={"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_API_URL": server.url})
+    assert done.returncode == 0, done.stderr
 
 
 def example(name: str) -> Path:
@@ -350,6 +360,7 @@ def test_the_environment_delivery_example_deploys_only_an_approved_run_to_a_prot
     git(repo, "checkout", "-q", "main")
     commit(repo, {".cdkit.yml": single_job_pipeline("delivery", "environment")}, "deliver through an environment")
     head = commit(repo, {"b.txt": "b"}, "a change")
+    adopt_on_github(repo, fake_github, "production")
     workflow = example("delivery-environment.yml")
     link_git(fake_github, repo, {"ada@example.com": ADA})  # GitHub holds the commits; Ada's email is hers
 
@@ -410,6 +421,7 @@ def test_the_review_delivery_example_opens_the_release_pull_request_and_deploys_
     git(repo, "checkout", "-q", "main")
     commit(repo, {".cdkit.yml": single_job_pipeline("delivery", "review")}, "deliver through reviews")
     head = commit(repo, {"b.txt": "b"}, "a change")
+    adopt_on_github(repo, fake_github, "production")
     workflow = example("delivery-review.yml")
     extra = fake_github.state.extra
     extra["permissions"] = {"ada": "admin", "bob": "write"}
