@@ -447,6 +447,8 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
         repo: Path, fake_github: FakeGitHub) -> None:
     base = git(repo, "rev-parse", "HEAD")
     head = commit(repo, {".cdkit.yml": REVIEWED}, "release me")
+    adopted = cdkit("adopt", "--env", "production", "--empty", cwd=repo)  # recorded in the ledger the jobs share
+    assert adopted.returncode == 0, adopted.stderr
     extra = fake_github.state.extra
     extra["permissions"] = {"ada": "admin", "bob": "write"}
     link_git(fake_github, repo, {"ada@example.com": ADA})

@@ -211,6 +211,8 @@ def test_approval_local_is_an_offline_delivery_setup_that_releases(tmp_path: Pat
     assert pipeline.mode == "delivery" and pipeline.environments[0].approval.via == "local"
     sha = commit(repo, allowed_signers("bob@example.com"), "Bob signs approvals")  # local approvals are signed
     assert cdkit("run", cwd=repo).returncode == 0
+    adopt = cdkit("adopt", "--env", "production", "--empty", cwd=repo)  # a new production: it runs nothing yet
+    assert adopt.returncode == 0, adopt.stderr
     # the author cannot approve their own commits; a reviewer can, then the deploy goes through, offline
     assert cdkit("approve", sha, "--env", "production", cwd=repo).returncode != 0
     approved = cdkit("approve", sha, "--env", "production", cwd=repo, env={**BOB, **signing_env("bob@example.com")})
