@@ -808,14 +808,14 @@ class Ledger:
     def start_deployment(
         self, *, environment: str, sha: str, rollback: bool, approval: dict[str, Any] | None,
         deployed_by: str | None = None, rollback_from: str | None = None, automatic: bool = False,
-        reason: str | None = None,
+        reason: str | None = None, governed_by: str | None = None,
     ) -> int:
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO deployments (environment, sha, status, rollback, approval, started_at, deployed_by,"
-                " rollback_from, automatic, reason) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?, ?, ?)",
+                " rollback_from, automatic, reason, governed_by) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (environment, sha, int(rollback), _to_json(approval) if approval else None, self.clock(),
-                 _storable(deployed_by), rollback_from, int(automatic), _storable(reason)),
+                 _storable(deployed_by), rollback_from, int(automatic), _storable(reason), _storable(governed_by)),
             )
             assert cursor.lastrowid is not None
             chain.append(db, "deployment", cursor.lastrowid, self.clock())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -35,9 +36,9 @@ from typing import Any, Protocol
 from cdkit import git
 from cdkit.approval import Decision, Facts, Identity, Review, evaluate
 from cdkit.people import CommitPeople, ReleasePeople, coauthors, release_people
-from cdkit.config import Environment, Pipeline, Stage, Verify
+from cdkit.config import Environment, Pipeline, Stage, Verify, decode_config, load_text
 from cdkit.deploylock import EnvironmentLock, LockBusy
-from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, GateFailed, UsageError
+from cdkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CdkitError, ConfigError, GateFailed, UsageError
 from cdkit.ledger import ADOPTED, FORCED_REASON_PREFIX, LIVE_STATUSES, Ledger
 from cdkit.plan import NOT_JUDGED_PREFIXES, PATHS_SKIP_PREFIX
 from cdkit.runner import cancel_on_signals, pump_output, signal_group
@@ -106,6 +107,8 @@ class Remote(Protocol):
                          rollback: bool) -> int | None: ...
     def finish_deployment(self, github_id: int, environment: Environment, state: str, *,
                           log_url: str | None, description: str | None = None) -> None: ...
+    def current_governed_by(self, environment: str) -> str | None: ...
+    def with_rules(self, pipeline: Pipeline) -> Remote: ...
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ class ReleaseContext:
     kill_grace: float = DEFAULT_KILL_GRACE
     github_deployment_id: int | None = None  # a `deployment` event's own deployment, updated instead of a new one
     log_url: str | None = None  # where the deploy's log can be read (the Actions run), for GitHub statuses
+    # Set by `governed`: the committed pipeline whose rules this context applies (then `pipeline` is that one),
+    # and the work tree's pipeline it replaced (for saying what would change once it is released).
+    governing: Governing | None = None
+    work_tree: Pipeline | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,8 @@ class Check:
     window_problems: tuple[str, ...] = ()  # the problems that are a window holding deploys (they wait)
     window: dict[str, Any] | None = None  # cdkit.windows.Verdict.as_data(), when the environment has windows
     break_glass: dict[str, Any] | None = None  # a --break-glass deploy's approved record (see _break_glass_record)
+    governed_by: dict[str, str] | None = None  # Governing.as_data(): whose committed rules decided
+    pending: str | None = None  # how the work tree's pipeline would change the rules, once released
 
     @property
     def ok(self) -> bool:
@@ -160,6 +169,7 @@ class DeployResult:
     automatic_rollback: DeployResult | None = None  # on_failure: rollback, when it ran
     break_glass: dict[str, Any] | None = None  # this deploy broke a window: who approved it, why, which window
     window: dict[str, Any] | None = None  # waiting: the window that holds the environment
+    governed_by: dict[str, str] | None = None  # Governing.as_data(): the committed pipeline whose rules decided
 
     @property
     def ok(self) -> bool:
@@ -193,7 +203,7 @@ class DeployResult:
             "approval": self.approval, "reasons": list(self.reasons), "github_deployment_id": self.github_id,
             "quarantined": self.quarantined, "summary": self.summary(),
             "automatic_rollback": self.automatic_rollback.as_data() if self.automatic_rollback else None,
-            "break_glass": self.break_glass, "window": self.window,
+            "break_glass": self.break_glass, "window": self.window, "governed_by": self.governed_by,
         }
 
 
@@ -460,14 +470,33 @@ class Governing:
     sha: str
     path: str  # the pipeline file inside the repository
     why: str  # "what prod runs now", "the tip of main (prod runs nothing yet)"
+    environment: str = ""
 
     @property
     def label(self) -> str:
         return f"{self.path}@{self.sha}"
 
+    @property
+    def short(self) -> str:
+        return f"{self.path}@{self.sha[:12]}"
+
+    @property
+    def record(self) -> str:
+        """What the ledger's `governed_by` keeps for a deployment: path@sha (why)."""
+        return f"{self.label} ({self.why})"
+
+    def as_data(self) -> dict[str, str]:
+        return {"path": self.path, "sha": self.sha, "why": self.why}
+
+
+# A ledger's `governed_by` (path@sha, then anything) read back: which rules governed a recorded deployment.
+_RECORDED = re.compile(r"^(?P<path>[^@\n]+)@(?P<sha>[0-9a-f]{40})\b")
+
 
 def config_path_in_repo(ctx: ReleaseContext) -> str:
     """The pipeline file's path inside the repository (what `git show <sha>:<path>` reads)."""
+    if ctx.governing is not None:
+        return ctx.governing.path
     path = Path(ctx.pipeline.path.split(" at ", 1)[0])
     try:
         return (path if path.is_absolute() else Path.cwd() / path).resolve().relative_to(
@@ -477,31 +506,181 @@ def config_path_in_repo(ctx: ReleaseContext) -> str:
 
 
 def governing_commit(ctx: ReleaseContext, environment: str) -> Governing:
-    """Whose committed rules govern a deploy to `environment`: the commit it runs now, else the release branch tip.
+    """Whose committed rules govern a deploy to `environment` (see `governed`)."""
+    if ctx.governing is not None and ctx.governing.environment == environment:
+        return ctx.governing
+    return _resolve_governing(ctx, environment)[0]
 
-    Never the work tree, nor the commit being released: a change to the rules takes
-    effect once it has itself been released under the rules before it. Fails closed
-    (GateFailed) when that commit is not in this clone.
+
+def _pipeline_at(ctx: ReleaseContext, sha: str, path: str) -> tuple[Pipeline | None, str]:
+    """The pipeline committed at `sha`, read with the work tree's loader and validator; else (None, what is wrong)."""
+    raw = git.file_at(sha, path, cwd=ctx.root)
+    if raw is None:
+        return None, "has no pipeline file"
+    name = f"{path} at {sha[:12]}"
+    try:
+        return load_text(decode_config(raw, name), name), ""
+    except ConfigError as exc:
+        return None, "is invalid: " + "; ".join(exc.messages)
+
+
+def _recorded_rules(ctx: ReleaseContext, environment: str, current: str) -> str | None:
+    """path@sha of the rules that governed the deployment that put `current` in `environment`, if recorded."""
+    record = ctx.ledger.current_deployment(environment)
+    if record is not None and record["sha"] == current and record.get("governed_by"):
+        return str(record["governed_by"])
+    return ctx.remote.current_governed_by(environment) if ctx.remote is not None else None
+
+
+def _resolve_governing(ctx: ReleaseContext, environment: str) -> tuple[Governing, Pipeline]:
+    """(whose rules govern a deploy to `environment`, that committed pipeline); GateFailed when none can.
+
+    1. what the environment runs now, when its committed pipeline defines the environment;
+    2. else the pipeline that governed the deployment of what it runs (recorded in the ledger
+       or cdkit's GitHub deployment): a commit that drops or breaks the environment's entry
+       leaves the rules it was released under in force;
+    3. else (nothing deployed yet, or an adopted commit older than its pipeline and no
+       recorded rules) the release branch tip: the environment's first introduction.
+
+    Never the work tree, nor the commit being released (unless it is that tip): a change
+    to the rules takes effect once it has itself been released under the rules before it.
+    A missing or invalid pipeline where the rules must come from fails closed.
     """
     path = config_path_in_repo(ctx)
     current = current_sha(ctx, environment)
+    first = f"{environment} runs nothing yet"
     if current is not None:
         if not git.commit_exists(current, cwd=ctx.root):
             raise GateFailed(f"{environment} runs {current[:12]}, which is not in this repository, so cdkit cannot read "
                              f"the rules that govern it ({path} as committed there): fetch the release branch's "
                              "history (fetch-depth: 0)")
-        if not runs_adopted(ctx, environment, current):
-            return Governing(current, path, f"what {environment} runs now")
-        # Adopted: cdkit never released what it runs, so no rules of cdkit's were ever in force there (its
-        # pipeline file may not exist, or not name the environment). Its first deploy is governed like any
-        # environment's first, by the tip; from then on what it runs governs.
+        if runs_adopted(ctx, environment, current):
+            # Adopted: cdkit never released what it runs, so no rules of cdkit's were ever in force there (its
+            # pipeline file may not exist, or not name the environment). Its first deploy is governed like any
+            # environment's first, by the tip; from then on what it runs governs.
+            first = f"{environment} runs {current[:12]}, what it was adopted with"
+        else:
+            pipeline, wrong = _pipeline_at(ctx, current, path)
+            if pipeline is not None and pipeline.environment(environment) is not None:
+                return Governing(current, path, f"what {environment} runs now", environment), pipeline
+            wrong = wrong or f"does not define {environment}"
+            recorded = _recorded_rules(ctx, environment, current)
+            if recorded is not None:
+                return _recorded_governing(ctx, environment, current, recorded, f"{path}@{current[:12]} {wrong}")
+            if pipeline is None and wrong.startswith("is invalid"):
+                raise GateFailed(f"{environment} runs {current[:12]}, whose {path} (the rules that govern {environment} "
+                                 f"now) {wrong}; no deployment recorded the rules it was released under, so nothing "
+                                 f"says what a deploy to {environment} needs: refusing (fail closed). Roll {environment} "
+                                 "back by hand to a commit with a valid pipeline, or restore the rules that released it")
+            first = f"{environment} runs {current[:12]}, whose {path} {wrong}, and no deployment recorded its rules"
     branch = ctx.pipeline.release_branch
     tip = git.branch_tip(branch, cwd=ctx.root)
     if tip is None:
-        raise GateFailed(f"{environment} runs nothing yet, and the release branch {branch!r} is not in this "
-                         f"repository, whose tip's {path} would govern its first deploy (git fetch origin {branch})")
-    since = "runs what it was adopted with" if current is not None else "runs nothing yet"
-    return Governing(tip, path, f"the tip of {branch} ({environment} {since})")
+        raise GateFailed(f"{first}, and the release branch {branch!r} is not in this repository, whose tip's "
+                         f"{path} would govern the deploy (git fetch origin {branch})")
+    pipeline, wrong = _pipeline_at(ctx, tip, path)
+    where = f"{path}@{tip[:12]} (the tip of {branch}; {first})"
+    if pipeline is None:
+        raise GateFailed(f"{where} {wrong}, so nothing committed says what a deploy to {environment} needs: "
+                         f"commit a valid {path} to {branch} (check it with cdkit validate) and deploy again")
+    if pipeline.environment(environment) is None:
+        known = ", ".join(e.name for e in pipeline.environments) or "none"
+        raise GateFailed(f"{environment} is not defined in {where} (environments there: {known}); an environment is "
+                         f"governed by committed rules only: commit its entry in {path} to {branch}, then deploy")
+    if pipeline.release_branch != branch:
+        raise GateFailed(f"{where} names the release branch {pipeline.release_branch!r}, not {branch!r}: make the "
+                         "work tree's release_branch agree with the committed one")
+    return Governing(tip, path, f"the tip of {branch} ({first})", environment), pipeline
+
+
+def _recorded_governing(ctx: ReleaseContext, environment: str, current: str, recorded: str,
+                        own: str) -> tuple[Governing, Pipeline]:
+    match = _RECORDED.match(recorded)
+    pipeline = None
+    wrong = f"is not a path@sha ({recorded!r})"
+    if match is not None and git.commit_exists(match["sha"], cwd=ctx.root):
+        pipeline, wrong = _pipeline_at(ctx, match["sha"], match["path"])
+        if pipeline is not None and pipeline.environment(environment) is None:
+            pipeline, wrong = None, f"does not define {environment}"
+    elif match is not None:
+        wrong = "is not in this repository (fetch the release branch's history, fetch-depth: 0)"
+    if pipeline is None or match is None:
+        raise GateFailed(f"{own}, and the rules recorded for its deployment to {environment} ({recorded}) {wrong}: "
+                         f"nothing says what a deploy to {environment} needs, so cdkit refuses (fail closed)")
+    why = f"the rules {current[:12]} was released to {environment} under ({own})"
+    return Governing(match["sha"], match["path"], why, environment), pipeline
+
+
+@dataclass(frozen=True)
+class Governed:
+    """A release context that applies the governing rules of one environment (see `governed`)."""
+
+    ctx: ReleaseContext  # pipeline (and the remote's evidence rules) replaced by the governing pipeline
+    env: Environment  # the environment as the governing pipeline defines it
+    governing: Governing
+    pending: str | None  # what the work tree's pipeline would change about these rules, once released
+
+
+def governed(ctx: ReleaseContext, environment: str) -> Governed:
+    """`ctx` with the rules that govern deploying to `environment`: the committed pipeline of what it runs now.
+
+    Everything the gate decides comes from it: required stages, mode, approval rules, the
+    chain and its order and soak, windows, break-glass, verify and on_failure, whose
+    evidence counts, the release branch, and the deploy and verify commands themselves
+    (a commit could otherwise rewrite `deploy:` and run anything where it deploys).
+    """
+    if ctx.governing is not None and ctx.governing.environment == environment:
+        env = find_environment(ctx.pipeline, environment)
+        work = ctx.work_tree or ctx.pipeline
+        return Governed(ctx, env, ctx.governing, pending_changes(work, ctx.pipeline, environment, ctx.governing))
+    work = ctx.work_tree or ctx.pipeline
+    governing, pipeline = _resolve_governing(dataclasses.replace(ctx, pipeline=work, governing=None), environment)
+    remote = ctx.remote.with_rules(pipeline) if ctx.remote is not None else None
+    new = dataclasses.replace(ctx, pipeline=pipeline, remote=remote, governing=governing, work_tree=work)
+    env = find_environment(pipeline, environment)
+    return Governed(new, env, governing, pending_changes(work, pipeline, environment, governing))
+
+
+def _environment_rules(pipeline: Pipeline, name: str) -> dict[str, Any]:
+    """What about `name`'s rules matters to the gate, field by field, for comparing two pipelines."""
+    env = pipeline.environment(name)
+    if env is None:
+        return {"the environment": "absent"}
+    index = pipeline.environments.index(env)
+    rules: dict[str, Any] = {
+        "mode": env.mode, "deploy": env.deploy, "verify": env.verify, "on_failure": env.on_failure,
+        "soak": env.soak, "windows": env.windows, "break_glass": env.break_glass,
+        "env_passthrough": env.env_passthrough,
+        "the environment before it": pipeline.environments[index - 1].name if index else None,
+        "release_branch": pipeline.release_branch, "evidence": pipeline.evidence,
+        "required stages": tuple((s.name, s.run) for s in required_stages(pipeline)),
+    }
+    if env.mode == "delivery":
+        rules.update({f"approval.{k}": v for k, v in env.approval._asdict().items()})
+    return rules
+
+
+def pending_changes(work: Pipeline, governing: Pipeline, name: str, rules: Governing) -> str | None:
+    """One line when the work tree's pipeline changes what governs `name` (None when it does not)."""
+    if work is governing:
+        return None
+    now, then = _environment_rules(governing, name), _environment_rules(work, name)
+    changed = [key for key in (*now, *(k for k in then if k not in now)) if now.get(key) != then.get(key)]
+    if not changed:
+        return None
+    shown = []
+    for key in changed[:4]:
+        value = then.get(key)
+        if key == "the environment":
+            shown.append(f"removes {name}")
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool) and key not in ("deploy",):
+            shown.append(f"{key} to {value}")
+        else:
+            shown.append(key)
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    file = rules.path
+    return (f"the work tree's {file} changes {name}'s {', '.join(shown)}{more}; it governs {name} once it is "
+            f"released there (now governed by {rules.short}, {rules.why})")
 
 
 def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
@@ -690,6 +869,11 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
     `force` (a reason) lets a person deploy a SHA quarantined for `env`; nothing else.
     `break_glass` (a reason) lets a person deploy inside a window, with the break-glass approvals.
     """
+    try:
+        rules = governed(ctx, env.name)
+    except GateFailed as exc:  # no committed rules say what a deploy here needs: nothing deploys
+        return Check(env.name, sha, (str(exc),), None, current_sha(ctx, env.name), rollback)
+    ctx, env = rules.ctx, rules.env
     problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha),
                               lambda stage: paths_skip_problem(ctx, stage, sha))
     decision = None
@@ -708,7 +892,8 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
     problems += _quarantine_problems(ctx, env, sha, force)
     problems += _chain_problems(ctx, env, sha)
     held, window, glass = _window_problems(ctx, env, sha, rollback=rollback, break_glass=break_glass)
-    return Check(env.name, sha, tuple(problems + held), decision, current, rollback, tuple(held), window, glass)
+    return Check(env.name, sha, tuple(problems + held), decision, current, rollback, tuple(held), window, glass,
+                 governed_by=rules.governing.as_data(), pending=rules.pending)
 
 
 def _how_to_approve(env: Environment, sha: str) -> str:
@@ -943,11 +1128,12 @@ class Refused(GateFailed):
     `window` (the verdict) when a window holds the environment and nothing else but the approval is missing."""
 
     def __init__(self, message: str, *, only_approval: bool = False, problems: Sequence[str] = (),
-                 window: dict[str, Any] | None = None) -> None:
+                 window: dict[str, Any] | None = None, governed_by: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.only_approval = only_approval
         self.problems = tuple(problems)
         self.window = window
+        self.governed_by = governed_by
 
     @property
     def waits(self) -> bool:
@@ -955,10 +1141,10 @@ class Refused(GateFailed):
 
 
 def _refuse(env: Environment, sha: str, problems: Sequence[str], *, only_approval: bool = False,
-            window: dict[str, Any] | None = None) -> Refused:
+            window: dict[str, Any] | None = None, governed_by: dict[str, str] | None = None) -> Refused:
     lines = "\n".join(f"  - {p}" for p in problems)
     return Refused(f"refusing to deploy {sha[:12]} to {env.name}:\n{lines}", only_approval=only_approval,
-                   problems=problems, window=window)
+                   problems=problems, window=window, governed_by=governed_by)
 
 
 def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = False,
@@ -970,8 +1156,10 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
     person's reason to deploy a quarantined SHA (recorded); automatic paths never pass it;
     `break_glass` a person's reason to deploy inside a window (with its approvals; recorded).
     """
-    env = find_environment(ctx.pipeline, environment)
     sha = git.resolve_commit(sha, cwd=ctx.root)
+    outer = ctx
+    rules = governed(outer, environment)  # GateFailed when no committed rules say what a deploy here needs
+    ctx, env = rules.ctx, rules.env
     if ctx.remote is not None:
         ctx.remote.preflight(env)
     with environment_lock(ctx, env.name) as lock:
@@ -979,11 +1167,18 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
         busy = ctx.remote.deploy_in_progress(env.name) if ctx.remote is not None else None
         if busy:
             raise GateFailed(f"another deploy to {env.name} is in progress on GitHub ({busy}); wait for it to finish")
+        # Again under the lock: a deploy that ended meanwhile changed what the environment runs, so its rules.
+        rules = governed(outer, environment)
+        ctx, env = rules.ctx, rules.env
+        ctx.say(f"cdkit: {env.name} is governed by {rules.governing.short} ({rules.governing.why})")
+        if rules.pending:
+            ctx.say(f"cdkit: {rules.pending}")
         result = check(ctx, env, sha, rollback=rollback, force=force, break_glass=break_glass)
         # An adopted SHA is deployed for real when asked: cdkit never ran (or verified) it there.
         if result.current == sha and not rollback and result.ok and not runs_adopted(ctx, env.name, sha):
             ctx.say(f"{env.name} already runs {sha[:12]}; nothing to deploy")
-            return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",))
+            return DeployResult(env.name, sha, UNCHANGED, reasons=(f"{env.name} already runs {sha[:12]}",),
+                                governed_by=result.governed_by)
         if not result.ok:
             others = [p for p in result.problems if p not in result.window_problems]
             # The approval adds exactly one problem; when it is the only one, the release waits.
@@ -991,7 +1186,8 @@ def deploy(ctx: ReleaseContext, environment: str, sha: str, *, rollback: bool = 
             # A window holding it waits (the next run after it deploys); a break-glass attempt is simply refused.
             held = result.window_problems and (waiting or not others) and break_glass is None
             window = result.window if held else None
-            raise _refuse(env, sha, result.problems, only_approval=waiting and window is None, window=window)
+            raise _refuse(env, sha, result.problems, only_approval=waiting and window is None, window=window,
+                          governed_by=result.governed_by)
         stop = _Stop()
         with cancel_on_signals(lambda why: stop(CANCELLED, why)):
             return _deploy_with_recovery(ctx, env, sha, lock=lock, stop=stop, rollback=rollback,
@@ -1079,7 +1275,8 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: Enviro
     deployed_by = deployer(ctx)
     deployment_id = ctx.ledger.start_deployment(environment=env.name, sha=sha, rollback=rollback, approval=approval,
                                                 deployed_by=deployed_by, rollback_from=rollback_from,
-                                                automatic=automatic, reason=reason)
+                                                automatic=automatic, reason=reason,
+                                                governed_by=ctx.governing.record if ctx.governing else None)
     if rollback:
         how = "automatic" if automatic else "explicit"
         ctx.ledger.audit(f"deployment #{deployment_id}: {how} rollback of {env.name} from "
@@ -1093,6 +1290,7 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: Enviro
     payload = {"cdkit_deployment_id": deployment_id, "rollback": rollback, "approval": approval,
                "deployed_by": deployed_by, "automatic": automatic,
                **({"rollback_from": rollback_from} if rollback_from else {}),
+               **({"governed_by": ctx.governing.record} if ctx.governing else {}),
                **({"break_glass": True} if break_glass else {})}
     try:
         status, why, github_id = _start_and_run(ctx, env, sha, deployment_id=deployment_id, lock=lock, stop=stop,
@@ -1115,7 +1313,7 @@ def _deploy_now(ctx: ReleaseContext, env: Environment, sha: str, *, lock: Enviro
             + (f" ({why})" if why else ""))
     return DeployResult(env.name, sha, status, rollback=rollback, deployment_id=deployment_id,
                         log_path=str(log_path), approval=approval, reasons=(why,) if why else (),
-                        github_id=github_id)
+                        github_id=github_id, governed_by=ctx.governing.as_data() if ctx.governing else None)
 
 
 def _github_description(status: str, why: str) -> str:
@@ -1197,15 +1395,27 @@ def after_pipeline(ctx: ReleaseContext, *, sha: str, ref: str | None, passed: bo
     if not passed or dirty or not is_release_ref(ctx.pipeline, ref):
         return []
     results: list[DeployResult] = []
-    for env in ctx.pipeline.environments:
+    for listed in ctx.pipeline.environments:
+        # Its mode is the governing pipeline's: a commit switching delivery to deployment does not release itself.
+        try:
+            rules = governed(ctx, listed.name)
+        except GateFailed as exc:
+            ctx.say(f"cdkit: {listed.name}: {exc}")
+            results.append(DeployResult(listed.name, sha, REFUSED, reasons=(str(exc),)))
+            break
+        env = rules.env
         if env.mode != "deployment":
-            ctx.say(f"cdkit: {env.name} is in delivery mode: {sha[:12]} waits for an approval there")
+            ctx.say(f"cdkit: {env.name} is in delivery mode (governed by {rules.governing.short}, "
+                    f"{rules.governing.why}): {sha[:12]} waits for an approval there")
+            if rules.pending:
+                ctx.say(f"cdkit: {rules.pending}")
             break
         try:
             result = deploy(ctx, env.name, sha)
         except Refused as exc:
             result = _held(ctx, env, sha, exc) if exc.window is not None else \
                 DeployResult(env.name, sha, REFUSED, reasons=(str(exc),))
+            result = dataclasses.replace(result, governed_by=exc.governed_by)
             ctx.say(f"cdkit: {exc}")
         except GateFailed as exc:
             result = DeployResult(env.name, sha, REFUSED, reasons=(str(exc),))
@@ -1227,8 +1437,10 @@ def deploy_if_approved(ctx: ReleaseContext, environment: str, sha: str) -> Deplo
         return deploy(ctx, environment, sha)
     except Refused as exc:
         if exc.window is not None:
-            return _held(ctx, find_environment(ctx.pipeline, environment), sha, exc)
-        return DeployResult(environment, sha, WAITING if exc.only_approval else REFUSED, reasons=(str(exc),))
+            return dataclasses.replace(_held(ctx, governed(ctx, environment).env, sha, exc),
+                                       governed_by=exc.governed_by)
+        return DeployResult(environment, sha, WAITING if exc.only_approval else REFUSED, reasons=(str(exc),),
+                            governed_by=exc.governed_by)
     except GateFailed as exc:
         return DeployResult(environment, sha, REFUSED, reasons=(str(exc),))
 

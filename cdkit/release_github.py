@@ -36,8 +36,8 @@ from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_r
 from cdkit.ledger import Ledger
 from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
-    GOOD, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, deploy,
-    deploy_if_approved, find_environment, release_base,
+    GOOD, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha,
+    deploy, deploy_if_approved, find_environment, governed, release_base,
 )
 from cdkit.session import Workspace
 
@@ -184,7 +184,8 @@ class GitHubRemote:
         """Only deployments cdkit created (and a `deployment` event's own) say what an environment runs."""
         return deployment.get("id") == self.own_deployment_id or evidence.is_cdkit_deployment(deployment, self.evidence)
 
-    def current_sha(self, environment: str) -> str | None:
+    def _current(self, environment: str) -> dict[str, Any] | None:
+        """The deployment whose SHA `environment` runs: the newest of cdkit's whose latest status is success."""
         for deployment in self._deployments(environment):
             if not self._says_what_runs(deployment):
                 continue
@@ -194,8 +195,23 @@ class GitHubRemote:
             if self._is_job_deployment(deployment, statuses):
                 continue
             if statuses and statuses[0].get("state") == "success":
-                return str(deployment["sha"])
+                return deployment
         return None
+
+    def current_sha(self, environment: str) -> str | None:
+        deployment = self._current(environment)
+        return str(deployment["sha"]) if deployment is not None else None
+
+    def current_governed_by(self, environment: str) -> str | None:
+        """The rules (path@sha) that governed the cdkit deployment of what `environment` runs, from its payload."""
+        deployment = self._current(environment)
+        payload = deployment.get("payload") if deployment is not None else None
+        recorded = payload.get("governed_by") if isinstance(payload, Mapping) else None
+        return recorded if isinstance(recorded, str) else None
+
+    def with_rules(self, pipeline: Pipeline) -> GitHubRemote:
+        """This remote counting evidence by `pipeline`'s rules (the governing one's `evidence:` and `report:`)."""
+        return dataclasses.replace(self, evidence=pipeline.evidence, report=pipeline.report)
 
     def has_deployed(self, environment: str, sha: str) -> bool:
         for deployment in self._deployments(environment, sha):
@@ -794,8 +810,12 @@ def release_open(ctx: ReleaseContext, environment: str, sha: str) -> dict[str, A
 
 
 def release_check(ctx: ReleaseContext, environment: str, *, deploy_now: bool = True) -> dict[str, Any]:
-    """Evaluate the release PR's approval now; deploy its head when everything holds and `deploy_now`."""
-    env = find_environment(ctx.pipeline, environment)
+    """Evaluate the release PR's approval now; deploy its head when everything holds and `deploy_now`.
+
+    The governing pipeline (what the environment runs now) says how it is approved, not the work tree's.
+    """
+    rules = governed(ctx, environment)
+    ctx, env = rules.ctx, rules.env
     remote = _github(ctx)
     pull = remote.release_pull(env.name) if env.approval.via == "review" else None
     if env.approval.via == "review" and pull is None:
@@ -805,7 +825,8 @@ def release_check(ctx: ReleaseContext, environment: str, *, deploy_now: bool = T
     verdict = check(ctx, env, sha)
     data: dict[str, Any] = {"environment": env.name, "sha": sha, "deployable": verdict.ok,
                             "problems": list(verdict.problems),
-                            "approval": verdict.decision.as_data() if verdict.decision else None}
+                            "approval": verdict.decision.as_data() if verdict.decision else None,
+                            "governed_by": verdict.governed_by, "pending": verdict.pending}
     if deploy_now and verdict.ok and verdict.current != sha:
         result = deploy_if_approved(ctx, env.name, sha)
         _merge_if_configured(ctx, env, sha, result.status)

@@ -453,6 +453,7 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
         ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
         if decision.event in ("pull_request_review", "deployment"):
             return _release_event(actions, ctx, decision, notes, links)
+        target = _governed_target(ctx, target)
         if deploy_now and target.mode == "delivery" and target.approval.via == "review":
             return _review_release(actions, ctx, target, sha, results, notes, links)
         if deploy_now:
@@ -480,6 +481,10 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
             return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
                            notes=(*notes, note), links=links)
         check = release.check(ctx, target, sha)
+    rules = check.governed_by
+    if rules:
+        notes = (*notes, f"{target.name} is governed by {rules['path']}@{rules['sha'][:12]} ({rules['why']})",
+                 *([check.pending] if check.pending else []))
     if check.ok:
         note = f"every gate holds for {sha[:12]} on {target.name}: the deploy job may deploy it"
         return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
@@ -487,6 +492,17 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
     waiting = [f"not deployed to {target.name} yet: {problem}" for problem in check.problems]
     return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
                    notes=(*notes, *waiting), links=links)
+
+
+def _governed_target(ctx: ReleaseContext, target: Environment) -> Environment:
+    """The environment as its governing pipeline defines it (how it is approved is not the commit's to say);
+    unchanged when no committed rules can be read, which the gate then refuses with the reason."""
+    from cdkit import release
+
+    try:
+        return release.governed(ctx, target.name).env
+    except GateFailed:
+        return target
 
 
 def _release_event(actions: Actions, ctx: ReleaseContext, decision: Decision, notes: Sequence[str],

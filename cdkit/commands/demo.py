@@ -270,9 +270,17 @@ def story_freeze(demo: Demo) -> None:
     text = text.replace("approval: {via: local, required: 1}\n",
                         "approval: {via: local, required: 1}\n" + freeze_text(datetime.now(timezone.utc)), 1)
     (demo.repo / "maintenance.flag").unlink(missing_ok=True)
-    frozen = demo.commit({".cdkit.yml": text}, "Freeze prod for two hours; maintenance over")
-    demo.cdkit("run", "--deploy")
+    rules = demo.commit({".cdkit.yml": text}, "Freeze prod for two hours; maintenance over")
     bob = bob_demo(demo)
+    demo.say("A change to the rules is released under the rules before it (prod has no window yet), and "
+             "governs prod's next deploy:")
+    demo.cdkit("run", "--deploy")
+    bob.cdkit("approve", rules[:12], "--env", "prod",
+              show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {rules[:12]} --env prod")
+    demo.cdkit("deploy", "--env", "prod")
+    demo.say("A change during the freeze: prod's rules now hold the window, so it waits.")
+    frozen = demo.commit({"calc.py": FIXED_CALC + "\n# during the freeze\n"}, "A change during the freeze")
+    demo.cdkit("run", "--deploy")
     bob.cdkit("approve", frozen[:12], "--env", "prod",
               show=f"GIT_COMMITTER_NAME='Bob Reviewer' cdkit approve {frozen[:12]} --env prod")
     demo.cdkit("deploy", "--env", "prod")

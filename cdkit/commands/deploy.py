@@ -12,7 +12,9 @@ from cdkit import git, jsondoc, output
 from cdkit.config import Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.ledger import Ledger
-from cdkit.release import ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment, window_verdict
+from cdkit.release import (
+    ReleaseContext, Remote, current_sha, deploy as release_deploy, find_environment, governed, window_verdict,
+)
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
 
 
@@ -69,11 +71,11 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
         raise UsageError("--reason says why --force or --break-glass; give one of them, or leave --reason out")
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
-    find_environment(pipeline, environment)
     stream = sys.stderr if as_json else sys.stdout
     with open_ledger(ws.repo, clock=clock) as ledger:
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
                               remote=remote_for(ws, pipeline, environ))
+        known_here(ctx, environment)
         target = sha or default_sha(ws, pipeline)
         try:
             result = release_deploy(ctx, environment, target, rollback=rollback,
@@ -89,13 +91,31 @@ def deploy(*, environment: str, sha: str | None, rollback: bool, config: str | N
     return result.exit_code
 
 
+def known_here(ctx: ReleaseContext, environment: str) -> None:
+    """A usage error (exit 2) for an environment neither the work tree's pipeline nor its governing one defines.
+
+    The work tree may have renamed or dropped an environment the governing pipeline still
+    has: that one is still deployed by its committed rules.
+    """
+    try:
+        find_environment(ctx.pipeline, environment)
+    except UsageError:
+        try:
+            governed(ctx, environment)
+        except GateFailed:
+            raise UsageError(f"no environment {environment!r} in {ctx.pipeline.path} nor in the committed pipeline "
+                             "that governs it (environments here: "
+                             + (", ".join(e.name for e in ctx.pipeline.environments) or "none are defined")
+                             + ")") from None
+
+
 def refusal_data(environment: str, sha: str, exc: GateFailed) -> dict[str, Any]:
     """`--json` on a refusal: the same document as a deploy, with `deployed: false` and every problem."""
     problems = list(getattr(exc, "problems", ())) or [str(exc)]
     window = getattr(exc, "window", None)
     return {"environment": environment, "sha": sha, "status": "refused", "deployed": False,
             "waiting": bool(getattr(exc, "only_approval", False)) or window is not None, "window": window,
-            "break_glass": None, "problems": problems}
+            "break_glass": None, "problems": problems, "governed_by": getattr(exc, "governed_by", None)}
 
 
 def environments_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger) -> list[dict[str, Any]]:
@@ -182,15 +202,28 @@ def auto_release(ws: Workspace, pipeline: Pipeline, *, run_id: int, sha: str, re
     """
     from cdkit.release import after_pipeline
 
-    if not any(e.mode == "deployment" for e in pipeline.environments):
-        return []
     with open_ledger(ws.repo) as ledger:
         record = ledger.run(run_id)
         dirty = record is None or record.dirty
         ctx = release_context(ws, pipeline, ledger, environ=environ, stream=stream,
                               remote=remote_for(ws, pipeline, environ))
+        if not _deploys_somewhere(ctx):
+            return []
         results = after_pipeline(ctx, sha=sha, ref=ref, passed=passed, dirty=dirty)
     return [{**r.as_data(), "exit_code": r.exit_code} for r in results]
+
+
+def _deploys_somewhere(ctx: ReleaseContext) -> bool:
+    """Whether an environment is in deployment mode, in the work tree or by the rules that govern it."""
+    for env in ctx.pipeline.environments:
+        if env.mode == "deployment":
+            return True
+        try:
+            if governed(ctx, env.name).env.mode == "deployment":
+                return True
+        except GateFailed:
+            continue
+    return False
 
 
 def chain_data(ws: Workspace, pipeline: Pipeline, ledger: Ledger, sha: str) -> list[dict[str, Any]]:

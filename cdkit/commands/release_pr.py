@@ -53,6 +53,11 @@ def release_check(*, environment: str, deploy_now: bool, config: str | None, as_
     else:
         state = "approved and deployable" if data["deployable"] else "not deployable"
         output.write_line(f"{data['sha'][:12]} for {data['environment']}: {state}")
+        rules = data.get("governed_by")
+        if rules:
+            output.write_line(f"  governed by {rules['path']}@{rules['sha'][:12]} ({rules['why']})")
+        if data.get("pending"):
+            output.write_line(f"  {data['pending']}")
         for problem in data["problems"]:
             output.write_line(f"  - {problem}")
     if "deployment" in data:
