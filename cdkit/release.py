@@ -666,6 +666,8 @@ def pending_changes(work: Pipeline, governing: Pipeline, name: str, rules: Gover
         return None
     now, then = _environment_rules(governing, name), _environment_rules(work, name)
     changed = [key for key in (*now, *(k for k in then if k not in now)) if now.get(key) != then.get(key)]
+    if "mode" in changed:  # the approval rules come and go with delivery mode: the mode says it
+        changed = [key for key in changed if not key.startswith("approval.")]
     if not changed:
         return None
     shown = []

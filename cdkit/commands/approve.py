@@ -24,7 +24,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
             revoke: bool = False) -> int:
     ws = find_workspace(config, cwd)
     pipeline = load_pipeline(ws)
-    env = find_environment(pipeline, environment)
+    env = governed_environment(ws, pipeline, environment)
     if revoke:
         if break_glass:
             raise UsageError("--revoke withdraws a local approval; give it without --break-glass")
@@ -132,6 +132,19 @@ def revoke_approval(ws: Workspace, pipeline: Pipeline, env: Environment, *, sha:
         state = "still approved by the others" if decision.approved else "not approved"
         output.write_line(f"{count_text(len(decision.counted), env.approval.required)}; {state}")
     return 0
+
+
+def governed_environment(ws: Workspace, pipeline: Pipeline, name: str) -> Environment:
+    """The environment as the committed pipeline that governs it defines it (issue 9 §4): whether it takes
+    approvals, how and how many is not the work tree's to change."""
+    from cdkit.commands.deploy import known_here
+    from cdkit.release import governed
+
+    with open_ledger(ws.repo) as ledger:
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                             environ=dict(os.environ))
+        known_here(ctx, name)
+        return governed(ctx, name).env
 
 
 def _sign(ctx: ReleaseContext, env: Environment, sha: str, approver: str, governing: Governing, key: str | None,

@@ -164,6 +164,7 @@ CSV_COLUMNS: tuple[tuple[str, Callable[[Mapping[str, Any]], object]], ...] = (
     ("forced", lambda r: str(r["forced"]["forced"]).lower()),
     ("break_glass", lambda r: str(r["break_glass"]["break_glass"]).lower()),
     ("reason", lambda r: r["break_glass"]["reason"] or r["forced"]["reason"] or r["reason"] or ""),
+    ("governed_by", lambda r: r.get("governed_by") or ""),
     ("seal", lambda r: r["seal"]["hash"] if r["seal"] else ""),
 )
 
@@ -246,6 +247,8 @@ def _html_row(r: Mapping[str, Any]) -> str:
     approvals = [f'{_h(a["who"])} <span class="sub">({_h(a["via"])}, {_h(a["at"])})</span>'
                  for a in r["approval"]["approvals"]]
     approvals += [f'<span class="sub">not counted: {_h(n)}</span>' for n in r["approval"]["not_counted"]]
+    if r.get("governed_by"):
+        approvals.append(f'<span class="sub">governed by {_h(r["governed_by"])}</span>')
     bad = r["outcome"] not in ("deployed", "verified")
     result = (f'<span class="{"fail" if bad else "ok"}">{_h(r["outcome"])}</span><br>'
               f'<span class="sub">verification: {_h(r["verification"])}</span>'

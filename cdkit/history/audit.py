@@ -198,6 +198,7 @@ def change_record(history: History, d: Deployment, *, stages: Mapping[str, list[
         "forced": {"forced": d.forced or forced_reason is not None, "reason": forced_reason},
         "break_glass": {"break_glass": d.break_glass, "reason": str(glass_reason) if glass_reason else None},
         "reason": next(iter(d.notes), None),
+        "governed_by": str(d.extra["governed_by"]) if d.extra.get("governed_by") else None,
         "seal": None if seal is None else {"entry": seal[0], "hash": seal[1]},
     }
 
