@@ -794,7 +794,8 @@ def release_body(ctx: ReleaseContext, env: Environment, sha: str, base: str | No
 
 
 def release_open(ctx: ReleaseContext, environment: str, sha: str) -> dict[str, Any]:
-    env = find_environment(ctx.pipeline, environment)
+    rules = governed(ctx, environment)  # how the environment is approved is its governing pipeline's to say
+    ctx, env = rules.ctx, rules.env
     if env.mode != "delivery" or env.approval.via != "review":
         raise UsageError(f"{env.name} is not approved through pull-request reviews (approval.via: review); "
                          "a release pull request is only for those")

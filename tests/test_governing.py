@@ -9,14 +9,18 @@ change itself governs the next deploy once it has been released under the old ru
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import tests.fake_github_release  # noqa: F401 - registers the release endpoints
+from cdkit.evidence import DEPLOYMENT_MARKER
 from cdkit.ledger import Ledger
-from tests.helpers import cdkit, commit, config, git, make_repo
+from tests.fake_github import FakeGitHub
+from tests.fake_github_release import add_deployment, link_git
+from tests.helpers import cdkit, commit, config, make_repo
+from tests.test_action import github, push_payload, run_action
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
 CAROL = {"GIT_COMMITTER_NAME": "Carol Checker", "GIT_COMMITTER_EMAIL": "carol@example.com"}
@@ -225,3 +229,65 @@ def test_a_renamed_environment_keeps_its_rules_and_the_new_name_starts_from_the_
     assert code == 0, data
     assert data["governed_by"] == {"path": ".cdkit.yml", "sha": after,
                                    "why": "the tip of main (production runs nothing yet)"}
+
+
+# --- (a) in CI: `cdkit action` on a push, against the fake GitHub ---------------------------------
+
+
+def ci_pipeline(mode: str) -> str:
+    approval = "\n            approval: {via: review}" if mode == "delivery" else ""
+    return config(f"""
+        version: 1
+        release_branch: main
+        stages:
+          - name: lint
+            run: echo linting
+          - name: test
+            run: echo testing
+        environments:
+          - name: production
+            mode: {mode}
+            deploy: echo "deploying $CDKIT_SHA"{approval}
+    """)
+
+
+def ci_repo(tmp_path: Path, fake_github: FakeGitHub, mode: str) -> tuple[Path, str]:
+    """A repository whose first commit production runs: a deployment cdkit created in CI, on GitHub."""
+    repo = make_repo(tmp_path / "repo")
+    first = commit(repo, {".cdkit.yml": ci_pipeline(mode)}, "the pipeline")
+    link_git(fake_github, repo, {"ada@example.com": {"login": "ada", "id": 1, "type": "User"}})
+    add_deployment(fake_github, environment="production", sha=first, state="success", creator="github-actions[bot]",
+                   payload={DEPLOYMENT_MARKER: "earlier", "governed_by": f".cdkit.yml@{first} (earlier)"})
+    return repo, first
+
+
+def test_in_ci_a_push_switching_delivery_to_deployment_does_not_deploy_itself(
+        tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo, first = ci_repo(tmp_path, fake_github, "delivery")
+    switch = commit(repo, {".cdkit.yml": ci_pipeline("deployment")}, "deploy production continuously")
+    pipeline = run_action(repo, "push", push_payload(first, switch), sha=switch, env=github(fake_github))
+    assert pipeline.proc.returncode == 0, pipeline.proc.stderr + pipeline.proc.stdout
+    assert (pipeline.outputs["result"], pipeline.outputs["deploy"]) == ("passed", "false")
+    summary = pipeline.summary.replace("\\", "")
+    assert f"production is governed by .cdkit.yml@{first[:12]} (what production runs now)" in summary
+    assert "changes production's mode to deployment" in summary
+    assert f"{switch[:12]} is not approved for production" in summary
+    # Even a deploy job started by hand (command: deploy) is held to the governing rules.
+    deploy_job = run_action(repo, "push", push_payload(first, switch), sha=switch,
+                            env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert deploy_job.outputs.get("result") != "deployed", deploy_job.proc.stdout + deploy_job.proc.stderr
+    assert deploy_job.outputs["result"] == "waiting", deploy_job.proc.stdout + deploy_job.proc.stderr
+    assert len(fake_github.state.extra["deployments"]) == 1  # only the earlier one
+
+
+def test_control_in_ci_a_normal_push_under_deployment_mode_deploys(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo, first = ci_repo(tmp_path, fake_github, "deployment")
+    change = commit(repo, {"app.txt": "2\n"}, "a normal change")
+    pipeline = run_action(repo, "push", push_payload(first, change), sha=change, env=github(fake_github))
+    assert (pipeline.outputs["result"], pipeline.outputs["deploy"]) == ("passed", "true"), pipeline.summary
+    deploy_job = run_action(repo, "push", push_payload(first, change), sha=change,
+                            env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
+    assert deploy_job.outputs["result"] == "deployed", deploy_job.proc.stdout + deploy_job.proc.stderr
+    new = [d for d in fake_github.state.extra["deployments"].values() if d["sha"] == change]
+    assert len(new) == 1
+    assert new[0]["_request"]["payload"]["governed_by"] == f".cdkit.yml@{first} (what production runs now)"
