@@ -722,7 +722,11 @@ def on_review(ctx: ReleaseContext, payload: Mapping[str, Any]) -> list[DeployRes
     sha = str((pull.get("head") or {}).get("sha") or "")
     remote = _github(ctx)
     results = []
-    for env in ctx.pipeline.environments:
+    for listed in ctx.pipeline.environments:
+        try:  # approved through reviews or not is the governing pipeline's to say, not the work tree's
+            env = governed(ctx, listed.name).env
+        except GateFailed:
+            env = listed  # the deploy below refuses it, with the reason
         if env.mode == "delivery" and env.approval.via == "review" and remote.is_release_pull(pull, env.name):
             result = deploy_if_approved(ctx, env.name, sha)
             _merge_if_configured(ctx, env, sha, result.status)
