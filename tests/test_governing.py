@@ -150,6 +150,11 @@ def test_a_commit_lowering_approval_required_still_needs_the_old_count(tmp_path:
     assert code == 0, data
     assert data["governed_by"] == {"path": ".cdkit.yml", "sha": lower, "why": "what prod runs now"}
     assert deployed(log) == [f"prod {first}", f"prod {lower}", f"prod {after}"]
+    audit = cdkit("audit", "--json", cwd=repo)  # the change records say which rules governed each deployment
+    assert audit.returncode == 0, audit.stderr
+    assert [r["governed_by"] for r in json.loads(audit.stdout)["deployments"]] == [
+        f".cdkit.yml@{first} (the tip of main (prod runs nothing yet))",
+        f".cdkit.yml@{first} (what prod runs now)", f".cdkit.yml@{lower} (what prod runs now)"]
 
 
 # --- (c) dropping a required stage ------------------------------------------------------------------
