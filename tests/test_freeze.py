@@ -161,6 +161,7 @@ def test_cdkit_deploy_after_the_window_deploys_the_release_branch_tip(repo: Path
     with pytest.raises(GateFailed, match="weekend freeze until Mon 08:00"):
         deploy_command(environment="production", sha=None, rollback=False, config=None, as_json=False, cwd=repo,
                        clock=lambda: FRIDAY_EVENING)
+    assert "production is governed by .cdkit.yml@" in capfd.readouterr().out  # the text run says whose rules
     code = deploy_command(environment="production", sha=None, rollback=False, config=None, as_json=True, cwd=repo,
                           clock=lambda: FRIDAY_EVENING)
     refusal = document(capfd)

@@ -103,10 +103,9 @@ def known_here(ctx: ReleaseContext, environment: str) -> None:
         try:
             governed(ctx, environment)
         except GateFailed:
-            raise UsageError(f"no environment {environment!r} in {ctx.pipeline.path} nor in the committed pipeline "
-                             "that governs it (environments here: "
-                             + (", ".join(e.name for e in ctx.pipeline.environments) or "none are defined")
-                             + ")") from None
+            known = ", ".join(e.name for e in ctx.pipeline.environments) or "none are defined"
+            raise UsageError(f"no environment {environment!r} in {ctx.pipeline.path} (environments: {known}), "
+                             "nor in the committed pipeline that governs it") from None
 
 
 def refusal_data(environment: str, sha: str, exc: GateFailed) -> dict[str, Any]:
