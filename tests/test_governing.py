@@ -19,7 +19,7 @@ from cdkit.evidence import DEPLOYMENT_MARKER
 from cdkit.ledger import Ledger
 from tests.fake_github import FakeGitHub
 from tests.fake_github_release import add_deployment, link_git
-from tests.helpers import cdkit, commit, config, make_repo
+from tests.helpers import adopt_new, cdkit, commit, config, make_repo
 from tests.test_action import github, push_payload, run_action
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com"}
@@ -228,7 +228,8 @@ def test_a_renamed_environment_keeps_its_rules_and_the_new_name_starts_from_the_
     governing = data["governed_by"]
     assert isinstance(governing, dict) and governing["sha"] == first
     assert f"the rules {renamed[:12]} was released to prod under" in governing["why"]
-    # The new name is a first introduction: the tip's rules (one approval).
+    # The new name is a first introduction: the tip's rules (one approval), from a baseline it is given.
+    adopt_new(repo, "production")
     approve(repo, after, BOB, env="production")
     code, data, _ = deploy(repo, after, env="production")
     assert code == 0, data
