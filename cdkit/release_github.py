@@ -117,6 +117,13 @@ class GitHubRemote:
     # What `commit_people` read, per range: who wrote a commit does not change between two checks of one deploy.
     _people_read: dict[tuple[str | None, str, tuple[str, ...]], tuple[CommitPeople, ...]] = dataclasses.field(
         default_factory=dict, repr=False, compare=False)
+    # Every check run of a commit (`filter=all`, every page), as this process first read it: the stage verdicts
+    # and the `cdkit push` records of that commit come from one read, and one process judges a commit once
+    # (the release body, the gate and the re-check right before deploying agree by construction).
+    _check_runs_read: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict, repr=False,
+                                                                          compare=False)
+    _verdicts_read: dict[str, dict[str, StageVerdict]] = dataclasses.field(default_factory=dict, repr=False,
+                                                                          compare=False)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -131,15 +138,24 @@ class GitHubRemote:
 
     def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]:
         """cdkit's stage results on GitHub that CI produced for `sha`, every page (see `cdkit.evidence`)."""
-        runs = self._all(f"/commits/{sha}/check-runs", f"read the check runs of {sha[:12]}", "checks: read",
-                         item_key="check_runs", filter="all")
+        if sha in self._verdicts_read:
+            return dict(self._verdicts_read[sha])
+        runs = self._check_runs(sha)
         suites: frozenset[int] = frozenset()
         if evidence.needs_workflow_runs(runs, self.evidence):
             suites = evidence.workflow_suites(
                 self._all("/actions/runs", f"read the workflow runs of {sha[:12]}", "actions: read",
                           item_key="workflow_runs", head_sha=sha), self.repo, sha)
         statuses = self._all(f"/commits/{sha}/statuses", f"read the commit statuses of {sha[:12]}", "statuses: read")
-        return evidence.stage_verdicts(runs, statuses, evidence=self.evidence, report=self.report, suites=suites)
+        self._verdicts_read[sha] = evidence.stage_verdicts(runs, statuses, evidence=self.evidence, report=self.report,
+                                                           suites=suites)
+        return dict(self._verdicts_read[sha])
+
+    def _check_runs(self, sha: str) -> list[dict[str, Any]]:
+        if sha not in self._check_runs_read:
+            self._check_runs_read[sha] = self._all(f"/commits/{sha}/check-runs", f"read the check runs of {sha[:12]}",
+                                                   "checks: read", item_key="check_runs", filter="all")
+        return self._check_runs_read[sha]
 
     def _deployments(self, environment: str, sha: str | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"environment": environment}
@@ -481,8 +497,11 @@ class GitHubRemote:
         return pushed
 
     def _push_records(self, sha: str) -> list[tuple[str, Identity]]:
-        runs = self._all(f"/commits/{sha}/check-runs", f"read the push records of {sha[:12]}", "checks: read",
-                         item_key="check_runs", check_name=PUSH_RECORD_NAME, filter="all")
+        if sha in self._check_runs_read:  # already read whole for its stage verdicts: the records are in it
+            runs = self._check_runs_read[sha]
+        else:
+            runs = self._all(f"/commits/{sha}/check-runs", f"read the push records of {sha[:12]}", "checks: read",
+                             item_key="check_runs", check_name=PUSH_RECORD_NAME, filter="all")
         candidates = [r for r in runs if r.get("name") == PUSH_RECORD_NAME
                       and (r.get("app") or {}).get("id") == self.evidence.app_id
                       and parse_push_record(r.get("external_id")) is not None]

@@ -119,32 +119,31 @@ def test_more_than_50_annotations_go_in_batches_of_50(ledger: Ledger) -> None:
     reporter = ChecksReporter(ledger=ledger, client=client(), repo=REPO, sha=SHA, environ={})
     lines = [f"src/m{i}.py:{i + 1}: error E{i}" for i in range(120)]
     run_stage(reporter, stage(), result(status=FAILED, code=1), lines)
+    create, = bodies("POST")
     patches = bodies("PATCH")
-    assert [len(p["output"].get("annotations", [])) for p in patches] == [50, 50, 20]
-    assert patches[0]["conclusion"] == "failure" and patches[0]["status"] == "completed"
-    assert all("conclusion" not in p for p in patches[1:])
-    assert len(responses.calls) == 4  # create + complete + 2 more batches
+    assert [len(p["output"].get("annotations", [])) for p in [create, *patches]] == [50, 50, 20]
+    assert create["conclusion"] == "failure" and create["status"] == "completed"
+    assert all("conclusion" not in p for p in patches)
+    assert len(responses.calls) == 3  # the completed create + 2 more batches
 
 
 # --- requests per stage ------------------------------------------------------------------------------------
 
 
 @responses.activate
-def test_a_stage_is_two_requests_create_in_progress_then_complete(ledger: Ledger) -> None:
+def test_a_stage_is_one_request_a_check_run_created_completed(ledger: Ledger) -> None:
     responses.post(CHECK_RUNS, json={"id": 10}, status=201)
-    responses.patch(f"{CHECK_RUNS}/10", json={"id": 10})
     environ = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": REPO, "GITHUB_RUN_ID": "9"}
     reporter = ChecksReporter(ledger=ledger, client=client(), repo=REPO, sha=SHA, environ=environ)
     run_stage(reporter, stage(), result(), ["collected 3 items", "3 passed"])
     create, = bodies("POST")
-    assert create["status"] == "in_progress" and create["started_at"] == "2023-11-14T22:13:20Z"
+    assert create["status"] == "completed" and create["conclusion"] == "success"
+    assert create["started_at"] == "2023-11-14T22:13:20Z"  # when the stage started, not when it was reported
     assert create["name"] == "cdkit/test" and create["head_sha"] == SHA
     assert create["details_url"] == "https://github.com/octo/app/actions/runs/9"
-    complete, = bodies("PATCH")
-    assert complete["conclusion"] == "success"
-    assert "duration 2.5s" in complete["output"]["summary"] and "3 passed" in complete["output"]["summary"]
-    assert len(responses.calls) == 2
-    assert reporter.counts() == {"delivered": 2}
+    assert "duration 2.5s" in create["output"]["summary"] and "3 passed" in create["output"]["summary"]
+    assert len(responses.calls) == 1
+    assert reporter.counts() == {"delivered": 1}
 
 
 @responses.activate
@@ -184,10 +183,12 @@ def test_auto_falls_back_to_statuses_on_resource_not_accessible_and_remembers(le
     run_stage(reporter, stage("build"), result("build"))
     run_stage(reporter, stage("test"), result("test"))
     calls = [(c.request.method, c.request.url.rsplit("/", 1)[-1]) for c in responses.calls]
-    assert calls == [("POST", "check-runs"), ("POST", SHA), ("POST", SHA), ("POST", SHA), ("POST", SHA)]
-    assert [b["state"] for b in bodies("POST")[1:]] == ["pending", "success", "pending", "success"]
+    # build's refused check run becomes its final status; test, after the switch, is pending then final.
+    assert calls == [("POST", "check-runs"), ("POST", SHA), ("POST", SHA), ("POST", SHA)]
+    assert [b["state"] for b in bodies("POST")[1:]] == ["success", "pending", "success"]
+    assert [b["context"] for b in bodies("POST")[1:]] == ["cdkit/build", "cdkit/test", "cdkit/test"]
     summary = reporter.finish()
-    assert summary.mode == "statuses" and summary.delivered == 4 and summary.failed == 0
+    assert summary.mode == "statuses" and summary.delivered == 3 and summary.failed == 0
     assert any("commit statuses instead" in n for n in summary.notes)
 
 
@@ -196,9 +197,9 @@ def test_report_checks_does_not_fall_back_and_names_the_permission(ledger: Ledge
     responses.post(CHECK_RUNS, status=403, json={"message": "Resource not accessible by integration"})
     reporter = ChecksReporter(ledger=ledger, client=client(), repo=REPO, sha=SHA, mode="checks", environ={})
     run_stage(reporter, stage(), result())
-    assert len(responses.calls) == 1  # the update waits for a create that can never happen
+    assert len(responses.calls) == 1  # the one create, refused
     summary = reporter.finish()
-    assert summary.failed == 2 and summary.delivered == 0
+    assert summary.failed == 1 and summary.delivered == 0
     assert "`checks: write`" in (summary.reason or "")
 
 
@@ -221,17 +222,17 @@ def test_unreachable_github_stops_sending_and_sync_delivers_each_once(ledger: Le
     run_stage(reporter, stage("b"), result("b"))
     assert len(responses.calls) == 4  # one create, tried 4 times; nothing else is sent
     summary = reporter.finish()
-    assert summary.pending == 4 and summary.delivered == 0
+    assert summary.pending == 2 and summary.delivered == 0
 
     responses.reset()
     ids = iter(range(100, 200))
     responses.add_callback(responses.POST, CHECK_RUNS, callback=lambda r: (201, {}, json.dumps({"id": next(ids)})))
     responses.patch(re.compile(rf"{re.escape(CHECK_RUNS)}/\d+"), json={"id": 1})
     first = deliver_pending(ledger, client())
-    assert (first.delivered, first.pending, first.failed) == (4, 0, 0)
-    assert [c.request.method for c in responses.calls] == ["POST", "PATCH", "POST", "PATCH"]
+    assert (first.delivered, first.pending, first.failed) == (2, 0, 0)
+    assert [c.request.method for c in responses.calls] == ["POST", "POST"]
     again = deliver_pending(ledger, client())
-    assert again.delivered == 0 and len(responses.calls) == 4
+    assert again.delivered == 0 and len(responses.calls) == 2
 
 
 @responses.activate
@@ -245,10 +246,9 @@ def test_a_crash_mid_send_is_resolved_by_lookup_not_by_a_second_create(ledger: L
     external_id = create.payload["body"]["external_id"]
     responses.get(f"{API}/repos/{REPO}/commits/{SHA}/check-runs",
                   json={"total_count": 1, "check_runs": [{"id": 77, "name": "cdkit/test", "external_id": external_id}]})
-    responses.patch(f"{CHECK_RUNS}/77", json={"id": 77})
     summary = deliver_pending(ledger, client())
-    assert summary.delivered == 2
-    assert [c.request.method for c in responses.calls] == ["GET", "PATCH"]
+    assert summary.delivered == 1  # found by its external_id: created once, not twice
+    assert [c.request.method for c in responses.calls] == ["GET"]
 
 
 @responses.activate
@@ -307,7 +307,7 @@ def test_the_token_never_reaches_check_output(ledger: Ledger) -> None:
     reporter = ChecksReporter(ledger=ledger, client=client(environ=env), repo=REPO, sha=SHA, environ=env)
     run_stage(reporter, stage(), result(status=FAILED, code=1),
               [f"using token {APP_TOKEN}", f"src/a.py:1: leaked {APP_TOKEN}", "ghp_" + "Z" * 36])
-    sent = json.dumps(bodies("PATCH"))
+    sent = json.dumps(bodies("POST") + bodies("PATCH"))
     assert APP_TOKEN not in sent and "ghp_" + "Z" * 36 not in sent
     assert "***" in sent
     stored = json.dumps([i.payload for i in ledger.pending()]) + json.dumps(
@@ -336,7 +336,7 @@ def test_the_credential_actions_checkout_persists_never_reaches_check_output(led
     reporter.stage_finished(st, result(status=FAILED, code=1))
     reporter.run_finished()
     reporter.flush()
-    sent = json.dumps(bodies("PATCH"))
+    sent = json.dumps(bodies("POST") + bodies("PATCH"))
     assert header not in sent and header[10:30] not in sent and token not in sent
     assert "AUTHORIZATION: ***" in sent and "plain line" in sent  # the rest of the log is still there
     assert "header is ***" in sent  # the annotation's message too

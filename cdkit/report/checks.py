@@ -236,7 +236,7 @@ class ChecksReporter:
             self.state.statuses_only = True  # a personal token cannot create check runs: don't spend a request
         self.details_url = actions_run_url(self.environ)
         self.logs: dict[str, _StageLog] = {}
-        self.started: set[str] = set()
+        self.started: dict[str, float] = {}  # stage name -> when it started
         self.keys: list[str] = []
         self.reported: set[str] = set()
         self.records: set[str] = set()  # outbox keys of records (a push's pusher), not stage results
@@ -245,16 +245,14 @@ class ChecksReporter:
     # --- Reporter protocol -------------------------------------------------------------------------
 
     def stage_started(self, stage: Stage, started_at: float) -> None:
-        self.started.add(stage.name)
+        self.started[stage.name] = started_at
         self.logs[stage.name] = _StageLog(collections.deque(maxlen=TAIL_LINES), [])
         if self.state.statuses_only:
             self._status(stage, "pending", f"running since {time.strftime('%H:%M:%S', time.gmtime(started_at))} UTC",
                          pending=True)
-            return
-        body = self._check_body(stage, status="in_progress", started_at=started_at)
-        fallback = self._fallback("pending", "running")
-        self._queue(check_run_key(self.repo, self.sha, stage.name, self.run_id), CHECK_RUN_CREATE,
-                    self._payload(stage, body=body, fallback=fallback))
+        # A check run is created once, when the stage ends, already completed (with its start time): one
+        # request per stage instead of an `in_progress` create and a completing update (issue 12's budget).
+        # The job's log shows a stage running; a gate only ever reads completed check runs.
 
     def stage_output(self, stage: Stage, chunk: bytes) -> None:
         log = self.logs.get(stage.name)
@@ -281,24 +279,23 @@ class ChecksReporter:
             return
         description = describe(result)
         create_key = check_run_key(self.repo, self.sha, stage.name, self.run_id)
-        create = self.ledger.outbox_item(create_key) if stage.name in self.started else None
-        if self.state.statuses_only or (create is not None and create.state == SUPERSEDED):
+        if self.state.statuses_only:
             self._status(stage, STATES[result.status], description, pending=False)
             return
         fallback = self._fallback(STATES[result.status], description)
         completion = self._completion(stage, result, description)
-        started = stage.name in self.started
-        if not started:  # one request: the check run is created completed
-            body = {**self._check_body(stage, status="completed", started_at=None), **completion[0]}
-            self._queue(create_key, CHECK_RUN_CREATE, self._payload(stage, body=body, fallback=fallback))
+        # One request: the check run is created completed (with the first 50 annotations).
+        body = {**self._check_body(stage, status="completed", started_at=self.started.get(stage.name)),
+                **completion[0]}
+        self._queue(create_key, CHECK_RUN_CREATE, self._payload(stage, body=body, fallback=fallback))
         total = 0
         for n, body in enumerate(completion):
             total += len((body.get("output") or {}).get("annotations") or [])
-            if n == 0 and not started:
+            if n == 0:
                 continue
-            suffix = ":complete" if n == 0 else f":annotations:{n}"
+            suffix = f":annotations:{n}"
             self._queue(create_key + suffix, CHECK_RUN_UPDATE, self._payload(
-                stage, body=body, fallback=fallback if n == 0 else None, create_key=create_key,
+                stage, body=body, fallback=None, create_key=create_key,
                 annotations_total=total))
 
     def record_push(self, *, before: str, sender_id: int, sender_login: str) -> None:
