@@ -352,8 +352,8 @@ def test_stages_are_posted_as_check_runs_with_the_actions_token(repo: Path, fake
     record, first, second = sorted(fake_github.state.check_runs)
     assert requests_made(fake_github) == [
         ("POST", "/repos/octo-org/octo-repo/check-runs"),  # who pushed: created completed, in one request
-        ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{first}"),
-        ("POST", "/repos/octo-org/octo-repo/check-runs"), ("PATCH", f"/repos/octo-org/octo-repo/check-runs/{second}"),
+        ("POST", "/repos/octo-org/octo-repo/check-runs"),  # each stage too, when it ends
+        ("POST", "/repos/octo-org/octo-repo/check-runs"),
     ]
     assert {r.token for r in fake_github.requests} == {TOKEN}
     runs = fake_github.check_runs("octo-org/octo-repo", head)
@@ -387,7 +387,7 @@ def test_deployment_mode_push_says_deploy_and_the_deploy_job_deploys(repo: Path,
     assert not fake_github.state.extra.get("deployments")  # this job only decides; it deploys nothing
     writes = [r for r in requests_made(fake_github) if r[0] != "GET"]
     # who pushed, then the two check runs, nothing else
-    assert [m for m, _ in writes] == ["POST", "POST", "PATCH", "POST", "PATCH"]
+    assert [m for m, _ in writes] == ["POST", "POST", "POST"]
     fake_github.requests.clear()
 
     deploy = run_action(repo, "push", push_payload(base, head), sha=head,
