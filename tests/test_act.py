@@ -26,14 +26,14 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cdkit.commands.init import ACTION_REPOSITORY, ACTION_SHA
+from cdkit.commands.init import ACTION_REPOSITORY, ACTION_SHA, action_ref
 from cdkit.workflow import CHECKOUT
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
@@ -43,6 +43,7 @@ from tests.test_action import TOKEN, push_payload
 
 STAND_INS = ROOT / "tests" / "data" / "act"
 SETUP_PYTHON = "actions/setup-python@ece7cb06caefa5fff74198d8649806c4678c61a1"
+CACHE = "actions/cache@0057852bfaa89a56745cba8c7296529d2fc39830"  # as action.yml pins it
 REPOSITORY = "octo-org/octo-repo"
 ACT_TIMEOUT = 900  # seconds: every job installs cdkit into a fresh virtualenv
 ADA = {"login": "ada", "id": 1, "type": "User"}  # authored every commit (Ada Author <ada@example.com>)
@@ -151,12 +152,15 @@ def workflow_head(event: str, payload: Mapping[str, Any]) -> str:
 
 def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any], workflow: Path, *,
             actor: str = "octocat", job: str | None = None, action_source: Path = ROOT,
-            started: Callable[[int], None] | None = None) -> ActRun:
+            started: Callable[[int], None] | None = None, cache: Path | None = None,
+            act_args: Sequence[str] = ()) -> ActRun:
     """GitHub's part, then act's: the event starts a workflow run (its check suite), act runs its jobs as that run.
 
     `repo` is the repository on "GitHub" (the checkout stand-in fetches from it) and act's
     working directory; its HEAD is the commit the run is for (GITHUB_SHA). `started(run_id)`: what
     GitHub records once the run exists and before its jobs get on (a reviewer approving a held job).
+    `cache`: the directory of the actions/cache stand-in's entries (default: one per test, beside `repo`).
+    `act_args`: more options for act (the benchmarks' `--concurrent-jobs`).
     """
     event_file = repo.parent / f"event-{event}.json"
     ev.write_event(event_file, payload)
@@ -169,13 +173,15 @@ def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any],
         "--action-offline-mode", "--actor", actor, *(["-j", job] if job else []),
         "--local-repository", f"{CHECKOUT.split(' ')[0]}={STAND_INS / 'checkout'}",
         "--local-repository", f"{SETUP_PYTHON}={STAND_INS / 'setup-python'}",
+        "--local-repository", f"{CACHE}={STAND_INS / 'cache'}",
         "--local-repository", f"{ACTION_REPOSITORY}@{ACTION_SHA}={action_source}",
         "--env", f"GITHUB_API_URL={server.url}", "--env", f"GITHUB_REPOSITORY={REPOSITORY}",
         "--env", f"GITHUB_RUN_ID={run['id']}",
         # GitHub sets who started the run (a re-run's actor); act does not.
         "--env", f"GITHUB_TRIGGERING_ACTOR={actor}",
         "--env", f"CDKIT_ACT_SOURCE={repo}", "--env", f"CDKIT_ACT_PYTHON={sys.executable}",
-        "-s", f"GITHUB_TOKEN={TOKEN}",
+        "--env", f"CDKIT_ACT_CACHE={cache or repo.parent / 'act-cache'}",
+        "-s", f"GITHUB_TOKEN={TOKEN}", *act_args,
     ]
     # The jobs see what act gives them, never the variables of a runner this suite itself runs on (CI).
     host_env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_", "ACTIONS_", "INPUT_"))}
@@ -507,3 +513,54 @@ def test_the_ci_workflows_action_job_runs_this_repositorys_pipeline_with_the_act
     assert "::group::workflows" in job and run.summary("action").startswith("## cdkit: passed")
     # The Action's outputs reach the step that shows them.
     assert f"result=passed sha={head}" in job
+
+
+# --- action.yml: the hash-pinned install, in a cached virtualenv ----------------------------------------------
+
+
+def one_job_workflow(path: Path, command: str = "run") -> Path:
+    """The smallest workflow using the Action: check out, run the `ci` stages (what a warm job costs)."""
+    path.write_text(config(f"""
+    name: cdkit
+    on: [push]
+    permissions: {{}}
+    jobs:
+      pipeline:
+        runs-on: ubuntu-latest
+        timeout-minutes: 10
+        permissions: {{contents: read, checks: write, statuses: write}}
+        steps:
+          - uses: {CHECKOUT}
+            with: {{fetch-depth: 0, persist-credentials: false}}
+          - id: cdkit
+            uses: {action_ref()}
+            with: {{command: {command}}}
+    """))
+    return path
+
+
+def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_only_cdkit(
+        deployment_repo: tuple[Path, str], fake_github: FakeGitHub, tmp_path: Path) -> None:
+    repo, base = deployment_repo
+    head = commit(repo, {"b.txt": "b"}, "a change")
+    workflow = one_job_workflow(tmp_path / "one-job.yml")
+    cache = tmp_path / "cache"
+    cold = run_act(repo, fake_github, "push", push_payload(base, head), workflow, cache=cache)
+    assert cold.proc.returncode == 0, cold.log[-6000:]
+    job = cold.job("pipeline")
+    assert "Cache not found for key: cdkit-venv-Linux-" in job
+    assert "Refuse a Windows runner" not in job  # the Windows guard's control: skipped on Linux
+    assert "Install cdkit's dependencies" in job and "Cache saved with key: cdkit-venv-Linux-" in job
+    (entry,) = cache.iterdir()  # one virtualenv, saved after the job
+    assert (entry / "bin" / "python").is_symlink() and list(entry.glob("lib/python*/site-packages/github"))
+
+    warm = run_act(repo, fake_github, "push", push_payload(base, head), workflow, cache=cache)
+    assert warm.proc.returncode == 0, warm.log[-6000:]
+    job = warm.job("pipeline")
+    assert warm.outputs("pipeline").get("cache-hit") == "true"
+    assert f"Cache restored from key: {entry.name}" in job
+    # The dependencies came from the cache: their step was skipped; cdkit itself was installed again.
+    assert "Install cdkit's dependencies" not in job
+    assert re.search(r"Success - Main Install cdkit \[", job)
+    assert "not saving cache" in job
+    assert warm.outputs("pipeline")["result"] == "passed"

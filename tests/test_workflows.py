@@ -190,3 +190,60 @@ def test_the_pinned_action_is_a_commit_of_this_repository_with_the_action() -> N
         pytest.skip("shallow clone: the pinned commit may be outside it")
     assert listed.stdout.split() == ["action.yml", "cdkit/commands/action.py"], (
         f"ACTION_SHA {ACTION_SHA} is not a commit of this repository with action.yml; point it at one")
+
+
+# --- action.yml: the hash-pinned install and the runner OSes ------------------------------------------------
+
+
+LOCK = ROOT / "requirements" / "action.lock"
+
+
+def _lock_pins() -> dict[str, list[str]]:
+    """The lock's requirements: name -> the hashes of its `name==version` line."""
+    pins: dict[str, list[str]] = {}
+    current = ""
+    for line in LOCK.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9._-]+)==\S+ \\$", line):
+            current = match.group(1).lower().replace("_", "-")
+            pins[current] = []
+        elif match := re.match(r"^\s+--hash=sha256:([0-9a-f]{64})", line):
+            pins[current].append(match.group(1))
+        else:
+            assert not line.strip() or line.lstrip().startswith("#"), f"unexpected lock line: {line}"
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_and_the_build_backend_with_hashes() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in project["project"]["dependencies"]]
+    wanted += [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in project["build-system"]["requires"]]
+    pins = _lock_pins()
+    assert set(wanted) <= set(pins), f"missing from {LOCK.name}: {set(wanted) - set(pins)} (re-run pip-compile)"
+    assert all(pins.values()), [name for name, hashes in pins.items() if not hashes]
+
+
+def test_the_action_installs_only_from_the_lock_and_cdkit_without_dependencies() -> None:
+    steps = {s.get("name"): s for s in steps_of(load(ACTION))}
+    deps = steps["Install cdkit's dependencies"]["run"]
+    assert '--require-hashes' in deps and '--only-binary :all:' in deps
+    assert '-r "$GITHUB_ACTION_PATH/requirements/action.lock"' in deps
+    assert steps["Install cdkit's dependencies"]["if"] == "steps.cache.outputs.cache-hit != 'true'"
+    own = steps["Install cdkit"]["run"]
+    assert all(flag in own for flag in ("--no-deps", "--no-index", "--no-build-isolation", '"$GITHUB_ACTION_PATH"'))
+    assert "github.action_path" not in ACTION.read_text()  # wrong inside container jobs; $GITHUB_ACTION_PATH is not
+    cache = steps["Restore cdkit's virtualenv"]
+    assert cache["with"] == {"path": "${{ steps.venv.outputs.path }}", "key": "${{ steps.venv.outputs.key }}"}
+
+
+def test_a_windows_runner_fails_at_once_with_a_clear_message(tmp_path: Path) -> None:
+    """The guard's script as the runner runs it on Windows (its `if:`); on Linux act shows it skipped."""
+    first = next(steps_of(load(ACTION)))
+    assert first["name"] == "Refuse a Windows runner" and first["if"] == "runner.os == 'Windows'"
+    assert first["env"] == {"CDKIT_RUNNER_OS": "${{ runner.os }}"}
+    proc = subprocess.run(["bash", "-e", "-c", first["run"]], env={"CDKIT_RUNNER_OS": "Windows", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("::error title=cdkit does not run on Windows::cdkit's Action runs on Linux and "
+                                  "macOS runners only")

@@ -1,0 +1,15 @@
+// After the job: save `path` under `key` unless that entry exists (an exact hit is never re-saved).
+"use strict";
+const { entry, copy, fs } = require("./common.js");
+
+const { dir, target } = entry();
+if (fs.existsSync(dir)) {
+  console.log(`Cache hit occurred on the primary key ${process.env.INPUT_KEY}, not saving cache.`);
+} else if (!fs.existsSync(target)) {
+  console.log(`Path does not exist: ${target}; nothing saved.`);
+} else {
+  const partial = `${dir}.partial-${process.pid}`;
+  copy(target, partial);
+  fs.renameSync(partial, dir); // whole or not at all: a job that dies mid-copy leaves no entry
+  console.log(`Cache saved with key: ${process.env.INPUT_KEY}`);
+}
