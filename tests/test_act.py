@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from cdkit.commands.init import ACTION_REPOSITORY, ACTION_SHA, action_ref
+from cdkit.commands.init import ACTION_REPOSITORY, tag_ref
 from cdkit.workflow import CHECKOUT
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
@@ -150,6 +150,11 @@ def workflow_head(event: str, payload: Mapping[str, Any]) -> str:
     return str(pull["head"]["sha"]) if isinstance(pull, dict) else str(payload["after"])
 
 
+def action_pins(workflow: Path) -> set[str]:
+    """The `cdkit/cdkit@<ref>` the workflow uses (a commit SHA or the release tag), each mapped to this checkout."""
+    return set(re.findall(rf"uses: ({re.escape(ACTION_REPOSITORY)}@[^\s#]+)", workflow.read_text()))
+
+
 def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any], workflow: Path, *,
             actor: str = "octocat", job: str | None = None, action_source: Path = ROOT,
             started: Callable[[int], None] | None = None, cache: Path | None = None,
@@ -174,7 +179,7 @@ def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any],
         "--local-repository", f"{CHECKOUT.split(' ')[0]}={STAND_INS / 'checkout'}",
         "--local-repository", f"{SETUP_PYTHON}={STAND_INS / 'setup-python'}",
         "--local-repository", f"{CACHE}={STAND_INS / 'cache'}",
-        "--local-repository", f"{ACTION_REPOSITORY}@{ACTION_SHA}={action_source}",
+        *(arg for pin in action_pins(workflow) for arg in ("--local-repository", f"{pin}={action_source}")),
         "--env", f"GITHUB_API_URL={server.url}", "--env", f"GITHUB_REPOSITORY={REPOSITORY}",
         "--env", f"GITHUB_RUN_ID={run['id']}",
         # GitHub sets who started the run (a re-run's actor); act does not.
@@ -533,7 +538,7 @@ def one_job_workflow(path: Path, command: str = "run") -> Path:
           - uses: {CHECKOUT}
             with: {{fetch-depth: 0, persist-credentials: false}}
           - id: cdkit
-            uses: {action_ref()}
+            uses: {tag_ref()}
             with: {{command: {command}}}
     """))
     return path

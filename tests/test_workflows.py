@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cdkit.commands.init import render_workflow
-from tests.helpers import ROOT, cdkit, git, make_repo
+from cdkit.commands.init import ACTION_REPOSITORY_ENV, release_tag, render_workflow, tag_ref
+from tests.helpers import ROOT, cdkit, commit, git, make_repo
 
 ACTION = ROOT / "action.yml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
@@ -87,8 +87,8 @@ def test_every_uses_is_pinned_to_a_full_sha_with_a_version_comment(init_workflow
         assert lines, path
         for line in lines:
             ref = line.split("uses:", 1)[1].split("#")[0].strip()
-            if ref == "./":
-                continue
+            if ref == "./" or ref == f"cdkit/cdkit@{release_tag()}" and line.endswith(tag_ref()):
+                continue  # cdkit's own Action by the installed version's tag, saying to pin its SHA (tag_ref)
             assert PINNED.match(ref), f"{path}: {line}"
             assert re.search(r"# v\d", line), f"{path}: {line} (say which version the SHA is)"
 
@@ -97,7 +97,10 @@ def test_examples_are_what_cdkit_init_writes() -> None:
     names = {"deployment": MODES[0], "delivery-environment": MODES[1], "delivery-review": MODES[2]}
     assert sorted(p.stem for p in EXAMPLES) == sorted(names)
     for stem, (mode, approval) in names.items():
-        assert (ROOT / "examples" / f"{stem}.yml").read_text() == render_workflow(mode, approval), stem
+        # The examples name cdkit's Action by the tag of this version, offline or not: a SHA cannot be
+        # known before the release commit exists, and a hand-written one goes stale.
+        assert (ROOT / "examples" / f"{stem}.yml").read_text() == render_workflow(mode, approval, action=tag_ref()), \
+            stem
 
 
 @pytest.mark.parametrize("path", [*EXAMPLES, *OWN_WORKFLOWS], ids=lambda p: p.name)
@@ -179,17 +182,45 @@ def test_init_releases_from_the_checked_out_trunk(tmp_path: Path) -> None:
     assert git(repo, "status", "--porcelain") == "?? .cdkit.yml\n?? .github/"
 
 
-def test_the_pinned_action_is_a_commit_of_this_repository_with_the_action() -> None:
-    from cdkit.commands.init import ACTION_SHA
+def release_remote(path: Path, tag: str, *, annotated: bool = True) -> tuple[Path, str]:
+    """A bare repository standing for github.com/cdkit/cdkit, with `tag` on its one commit: (url, commit)."""
+    source = make_repo(path / "cdkit")
+    sha = commit(source, {"action.yml": "name: cdkit\n"}, f"release {tag}")
+    git(source, "tag", *(["-a", "-m", f"cdkit {tag}"] if annotated else []), tag)
+    remote = path / "cdkit.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    return remote, sha
 
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    listed = subprocess.run(["git", "ls-tree", "--name-only", ACTION_SHA, "action.yml", "cdkit/commands/action.py"],
-                            cwd=ROOT, capture_output=True, text=True)
-    if listed.returncode != 0 and git(ROOT, "rev-parse", "--is-shallow-repository") == "true":
-        pytest.skip("shallow clone: the pinned commit may be outside it")
-    assert listed.stdout.split() == ["action.yml", "cdkit/commands/action.py"], (
-        f"ACTION_SHA {ACTION_SHA} is not a commit of this repository with action.yml; point it at one")
+
+@pytest.mark.parametrize("annotated", [True, False], ids=["annotated tag", "lightweight tag"])
+def test_init_pins_the_action_to_the_commit_of_the_installed_versions_tag(tmp_path: Path, annotated: bool) -> None:
+    remote, sha = release_remote(tmp_path, release_tag(), annotated=annotated)
+    repo = make_repo(tmp_path / "repo")
+    result = cdkit("init", cwd=repo, env={ACTION_REPOSITORY_ENV: str(remote)})
+    assert result.returncode == 0, result.stderr
+    text = (repo / ".github" / "workflows" / "cdkit.yml").read_text()
+    uses = {line.split("uses:", 1)[1].strip() for line in text.splitlines() if "cdkit/cdkit@" in line}
+    assert uses == {f"cdkit/cdkit@{sha} # {release_tag()}"}  # the commit, never the tag object's id
+    assert f"the workflow uses cdkit/cdkit@{sha}, the commit of {release_tag()}" in result.stdout
+    # `cdkit workflow generate` writes the same pin.
+    generated = cdkit("workflow", "generate", cwd=repo, env={ACTION_REPOSITORY_ENV: str(remote)})
+    assert generated.returncode == 0, generated.stderr
+    assert f"cdkit/cdkit@{sha} # {release_tag()}" in (repo / ".github" / "workflows" / "cdkit.yml").read_text()
+
+
+@pytest.mark.parametrize("where", ["unreachable", "no such tag"])
+def test_init_names_the_tag_and_says_to_pin_it_when_the_tag_cannot_be_resolved(tmp_path: Path, where: str) -> None:
+    if where == "unreachable":
+        url = str(tmp_path / "nowhere.git")
+    else:  # reachable, but this version was never released there: never another version's SHA
+        url = str(release_remote(tmp_path, "v0.0.1")[0])
+    repo = make_repo(tmp_path / "repo")
+    result = cdkit("init", cwd=repo, env={ACTION_REPOSITORY_ENV: url})
+    assert result.returncode == 0, result.stderr
+    text = (repo / ".github" / "workflows" / "cdkit.yml").read_text()
+    assert f"uses: {tag_ref()}" in text and not re.search(r"cdkit/cdkit@[0-9a-f]{40}", text)
+    assert f"{release_tag()} could not be resolved to a commit" in result.stdout
+    assert "replace it by the commit SHA" in result.stdout
 
 
 # --- action.yml: the hash-pinned install and the runner OSes ------------------------------------------------
@@ -247,3 +278,19 @@ def test_a_windows_runner_fails_at_once_with_a_clear_message(tmp_path: Path) -> 
     assert proc.returncode == 1
     assert proc.stdout.startswith("::error title=cdkit does not run on Windows::cdkit's Action runs on Linux and "
                                   "macOS runners only")
+
+
+def test_every_job_has_a_timeout(init_workflows: list[Path]) -> None:
+    """A job without `timeout-minutes` waits GitHub's 6 hours on a hung stage (generated ones: tests/test_fanout.py)."""
+    for path in [*EXAMPLES, *OWN_WORKFLOWS, *init_workflows]:
+        for name, job in load(path)["jobs"].items():
+            assert int(job.get("timeout-minutes", 0)) > 0, f"{path}: job {name} has no timeout-minutes"
+
+
+def test_no_file_pins_cdkits_own_action_to_a_hand_written_sha() -> None:
+    """A SHA written down goes stale while its comment keeps naming a version (issue 11 §4): only `cdkit init`
+    and `cdkit workflow generate` write one, resolved from the tag at that moment."""
+    shipped = [ROOT / "README.md", *EXAMPLES, *OWN_WORKFLOWS, *(ROOT / "cdkit" / "templates").iterdir()]
+    for path in shipped:
+        found = re.findall(r"cdkit/cdkit@[0-9a-f]{40}", path.read_text())
+        assert not found, f"{path}: {found}"

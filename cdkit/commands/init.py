@@ -9,11 +9,12 @@ are printed.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 from importlib import resources
 from pathlib import Path
-
-import json
 
 from cdkit import __version__, git, output
 from cdkit.config import CONFIG_NAMES, DEFAULT_CONFIG, load_text
@@ -22,11 +23,16 @@ from cdkit.errors import CdkitError, UsageError
 
 WORKFLOW_PATH = Path(".github/workflows/cdkit.yml")
 
-# The reusable Action the generated workflows call, pinned by full commit SHA as GitHub advises for
-# third-party actions: a commit of this repository whose action.yml runs `cdkit action` (checked by
-# tests/test_workflows.py). Move it to each release's commit when releasing.
+# The reusable Action the generated workflows call: the release of the installed cdkit, tag
+# `v<__version__>` (scripts/release.py makes it). Pinned by the full commit SHA that tag names
+# (`git ls-remote`), as GitHub advises for third-party actions; when that cannot be resolved
+# (offline, the tag not pushed yet) by the tag itself, with a comment saying to pin the SHA:
+# never a SHA written down by hand, which goes stale while its comment keeps naming a version.
 ACTION_REPOSITORY = "cdkit/cdkit"
-ACTION_SHA = "4f339f4db70fa2b795b5a848ab9583515e160cdc"
+ACTION_REPOSITORY_URL = f"https://github.com/{ACTION_REPOSITORY}"
+ACTION_REPOSITORY_ENV = "CDKIT_ACTION_REPO"  # another repository (a mirror, a fork) to resolve the tag in
+LS_REMOTE_TIMEOUT = 10.0  # seconds: `cdkit init` must not hang on a network that drops packets
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 _APPROVAL_BLOCKS = {
     "environment": (
@@ -54,13 +60,55 @@ def workflow_template(mode: str, approval: str | None) -> str:
     return resources.files("cdkit").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
 
 
-def action_ref() -> str:
-    return f"{ACTION_REPOSITORY}@{ACTION_SHA} # v{__version__}"
+def release_tag() -> str:
+    return f"v{__version__}"
 
 
-def render_workflow(mode: str, approval: str | None, *, release_branch: str = "main") -> str:
+def tag_ref(url: str = ACTION_REPOSITORY_URL) -> str:
+    """The Action by the installed version's tag, saying how to pin it (what the examples carry).
+
+    A tag can be moved, so zizmor's unpinned-uses finding is right in general; it is silenced
+    here because the comment tells the reader to replace the tag by its commit SHA.
+    """
+    tag = release_tag()
+    return (f"{ACTION_REPOSITORY}@{tag} # zizmor: ignore[unpinned-uses] tag {tag}: pin its commit SHA, "
+            f"from `git ls-remote {url} refs/tags/{tag}`")
+
+
+def resolve_tag(url: str, tag: str, *, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
+    """The commit `tag` names in the repository at `url` (an annotated tag peeled), or None if unknown.
+
+    No prompt (GIT_TERMINAL_PROMPT=0, no stdin) and a timeout: offline or unreachable is None.
+    """
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+    try:
+        listed = subprocess.run(["git", "ls-remote", "--tags", "--", url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
+                                capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if listed.returncode != 0:
+        return None
+    refs: dict[str, str] = {}
+    for line in listed.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    commit = refs.get(f"refs/tags/{tag}^{{}}") or refs.get(f"refs/tags/{tag}")  # the commit, not the tag object
+    return commit if commit is not None and _SHA.match(commit) else None
+
+
+def action_ref(url: str | None = None) -> str:
+    """The `uses:` value for the installed cdkit's Action: `cdkit/cdkit@<sha> # vX.Y.Z` when the tag
+    resolves in `url` (default: $CDKIT_ACTION_REPO, else GitHub), else the tag form (`tag_ref`)."""
+    url = url or os.environ.get(ACTION_REPOSITORY_ENV) or ACTION_REPOSITORY_URL
+    tag = release_tag()
+    sha = resolve_tag(url, tag)
+    return f"{ACTION_REPOSITORY}@{sha} # {tag}" if sha else tag_ref(ACTION_REPOSITORY_URL)
+
+
+def render_workflow(mode: str, approval: str | None, *, release_branch: str = "main",
+                    action: str | None = None) -> str:
     text = workflow_template(mode, approval)
-    return text.replace("@@ACTION@@", action_ref()).replace("@@RELEASE_BRANCH@@", release_branch)
+    return text.replace("@@ACTION@@", action or action_ref()).replace("@@RELEASE_BRANCH@@", release_branch)
 
 
 def _yaml_list(items: tuple[str, ...]) -> str:
@@ -121,19 +169,22 @@ def init(*, mode: str, approval: str | None, force: bool, fan_out: bool = False,
     (root / ".cdkit.yaml").unlink(missing_ok=True)  # --force: one pipeline file, never two
     (root / DEFAULT_CONFIG).write_text(pipeline_text, encoding="utf-8")
     written = DEFAULT_CONFIG
+    action = action_ref() if writes_workflow else ""  # the pin of the installed version, resolved once
     if writes_workflow:
         (root / WORKFLOW_PATH).parent.mkdir(parents=True, exist_ok=True)
         if fan_out:
             from cdkit import workflow
 
             pipeline = load_text(pipeline_text, DEFAULT_CONFIG)
-            workflow_text = workflow.render(pipeline, workflow.Options(mode, approval, action_ref(), branch))
+            workflow_text = workflow.render(pipeline, workflow.Options(mode, approval, action, branch))
         else:
-            workflow_text = render_workflow(mode, approval, release_branch=branch)
+            workflow_text = render_workflow(mode, approval, release_branch=branch, action=action)
         (root / WORKFLOW_PATH).write_text(workflow_text, encoding="utf-8")
         written += f" and {WORKFLOW_PATH}"
     how = "deploys every passing commit" if mode == "deployment" else f"waits for approval via {approval}"
     output.write_line(f"cdkit: wrote {written} ({mode} mode: {branch} {how})")
+    if action:
+        _say_how_the_action_is_pinned(action)
     found = ", ".join(kinds) if kinds else "nothing recognised (one placeholder stage `check`)"
     output.write_line(f"cdkit: found {found}; stages: {', '.join(s.name for s in stages) or 'check'}")
     for note in notes:
@@ -145,6 +196,16 @@ def init(*, mode: str, approval: str | None, force: bool, fan_out: bool = False,
     for command in _next_commands():
         output.write_line(f"  {command}")
     return 0
+
+
+def _say_how_the_action_is_pinned(action: str) -> None:
+    ref = action.split(" ", 1)[0]
+    if _SHA.match(ref.rsplit("@", 1)[1]):
+        output.write_line(f"cdkit: the workflow uses {ref}, the commit of {release_tag()}")
+    else:
+        output.write_line(f"cdkit: note: {release_tag()} could not be resolved to a commit (offline?); the workflow "
+                          f"uses the tag {ref}: replace it by the commit SHA "
+                          f"(`git ls-remote {ACTION_REPOSITORY_URL} refs/tags/{release_tag()}`)")
 
 
 def _validate_and_plan(root: Path) -> None:
