@@ -15,23 +15,13 @@ import pytest
 
 from cdkit.commands.deploy import deploy
 from cdkit.errors import GateFailed
-from tests.helpers import adopt_new, cdkit, config, git, make_repo
+from tests.helpers import adopt_new, cdkit, delivery_pipeline, git, make_repo
 
 DAY = 86400.0
 
 
 def pipeline(policy: str = "") -> str:
-    return config(f"""
-        version: 1
-        stages:
-          - name: build
-            run: "true"
-        environments:
-          - name: prod
-            mode: delivery
-            deploy: 'echo "deployed $CDKIT_SHA"'
-            approval: {{via: local, signed: false{policy}}}
-    """)
+    return delivery_pipeline("local", ", signed: false" + policy)
 
 
 def person(name: str) -> dict[str, str]:
