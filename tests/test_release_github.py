@@ -190,18 +190,23 @@ def test_environment_mode_fails_closed_on_missing_or_unprotected_environment_the
     assert github_deployments(fake_github)[0]["_request"]["auto_merge"] is False
 
 
-def test_a_review_older_than_approval_expires_does_not_count(tmp_path: Path, fake_github: FakeGitHub) -> None:
-    import datetime as dt
-
+def opened_release(tmp_path: Path, fake_github: FakeGitHub, policy: str) -> tuple[Path, str]:
+    """A review-approved `prod` (`policy`: more approval keys), adopted, a passed change and its release PR open."""
     repo = make_repo(tmp_path / "repo")
-    text = pipeline("review").replace("approval: {via: review}", "approval: {via: review, expires: 7d}")
-    commit(repo, {".cdkit.yml": text}, "the pipeline")
+    commit(repo, {".cdkit.yml": delivery_pipeline("review", policy, url="https://prod.example.com")}, "the pipeline")
     sha = commit(repo, {"app.txt": "v2"}, "a change")
     assert cdkit("run", cwd=repo).returncode == 0
     fake_github.state.extra["permissions"] = {"bob": "write"}
     adopt_new(repo, "prod")
     assert cdkit("release", "open", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha)).returncode == 0
     link_git(fake_github, repo, {"ada@example.com": ADA})
+    return repo, sha
+
+
+def test_a_review_older_than_approval_expires_does_not_count(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    import datetime as dt
+
+    repo, sha = opened_release(tmp_path, fake_github, ", expires: 7d")
     # Attack: an approval submitted long ago (GitHub's submitted_at) no longer counts.
     fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha, at="2024-05-01T10:00:00Z")]}
     code, data = check(repo, fake_github, sha)
@@ -218,15 +223,7 @@ def test_a_review_older_than_approval_expires_does_not_count(tmp_path: Path, fak
 @pytest.mark.parametrize("merge", [True, False])
 def test_a_deployed_release_pull_request_is_merged_when_configured(tmp_path: Path, fake_github: FakeGitHub,
                                                                    merge: bool) -> None:
-    repo = make_repo(tmp_path / "repo")
-    text = pipeline("review").replace("approval: {via: review}", f"approval: {{via: review, merge: {str(merge).lower()}}}")
-    commit(repo, {".cdkit.yml": text}, "the pipeline")
-    sha = commit(repo, {"app.txt": "v2"}, "a change")
-    assert cdkit("run", cwd=repo).returncode == 0
-    fake_github.state.extra["permissions"] = {"bob": "write"}
-    adopt_new(repo, "prod")
-    assert cdkit("release", "open", "--env", "prod", cwd=repo, env=gh_env(fake_github, sha)).returncode == 0
-    link_git(fake_github, repo, {"ada@example.com": ADA})
+    repo, sha = opened_release(tmp_path, fake_github, f", merge: {str(merge).lower()}")
     fake_github.state.extra["reviews"] = {1: [review(1, BOB, "APPROVED", sha)]}
     code, data = check(repo, fake_github, sha)
     assert code == 0 and data["released"], data
