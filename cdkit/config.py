@@ -106,6 +106,7 @@ class Environment(NamedTuple):
     soak: float = 0.0  # seconds a SHA must run verified here before the next environment takes it
     windows: tuple[Window, ...] = ()
     break_glass: int | None = None  # approvals a --break-glass deploy inside a window needs; None: none may
+    break_glass_signed: bool = True  # break-glass approvals must be signed (default: as approval.signed)
 
 
 # GitHub Actions' app id: the `GITHUB_TOKEN` of a workflow run creates its check runs as this app,
@@ -929,6 +930,7 @@ def _build(data: dict[str, Any], filename: str) -> Pipeline:
                 soak=parse_duration(raw["soak"]) if "soak" in raw else 0.0,
                 windows=tuple(_window(w) for w in raw.get("windows") or ()),
                 break_glass=(raw.get("break_glass") or {}).get("required"),
+                break_glass_signed=(raw.get("break_glass") or {}).get("signed", approval.get("signed", True)),
             )
         )
     return Pipeline(

@@ -47,6 +47,9 @@ from cdkit.credentials import without_credentials
 DEFAULT_DEPLOY_TIMEOUT = 3600.0
 DEFAULT_KILL_GRACE = 5.0
 LOCAL_VIA = "local"
+BREAK_GLASS_VIA = "break-glass"  # how `cdkit approve --break-glass` records its approvals (never a normal one)
+REVOKED_VIA = "revocation"  # how `cdkit approve --revoke` records the withdrawal of a local approval
+_KIND_WORDS = {LOCAL_VIA: "approval", BREAK_GLASS_VIA: "break-glass approval"}
 
 # What a deploy ends as. `unchanged`: the environment already runs the SHA; `refused`: a gate said no.
 SUCCESS, FAILURE, CANCELLED, TIMED_OUT, CRASHED = "success", "failure", "cancelled", "timed_out", "crashed"
@@ -650,6 +653,7 @@ def _environment_rules(pipeline: Pipeline, name: str) -> dict[str, Any]:
     rules: dict[str, Any] = {
         "mode": env.mode, "deploy": env.deploy, "verify": env.verify, "on_failure": env.on_failure,
         "soak": env.soak, "windows": env.windows, "break_glass": env.break_glass,
+        "break_glass.signed": env.break_glass_signed,
         "env_passthrough": env.env_passthrough,
         "the environment before it": pipeline.environments[index - 1].name if index else None,
         "release_branch": pipeline.release_branch, "evidence": pipeline.evidence,
@@ -685,19 +689,21 @@ def pending_changes(work: Pipeline, governing: Pipeline, name: str, rules: Gover
             f"released there (now governed by {rules.short}, {rules.why})")
 
 
-def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
-                   governing: Governing) -> tuple[tuple[Review, ...], tuple[str, ...]]:
-    """The local approvals whose signatures verify (approval.signed), and why each other one does not count.
+def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str, governing: Governing, *,
+                   via: str = LOCAL_VIA) -> tuple[tuple[Review, ...], tuple[str, ...]]:
+    """The approvals recorded `via` whose signatures verify, and why each other one does not count.
 
     A signature counts when `.cdkit/allowed_signers` as committed in the governing commit
-    has the key that made it, its message names this repository, SHA, environment and the
-    recorded approver, and the approver's email is the key's principal. The approver is
-    then that principal. With `approval.signed: false`, every recorded approval counts as written.
+    has the key that made it, its message is of this kind (an approval, or a break-glass
+    approval: `via`) and names this repository, SHA, environment and the recorded approver,
+    and the approver's email is the key's principal. The approver is then that principal.
+    Unsigned, every recorded approval counts as written: `approval.signed: false` for
+    approvals, `break_glass.signed: false` for break-glass ones.
     """
     from cdkit import signing
 
-    rows = ctx.ledger.standing_approvals(sha=sha, environment=env.name, via=LOCAL_VIA)  # revoked ones never count
-    if not env.approval.signed:
+    rows = ctx.ledger.standing_approvals(sha=sha, environment=env.name, via=via)  # revoked ones never count
+    if not (env.break_glass_signed if via == BREAK_GLASS_VIA else env.approval.signed):
         return tuple(_local_review(a) for a in rows), ()
     allowed = signing.allowed_signers_at(ctx.root, governing.sha) if rows else None
     where = f"{signing.ALLOWED_SIGNERS} at {governing.sha[:12]} ({governing.why})"
@@ -707,34 +713,38 @@ def signed_reviews(ctx: ReleaseContext, env: Environment, sha: str,
     for row in rows:
         who = row["approver"]
         try:
-            reviewer = verified_approver(row, allowed, where, repository=repository, sha=sha, environment=env.name)
+            reviewer = verified_approver(row, allowed, where, repository=repository, sha=sha, environment=env.name,
+                                         via=via)
         except signing.SignatureProblem as exc:
-            refused.append(f"{who}'s approval does not count: {exc}")
+            refused.append(f"{who}'s {_KIND_WORDS[via]} does not count: {exc}")
             continue
         reviews.append(_local_review(row, reviewer))
     return tuple(reviews), tuple(refused)
 
 
 def verified_approver(row: Mapping[str, Any], allowed: str | None, where: str, *, repository: str, sha: str,
-                       environment: str) -> Identity:
+                      environment: str, via: str = LOCAL_VIA) -> Identity:
     from cdkit import signing
 
+    kind = signing.BREAK_GLASS if via == BREAK_GLASS_VIA else signing.APPROVAL
     if not row.get("signature") or not row.get("signed_message"):
+        switch = "break_glass.signed" if kind == signing.BREAK_GLASS else "approval.signed"
+        again = "cdkit approve --break-glass" if kind == signing.BREAK_GLASS else "cdkit approve"
         raise signing.SignatureProblem(
-            "it is not signed, and approval.signed is on: approve again with an SSH signing key (git config "
-            "gpg.format ssh and user.signingkey, or cdkit approve --key PATH), or set approval.signed: false "
-            "(local approvals are then advisory)")
+            f"it is not signed, and {switch} is on: approve again with an SSH signing key (git config "
+            f"gpg.format ssh and user.signingkey, or {again} --key PATH), or set {switch}: false "
+            "(such approvals are then advisory)")
     if allowed is None:
         raise signing.SignatureProblem(f"there is no {where}: commit one with each approver's key (the format of "
                                        "git's gpg.ssh.allowedSignersFile) and release it")
-    fields = signing.parse_message(str(row["signed_message"]))
+    fields = signing.parse_message(str(row["signed_message"]), kind)
     expected = {"repository": repository, "sha": sha, "environment": environment, "approver": str(row["approver"])}
     wrong = [f"{name} {fields.get(name)!r}, not {value!r}" for name, value in expected.items()
              if fields is not None and fields.get(name, "").casefold() != value.casefold()]
     if fields is None or wrong:
         raise signing.SignatureProblem("its signed message is for another approval (" +
-                                       ("; ".join(wrong) if wrong else "not a cdkit approval") + ")")
-    principal = signing.verify(str(row["signed_message"]), str(row["signature"]), allowed, where=where)
+                                       ("; ".join(wrong) if wrong else f"not a cdkit {_KIND_WORDS[via]}") + ")")
+    principal = signing.verify(str(row["signed_message"]), str(row["signature"]), allowed, where=where, kind=kind)
     recorded = parse_local_identity(str(row["approver"]))
     if (recorded.email or "").casefold() != principal.casefold():
         raise signing.SignatureProblem(f"it is signed by {principal}'s key, not by {recorded.email or recorded.display}")
@@ -908,8 +918,6 @@ def _how_to_approve(env: Environment, sha: str) -> str:
 
 # --- windows and break-glass ------------------------------------------------------------------
 
-BREAK_GLASS_VIA = "break-glass"  # how `cdkit approve --break-glass` records its approvals (never a normal one)
-REVOKED_VIA = "revocation"  # how `cdkit approve --revoke` records the withdrawal of a local approval
 
 
 def window_verdict(ctx: ReleaseContext, env: Environment) -> dict[str, Any] | None:
@@ -960,17 +968,16 @@ def _window_problems(ctx: ReleaseContext, env: Environment, sha: str, *, rollbac
 def break_glass_decision(ctx: ReleaseContext, env: Environment, sha: str, *, deploying: bool = True) -> Decision:
     """The break-glass approvals of `sha` for `env`, by the approval rules (cdkit.approval.evaluate).
 
-    The authors and committers of the release never count, nor (`deploying`) the person breaking the glass.
+    Only signed ones count (`break_glass.signed`, as approvals: `signed_reviews`). The authors
+    and committers of the release never count, nor (`deploying`) the person breaking the glass.
     """
-    reviews = tuple(
-        Review(reviewer=parse_local_identity(a["approver"]), state="APPROVED", commit_id=a["sha"],
-               submitted_at=float(a["created_at"]), id=int(a["id"]), comment=a["comment"], via=a["via"])
-        for a in ctx.ledger.standing_approvals(sha=sha, environment=env.name, via=BREAK_GLASS_VIA))
+    reviews, refused = signed_reviews(ctx, env, sha, governing_commit(ctx, env.name), via=BREAK_GLASS_VIA)
     facts = Facts(sha=sha, required=env.break_glass or 1, reviews=reviews, reviewers=env.approval.reviewers,
                   commit_people=release_range_people(ctx, env.name, sha),
                   actor=_deployer_identity(ctx) if deploying else None, expires=env.approval.expires,
                   now=ctx.ledger.clock())
-    return evaluate(facts)
+    decision = evaluate(facts)
+    return dataclasses.replace(decision, reasons=(*refused, *decision.reasons))
 
 
 def _deployer_identity(ctx: ReleaseContext) -> Identity | None:

@@ -2,7 +2,8 @@
 
 `cdkit approve` signs one message binding the repository, the full SHA, the environment,
 the approver and the time with the approver's SSH key (`ssh-keygen -Y sign`, namespace
-`cdkit-approval`): git's `user.signingkey` when `gpg.format` is `ssh`, or `--key PATH`.
+`cdkit-approval`; a break-glass approval says so in its first line and signs in the namespace
+`cdkit-break-glass`, so neither kind's signature ever counts as the other): git's `user.signingkey` when `gpg.format` is `ssh`, or `--key PATH`.
 The gate verifies it (`ssh-keygen -Y verify`) against `.cdkit/allowed_signers` as committed
 in the governing pipeline's commit, never the work tree's: the same file format as git's
 `gpg.ssh.allowedSignersFile` (`principal [options] key-type key`), where the principal is
@@ -21,9 +22,12 @@ from cdkit import git
 from cdkit.errors import UsageError
 from cdkit.util import CommandTimedOut, cmd_output_b
 
-NAMESPACE = "cdkit-approval"
 ALLOWED_SIGNERS = ".cdkit/allowed_signers"
-_HEADER = "cdkit approval v1"
+APPROVAL = "approval"  # `cdkit approve`: counts toward a delivery environment's approvals
+BREAK_GLASS = "break-glass"  # `cdkit approve --break-glass`: counts only for a deploy inside a window
+# Each kind's first line and ssh-keygen namespace: a signature made for one kind verifies for no other.
+_KINDS = {APPROVAL: ("cdkit approval v1", "cdkit-approval"),
+          BREAK_GLASS: ("cdkit break-glass approval v1", "cdkit-break-glass")}
 _FIELDS = ("repository", "sha", "environment", "approver", "at")
 SSH_KEYGEN_TIMEOUT = 60.0  # seconds; a passphrase prompt reads the terminal, not our stdin
 
@@ -32,19 +36,20 @@ class SignatureProblem(Exception):
     """Why a local approval's signature does not count (said in the decision)."""
 
 
-def approval_message(*, repository: str, sha: str, environment: str, approver: str, at: str) -> str:
-    """The exact text an approval's signature covers: one `field: value` line each, in this order."""
+def approval_message(*, repository: str, sha: str, environment: str, approver: str, at: str,
+                     kind: str = APPROVAL) -> str:
+    """The exact text an approval's signature covers: the kind's header, then one `field: value` line each."""
     values = {"repository": repository, "sha": sha, "environment": environment, "approver": approver, "at": at}
     for name, value in values.items():
         if "\n" in value or "\r" in value:
             raise UsageError(f"the approval's {name} cannot contain a line break: {value!r}")
-    return "\n".join([_HEADER, *(f"{name}: {values[name]}" for name in _FIELDS)]) + "\n"
+    return "\n".join([_KINDS[kind][0], *(f"{name}: {values[name]}" for name in _FIELDS)]) + "\n"
 
 
-def parse_message(text: str) -> dict[str, str] | None:
-    """The fields of a message made by `approval_message`; None for any other text."""
+def parse_message(text: str, kind: str = APPROVAL) -> dict[str, str] | None:
+    """The fields of a message made by `approval_message` for `kind`; None for any other text."""
     lines = text.split("\n")
-    if len(lines) != len(_FIELDS) + 2 or lines[0] != _HEADER or lines[-1] != "":
+    if len(lines) != len(_FIELDS) + 2 or lines[0] != _KINDS[kind][0] or lines[-1] != "":
         return None
     fields = {}
     for name, line in zip(_FIELDS, lines[1:-1], strict=True):
@@ -98,9 +103,9 @@ def _ssh_keygen(*args: str, stdin: bytes) -> tuple[int, str, str]:
     return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace").strip()
 
 
-def sign(message: str, key: Path) -> str:
-    """An SSH signature (armored text) of `message` with `key`, namespace `cdkit-approval`."""
-    code, out, err = _ssh_keygen("-Y", "sign", "-n", NAMESPACE, "-f", str(key), stdin=message.encode())
+def sign(message: str, key: Path, kind: str = APPROVAL) -> str:
+    """An SSH signature (armored text) of `message` with `key`, in the namespace of `kind`."""
+    code, out, err = _ssh_keygen("-Y", "sign", "-n", _KINDS[kind][1], "-f", str(key), stdin=message.encode())
     if code != 0 or "BEGIN SSH SIGNATURE" not in out:
         raise UsageError(f"could not sign the approval with {key}: {err or f'ssh-keygen exited with {code}'}")
     return out
@@ -118,8 +123,8 @@ def _files(**contents: str) -> Iterator[dict[str, Path]]:
         yield paths
 
 
-def verify(message: str, signature: str, allowed_signers: str, *, where: str) -> str:
-    """The principal (approver email) whose key in `allowed_signers` made `signature` over `message`.
+def verify(message: str, signature: str, allowed_signers: str, *, where: str, kind: str = APPROVAL) -> str:
+    """The principal (approver email) whose key in `allowed_signers` made `signature` over `message` for `kind`.
 
     Raises SignatureProblem saying why not. `where` names the allowed_signers file for messages.
     """
@@ -131,7 +136,7 @@ def verify(message: str, signature: str, allowed_signers: str, *, where: str) ->
             raise SignatureProblem(f"it is signed with a key that is not in {where}")
         for principal in principals:
             code, _, err = _ssh_keygen("-Y", "verify", "-f", str(f["allowed_signers"]), "-I", principal,
-                                       "-n", NAMESPACE, "-s", str(f["sig"]), stdin=message.encode())
+                                       "-n", _KINDS[kind][1], "-s", str(f["sig"]), stdin=message.encode())
             if code == 0:
                 return principal
         raise SignatureProblem(f"its signature does not verify against {where} ({err or 'bad signature'})")

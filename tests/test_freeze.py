@@ -31,7 +31,9 @@ MONDAY_AFTER = datetime(2026, 12, 7, 8, 0, tzinfo=BERLIN).timestamp()  # the fre
 DEPLOY = 'echo "$CDKIT_ENVIRONMENT $CDKIT_SHA" >> "$DEPLOY_LOG"'
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
        **signing_env("bob@example.com")}
-CARA = {"GIT_COMMITTER_NAME": "Cara Oncall", "GIT_COMMITTER_EMAIL": "cara@example.com"}
+CARA = {"GIT_COMMITTER_NAME": "Cara Oncall", "GIT_COMMITTER_EMAIL": "cara@example.com",
+        **signing_env("cara@example.com")}
+SIGNERS = allowed_signers("bob@example.com", "cara@example.com")  # whose break-glass signatures count
 
 
 def pipeline(*, allow: bool = False, break_glass: int | None = 1) -> str:
@@ -252,7 +254,7 @@ def break_glass(repo: Path, when: float, sha: str, reason: str = "outage: paymen
 
 def test_break_glass_deploys_inside_the_freeze_only_with_a_second_persons_approval(
         repo: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    sha = passing(repo, {".cdkit.yml": pipeline()})
+    sha = passing(repo, {".cdkit.yml": pipeline(), **SIGNERS})
     adopt_new(repo, "production")
     capfd.readouterr()
     assert break_glass(repo, FRIDAY_EVENING, sha) == 1  # no break-glass approval yet
@@ -314,7 +316,7 @@ def test_break_glass_is_refused_without_a_policy_outside_a_window_and_without_a_
         document(capfd)["problems"][0]
     refused = cdkit("approve", sha, "--env", "production", "--break-glass", cwd=repo, env=BOB)
     assert refused.returncode == 2 and "has no `break_glass: {required: N}` policy" in refused.stderr
-    passing(repo, {".cdkit.yml": pipeline(break_glass=2)})
+    passing(repo, {".cdkit.yml": pipeline(break_glass=2), **SIGNERS})
     tip = git(repo, "rev-parse", "HEAD")
     for who in (BOB, CARA):
         assert cdkit("approve", tip, "--env", "production", "--break-glass", cwd=repo, env=who).returncode == 0

@@ -13,7 +13,7 @@ from cdkit.errors import GateFailed, UsageError
 from cdkit.release import (
     BREAK_GLASS_VIA, LOCAL_VIA, REVOKED_VIA, Governing, ReleaseContext, break_glass_decision, current_sha,
     find_environment, format_local_identity, governing_commit, local_decision, local_facts, parse_local_identity,
-    runs_adopted, verified_approver,
+    runs_adopted, signed_reviews, verified_approver,
 )
 from cdkit.config import Environment, Pipeline
 from cdkit.session import Workspace, find_workspace, load_pipeline, open_ledger
@@ -30,7 +30,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
             raise UsageError("--revoke withdraws a local approval; give it without --break-glass")
         return revoke_approval(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json)
     if break_glass:
-        return approve_break_glass(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json)
+        return approve_break_glass(ws, pipeline, env, sha=sha, comment=comment, as_json=as_json, key=key)
     if env.mode != "delivery":
         raise UsageError(f"{env.name} is in deployment mode: it deploys without approvals, so there is "
                          "nothing to approve")
@@ -57,9 +57,7 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
                              "(someone else must approve it)")
         governing = governing_commit(ctx, env.name)
         signed = _sign(ctx, env, full, approver, governing, key, at=ledger.clock())
-        already = any(parse_local_identity(a["approver"]).same_as(mine.reviewer) and
-                      (a["signature"] or not signed)  # an unsigned approval is replaced by a signed one
-                      for a in ledger.standing_approvals(sha=full, environment=env.name, via=LOCAL_VIA))
+        already = _already_counted(ctx, env, full, governing, mine)
         approval_id = None if already else ledger.add_approval(
             sha=full, environment=env.name, approver=approver, via=LOCAL_VIA, comment=comment,
             signature=signed[1] if signed else None, signed_message=signed[0] if signed else None,
@@ -76,6 +74,16 @@ def approve(*, sha: str, environment: str, comment: str, config: str | None, as_
     output.write_line(f"{count_text(len(decision.counted), env.approval.required)}; {state} "
                       f"`cdkit deploy --env {env.name} --sha {full[:12]}`")
     return 0
+
+
+def _already_counted(ctx: ReleaseContext, env: Environment, sha: str, governing: Governing, mine: Review) -> bool:
+    """Whether the gate already counts an approval of `mine`'s kind by this approver.
+
+    Only one the gate would count: a row in their name that does not verify (an unsigned
+    one, or one somebody else wrote) never stops them from recording their own.
+    """
+    counted, _ = signed_reviews(ctx, env, sha, governing, via=mine.via)
+    return any(r.reviewer.same_as(mine.reviewer) for r in counted)
 
 
 def count_text(have: int, required: int) -> str:
@@ -148,45 +156,52 @@ def governed_environment(ws: Workspace, pipeline: Pipeline, name: str) -> Enviro
 
 
 def _sign(ctx: ReleaseContext, env: Environment, sha: str, approver: str, governing: Governing, key: str | None,
-          *, at: float) -> tuple[str, str] | None:
+          *, at: float, via: str = LOCAL_VIA) -> tuple[str, str] | None:
     """(message, signature) of this approval, checked as the gate will check it; None when it goes unsigned.
 
-    Signed whenever approval.signed is on (the default) or --key is given. A signature the
-    gate would not count (a key missing from the governing commit's allowed_signers) is
-    refused now rather than recorded as a dud.
+    Signed whenever signing is on for its kind (approval.signed, or break_glass.signed for
+    `via: break-glass`; both default on) or --key is given. A signature the gate would not
+    count (a key missing from the governing commit's allowed_signers) is refused now rather
+    than recorded as a dud.
     """
     from cdkit import signing
 
+    glass = via == BREAK_GLASS_VIA
+    required = env.break_glass_signed if glass else env.approval.signed
+    kind, switch = (signing.BREAK_GLASS, "break_glass.signed") if glass else (signing.APPROVAL, "approval.signed")
+    what = "break-glass approvals" if glass else "approvals"
     path = signing.signing_key(ctx.root, key)
     if path is None:
-        if not env.approval.signed:
+        if not required:
             return None
-        raise UsageError(f"{env.name}'s approvals must be signed (approval.signed): set up SSH signing "
+        raise UsageError(f"{env.name}'s {what} must be signed ({switch}): set up SSH signing "
                          "(git config gpg.format ssh; git config user.signingkey ~/.ssh/id_ed25519.pub) or pass "
                          "--key PATH, and list your key in .cdkit/allowed_signers (the format of git's "
                          "gpg.ssh.allowedSignersFile)")
     when = dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    message = signing.approval_message(repository=signing.repository_id(ctx.root, ctx.environ), sha=sha,
-                                       environment=env.name, approver=approver, at=when)
-    signature = signing.sign(message, path)
-    if env.approval.signed:
+    repository = signing.repository_id(ctx.root, ctx.environ)
+    message = signing.approval_message(repository=repository, sha=sha, environment=env.name, approver=approver,
+                                       at=when, kind=kind)
+    signature = signing.sign(message, path, kind)
+    if required:
         row = {"approver": approver, "signature": signature, "signed_message": message}
         allowed = signing.allowed_signers_at(ctx.root, governing.sha)
         where = f"{signing.ALLOWED_SIGNERS} at {governing.sha[:12]} ({governing.why})"
         try:
-            verified_approver(row, allowed, where, repository=signing.repository_id(ctx.root, ctx.environ), sha=sha,
-                              environment=env.name)
+            verified_approver(row, allowed, where, repository=repository, sha=sha, environment=env.name, via=via)
         except signing.SignatureProblem as exc:
-            raise GateFailed(f"refusing the approval of {sha[:12]} for {env.name}: the gate would not count it: "
+            noun = "break-glass approval" if glass else "approval"
+            raise GateFailed(f"refusing the {noun} of {sha[:12]} for {env.name}: the gate would not count it: "
                              f"{exc}") from None
     return message, signature
 
 
 def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, sha: str, comment: str,
-                        as_json: bool) -> int:
+                        as_json: bool, key: str | None = None) -> int:
     """A break-glass approval: SHA may deploy inside a window of `env` (by `cdkit deploy --break-glass`).
 
-    Recorded as its own kind (via: break-glass), so it never counts as a normal approval; the
+    Recorded as its own kind (via: break-glass), so it never counts as a normal approval, and
+    signed as its own kind (break_glass.signed), so no approval's signature counts for it; the
     same identity rules hold (no author or committer of the release approves it).
     """
     if env.break_glass is None:
@@ -195,16 +210,20 @@ def approve_break_glass(ws: Workspace, pipeline: Pipeline, env: Environment, *, 
     full = git.resolve_commit(sha, cwd=ws.root)
     approver = format_local_identity(*git.identity(cwd=ws.root))
     with open_ledger(ws.repo) as ledger:
-        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger)
+        ctx = ReleaseContext(root=ws.root, cdkit_dir=ws.repo.cdkit_dir, pipeline=pipeline, ledger=ledger,
+                             environ=dict(os.environ))
         mine = Review(parse_local_identity(approver), "APPROVED", full, via=BREAK_GLASS_VIA)
         verdict = evaluate(local_facts(ctx, env, full, (mine,), required=1))
         if not verdict.approved:
             raise GateFailed(f"refusing the break-glass approval of {full[:12]} for {env.name}: {verdict.reasons[0]} "
                              "(someone else must approve it)")
-        already = any(a["via"] == BREAK_GLASS_VIA and parse_local_identity(a["approver"]).same_as(mine.reviewer)
-                      for a in ledger.approvals(sha=full, environment=env.name))
-        approval_id = None if already else ledger.add_approval(sha=full, environment=env.name, approver=approver,
-                                                               via=BREAK_GLASS_VIA, comment=comment)
+        governing = governing_commit(ctx, env.name)
+        signed = _sign(ctx, env, full, approver, governing, key, at=ledger.clock(), via=BREAK_GLASS_VIA)
+        already = _already_counted(ctx, env, full, governing, mine)
+        approval_id = None if already else ledger.add_approval(
+            sha=full, environment=env.name, approver=approver, via=BREAK_GLASS_VIA, comment=comment,
+            signature=signed[1] if signed else None, signed_message=signed[0] if signed else None,
+            governed_by=governing.label)
         decision = break_glass_decision(ctx, env, full, deploying=False)
     if as_json:
         jsondoc.write("approve", {"approved": True, "id": approval_id, "sha": full, "environment": env.name,
