@@ -12,6 +12,15 @@ SECRET_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN", "CDKIT_TOKEN", "INPUT_TOKEN", "AC
 RUNNER_CREDENTIAL_VARS = ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_RUNTIME_URL",
                           "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
 CREDENTIAL_ENV_VARS = frozenset(SECRET_ENV_VARS + RUNNER_CREDENTIAL_VARS)
+TOKEN_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN")  # where cdkit looks for its GitHub token, in order
+
+
+def resolve_token(option: str | None, environ: Mapping[str, str]) -> str | None:
+    """`--token`, else GITHUB_TOKEN, else GH_TOKEN (the GitHub CLI's variable)."""
+    for value in (option, *(environ.get(name) for name in TOKEN_ENV_VARS)):
+        if value and value.strip():
+            return value.strip()
+    return None
 
 
 def without_credentials(environ: Mapping[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:

@@ -44,11 +44,12 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from cdkit import __version__
+# Where the token comes from: in cdkit.credentials, so a command can tell whether it has one without this module.
+from cdkit.credentials import TOKEN_ENV_VARS as TOKEN_ENV_VARS, resolve_token as resolve_token
 from cdkit.errors import EXIT_FAILED, EXIT_USAGE, CdkitError, UsageError
 from cdkit.secrets import redact
 
 DEFAULT_API_URL = "https://api.github.com"
-TOKEN_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
 USER_AGENT = f"cdkit/{__version__}"
 # Only GitHub App installation tokens (the Actions GITHUB_TOKEN included) can create check runs;
 # a personal token (classic `ghp_`, fine-grained `github_pat_`) gets a 403, so don't spend a request on it.
@@ -94,14 +95,6 @@ class GitHubRefused(GitHubError):
 
 
 # --- where the settings come from ----------------------------------------------------------------
-
-
-def resolve_token(option: str | None, environ: Mapping[str, str]) -> str | None:
-    """`--token`, else GITHUB_TOKEN, else GH_TOKEN (the GitHub CLI's variable)."""
-    for value in (option, *(environ.get(name) for name in TOKEN_ENV_VARS)):
-        if value and value.strip():
-            return value.strip()
-    return None
 
 
 MAX_WAIT_ENV = "CDKIT_MAX_WAIT"  # --max-wait for commands without the option (and the Action's input)

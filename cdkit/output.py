@@ -58,21 +58,32 @@ def write(text: str = "", *, stream: IO[str] | None = None) -> None:
         _unless_reader_gone(exc, stream)
 
 
-def write_through(text: str, stream: IO[str]) -> None:
+def encoding_of(stream: IO[str]) -> str:
+    """The encoding `stream` writes (UTF-8 when it does not say)."""
+    return getattr(stream, "encoding", None) or "utf-8"
+
+
+def writes_utf8(stream: IO[str]) -> bool:
+    """Whether UTF-8 bytes can go to `stream` as they are."""
+    return encoding_of(stream).lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+
+
+def write_through(text: str | bytes, stream: IO[str]) -> None:
     """`write`, straight to the stream's file descriptor (what `LiveWriter` writes from its thread).
 
     Megabytes of stage output written through a TextIOWrapper from a second thread were
     seen to lose bytes under load; `os.write` on the descriptor loses none. A descriptor
-    left non-blocking by someone else is waited on, not given up on.
+    left non-blocking by someone else is waited on, not given up on. Bytes are written as
+    they are: they are already in the stream's encoding.
     """
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # an in-memory stream
-        write(text, stream=stream)
+        write(text if isinstance(text, str) else text.decode(encoding_of(stream), "replace"), stream=stream)
         return
     try:
         stream.flush()  # whatever was written the ordinary way goes first
-        data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8", "replace"))
+        data = memoryview(text if isinstance(text, bytes) else text.encode(encoding_of(stream), "replace"))
         while data:
             try:
                 data = data[os.write(fd, data):]
@@ -120,7 +131,8 @@ def reader_gone(stream: IO[str]) -> None:
 class LiveWriter:
     """Writes to a stream from its own thread, so the run never waits on whoever reads it.
 
-    `write` only queues. Stage output that piles up beyond `backlog` characters (a reader
+    `write` only queues, as bytes in the stream's encoding (stage output arrives as bytes,
+    and goes out without being decoded). Stage output that piles up beyond `backlog` bytes (a reader
     that stopped, say a paused terminal) is dropped from the console, and a note says
     how much; every stage's log file still has all of it. cdkit's own lines are never
     dropped. With `status` (what is running now, or None), a terminal keeps a live last
@@ -135,7 +147,8 @@ class LiveWriter:
         self.every = every
         self.backlog = backlog
         self.clock = clock
-        self._queue: list[str] = []
+        self.encoding = encoding_of(stream)
+        self._queue: list[bytes] = []
         self._queued = 0
         self._dropped = 0
         self._closing = False
@@ -144,13 +157,14 @@ class LiveWriter:
         self._thread = threading.Thread(target=self._loop, name="cdkit-console", daemon=True)
         self._thread.start()
 
-    def write(self, text: str, *, droppable: bool = False) -> None:
+    def write(self, text: str | bytes, *, droppable: bool = False) -> None:
+        data = text if isinstance(text, bytes) else text.encode(self.encoding, "replace")
         with self._lock:
-            if droppable and self._queued + len(text) > self.backlog:
-                self._dropped += text.count("\n")
+            if droppable and self._queued + len(data) > self.backlog:
+                self._dropped += data.count(b"\n")
                 return
-            self._queue.append(text)
-            self._queued += len(text)
+            self._queue.append(data)
+            self._queued += len(data)
             self._lock.notify()
 
     def close(self) -> None:
@@ -167,12 +181,12 @@ class LiveWriter:
             with self._lock:
                 while not self._queue and not self._closing and self.clock() < next_status:
                     self._lock.wait(max(0.0, next_status - self.clock()))
-                text, self._queue, self._queued = "".join(self._queue), [], 0
+                text, self._queue, self._queued = b"".join(self._queue), [], 0
                 dropped, self._dropped = self._dropped, 0
                 closing = self._closing
             if dropped:
                 text += (f"cdkit: {dropped} line(s) of stage output not shown: the console fell behind "
-                         "(each stage's log file has every line)\n")
+                         "(each stage's log file has every line)\n").encode(self.encoding, "replace")
             due = self.clock() >= next_status
             if due:
                 next_status = self.clock() + interval
@@ -180,13 +194,14 @@ class LiveWriter:
                 self._redraw(text, None if closing or self.status is None else self.status())
             elif due and self.status is not None and not closing:
                 status_line = self.status()
-                write_through(text + (f"{status_line}\n" if status_line else ""), self.stream)
+                write_through(text + (f"{status_line}\n" if status_line else "").encode(self.encoding, "replace"),
+                              self.stream)
             elif text:
                 write_through(text, self.stream)
             if closing:
                 return
 
-    def _redraw(self, text: str, status_line: str | None) -> None:
+    def _redraw(self, text: bytes, status_line: str | None) -> None:
         """Write `text` above the live line, which then shows `status_line` (nothing when None)."""
         status_line = status_line or ""
         if not text and status_line == self._shown:
@@ -195,4 +210,4 @@ class LiveWriter:
         # than the terminal (the status says so), so it cannot wrap.
         erase = f"\r{' ' * len(self._shown)}\r" if self._shown else ""
         self._shown = status_line
-        write_through(erase + text + status_line, self.stream)
+        write_through(erase.encode(self.encoding) + text + status_line.encode(self.encoding, "replace"), self.stream)

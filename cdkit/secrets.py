@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable, Mapping
+from typing import AnyStr
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from cdkit.credentials import (  # noqa: F401 - part of this module's interface
 )
 
 REDACTED = "***"
+REDACTED_BYTES = REDACTED.encode()
 MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 MIN_ENCODED_SECRET_LEN = 8  # the base64 core of a shorter value is too short to be told from noise
 
@@ -42,8 +44,11 @@ TOKEN_SHAPES: tuple[tuple[str | None, str], ...] = (
     (None, r"(?P<keep>://)[^/\s:@]+:[^/\s@]+(?=@)"),
 )
 
-_BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+# Both what indexing a str gives (a character) and what indexing bytes gives (an int).
+_BASE64_CHARS: frozenset[str | int] = frozenset(_BASE64_ALPHABET) | frozenset(_BASE64_ALPHABET.encode())
 _BASE64_RUN_END = re.compile(r"[A-Za-z0-9+/_-]*=*")
+_BASE64_RUN_END_BYTES = re.compile(rb"[A-Za-z0-9+/_-]*=*")
 
 # Secrets that arrived some other way than the environment (`--token`): redacted everywhere too.
 _REGISTERED: set[str] = set()
@@ -89,12 +94,18 @@ def url_encodings(secret: str) -> set[str]:
     return forms | {re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), form) for form in forms}
 
 
+# The base64 cores, the literals and the (hint, token shape) pairs, as bytes.
+_BytesForms = tuple[list[bytes], list[bytes], list[tuple[bytes | None, re.Pattern[bytes]]]]
+
+
 class Redactor:
     """The matcher for one set of secret values, built once and reused for every chunk of output.
 
     Each form is found with the fastest test that finds it (`in`, then a replace; a regex
     with a literal prefix for token shapes): one alternation of everything would run at a
-    few MB/s, since an alternation defeats the regex engine's literal search.
+    few MB/s, since an alternation defeats the regex engine's literal search. Stage output
+    is redacted as the bytes it arrived as (`redact_bytes`): decoding and re-encoding
+    megabytes only to look for a few ASCII forms would cost more than the looking.
     """
 
     def __init__(self, values: tuple[str, ...]) -> None:
@@ -103,12 +114,13 @@ class Redactor:
         self.literals = sorted(set(values) | {form for v in values for form in url_encodings(v)},
                                key=len, reverse=True)
         self.shapes = [(hint, re.compile(shape)) for hint, shape in TOKEN_SHAPES]
+        self._bytes_forms: _BytesForms | None = None
 
     def redact(self, text: str) -> str:
         """`text` with every known secret, in any of its encodings, and every token shape replaced by ***."""
         for core in self.base64:  # first: a raw replacement could cut a base64 run in two
             if core in text:
-                text = _redact_base64_runs(text, core)
+                text = _redact_base64_runs(text, core, _BASE64_RUN_END, REDACTED)
         for literal in self.literals:
             if literal in text:
                 text = text.replace(literal, REDACTED)
@@ -117,27 +129,51 @@ class Redactor:
                 text = shape.sub(_keep_context, text)
         return text
 
+    def redact_bytes(self, data: bytes) -> bytes:
+        """`redact` for UTF-8 bytes, without decoding them: the same forms, encoded."""
+        base64_cores_, literals, shapes = self._bytes_forms or self._encode_forms()
+        for core in base64_cores_:
+            if core in data:
+                data = _redact_base64_runs(data, core, _BASE64_RUN_END_BYTES, REDACTED_BYTES)
+        for literal in literals:
+            if literal in data:
+                data = data.replace(literal, REDACTED_BYTES)
+        for hint, shape in shapes:
+            if hint is None or hint in data:
+                data = shape.sub(_keep_context_bytes, data)
+        return data
+
+    def _encode_forms(self) -> _BytesForms:
+        shapes = [(None if hint is None else hint.encode(), re.compile(shape.encode())) for hint, shape in TOKEN_SHAPES]
+        self._bytes_forms = ([core.encode() for core in self.base64], [literal.encode() for literal in self.literals],
+                             shapes)
+        return self._bytes_forms
+
 
 def _keep_context(match: re.Match[str]) -> str:
     return (match.groupdict().get("keep") or "") + REDACTED
 
 
-def _redact_base64_runs(text: str, core: str) -> str:
+def _keep_context_bytes(match: re.Match[bytes]) -> bytes:
+    return (match.groupdict().get("keep") or b"") + REDACTED_BYTES
+
+
+def _redact_base64_runs(text: AnyStr, core: AnyStr, run_end: re.Pattern[AnyStr], redacted: AnyStr) -> AnyStr:
     """Every run of base64 characters that contains `core`, replaced whole (its padding included)."""
-    pieces: list[str] = []
+    pieces: list[AnyStr] = []
     end = 0  # where the text not yet copied starts
     found = text.find(core)
     while found >= 0:
         start = found
-        while start > end and ord(text[start - 1]) in _BASE64_CHARS:
+        while start > end and text[start - 1] in _BASE64_CHARS:
             start -= 1
-        run_end = _BASE64_RUN_END.match(text, found + len(core))
-        stop = run_end.end() if run_end else found + len(core)
-        pieces += [text[end:start], REDACTED]
+        match = run_end.match(text, found + len(core))
+        stop = match.end() if match else found + len(core)
+        pieces += [text[end:start], redacted]
         end = stop
         found = text.find(core, end)
     pieces.append(text[end:])
-    return "".join(pieces)
+    return text[:0].join(pieces)
 
 
 @lru_cache(maxsize=16)

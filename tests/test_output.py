@@ -17,7 +17,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from cdkit import secrets
 from cdkit.ledger import Ledger
 from cdkit.secrets import redact
 from tests.helpers import cdkit, commit, config
@@ -68,6 +71,20 @@ def test_redaction_leaves_text_without_secrets_alone() -> None:
     env = {"GITHUB_TOKEN": TOKEN}
     text = f"{base64.b64encode(b'x-access-token:another-value-entirely').decode()} https://github.com/o/r tokenish"
     assert redact(text, env) == text
+
+
+# Pieces a stage's output is made of: every form of the secret, token shapes, their surroundings, non-ASCII.
+_PIECES = [TOKEN, quote(TOKEN, safe=""), base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode(),
+           base64.urlsafe_b64encode(f"a:{TOKEN}".encode()).decode(), "ghp_" + "A1b2" * 5, "Authorization: Bearer ",
+           "https://u:", "@host", "=", "/", "+", " ", "\n", "ü", "日本", "plain words"]
+
+
+@given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=8), max_size=12))
+def test_stage_output_redacted_as_bytes_is_redacted_as_text(pieces: list[str]) -> None:
+    # The console redacts stage output without decoding it: it must find exactly what the text path finds.
+    redactor = secrets.redactor({"GITHUB_TOKEN": TOKEN})
+    text = "".join(pieces)
+    assert redactor.redact_bytes(text.encode()) == redactor.redact(text).encode()
 
 
 # --- a chatty stage never distorts a result -------------------------------------------------------

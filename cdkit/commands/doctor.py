@@ -150,7 +150,8 @@ def _without_credentials(url: str) -> str:
 
 
 def check_github(ctx: Context) -> Iterator[Finding]:
-    from cdkit.github import resolve_api_url, resolve_repository, resolve_token
+    from cdkit.credentials import resolve_token
+    from cdkit.github import resolve_api_url, resolve_repository
     from cdkit.remote import parse_repository
 
     url = git.remote_url("origin", cwd=ctx.root)

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from cdkit import jsondoc, output
 from cdkit.config import Pipeline
+from cdkit.credentials import resolve_token
 from cdkit.errors import UsageError
 from cdkit.events import Trigger, manual_trigger
 from cdkit.ledger import Ledger
@@ -80,11 +81,11 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     if not as_json:
         headline = run_headline(outcome.run_id, outcome.status, the_trigger.head_sha, outcome.results, dirty=dirty)
         print_summary(outcome.results, headline=headline, stream=stream)
-    from cdkit.commands.deploy import auto_release
-
     deployments: list[dict[str, Any]] = []
     would_deploy = would_release(pipeline) if outcome.status == "passed" and not blockers else []
     if deploy:  # asked for: a passing, complete run of the clean release branch deploys through the chain
+        from cdkit.commands.deploy import auto_release  # the release machinery, only for a run that may release
+
         deployments = auto_release(ws, pipeline, run_id=outcome.run_id, sha=the_trigger.head_sha,
                                    ref=the_trigger.ref, passed=outcome.status == "passed", environ=environ,
                                    stream=stream)
@@ -143,9 +144,12 @@ def _github_reporter(ws: Workspace, pipeline: Pipeline, the_trigger: Trigger, le
     mode = report or pipeline.report
     if mode == "none":
         return None
+    has_token = resolve_token(token, environ) is not None
+    if mode == "auto" and not has_token:
+        return None  # `auto` quietly means "when GitHub is configured": no PyGithub, no reporter
     if choose_in_place(ws, the_trigger, allow_dirty=allow_dirty)[1]:
         # The work tree has uncommitted changes: its results are not the commit's, so GitHub hears nothing.
-        if mode != "auto" or token or any(environ.get(k) for k in ("GITHUB_TOKEN", "GH_TOKEN")):
+        if mode != "auto" or has_token:
             output.write_line("cdkit: not reporting to GitHub: uncommitted changes (results are not for "
                               f"{the_trigger.head_sha[:12]}); commit them or use --head", stream=stream)
         return None

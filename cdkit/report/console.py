@@ -90,7 +90,10 @@ class ConsoleReporter:
         # The secrets as they are now; the matcher is compiled for the first output, so a quiet run never does.
         self._secret_env = {name: environ[name] for name in SECRET_ENV_VARS if name in environ}
         self._redactor: Redactor | None = None
-        self.prefixes: dict[str, str] = {}
+        self.prefixes: dict[str, bytes] = {}
+        # Stage output goes out as the bytes it came in as where the console takes UTF-8 (nearly always);
+        # anything else gets it decoded and re-encoded, unknown characters replaced.
+        self.passthrough = output.writes_utf8(self.stream)
         self.running: dict[str, float] = {}  # stage name -> when it started (monotonic)
         self.live_line = output.is_terminal(self.stream)
         self.writer = output.LiveWriter(self.stream, status=self.still_running, live_line=self.live_line,
@@ -112,20 +115,22 @@ class ConsoleReporter:
     def stage_output(self, stage: Stage, chunk: bytes) -> None:
         if not self.show_output:
             return
-        text = self.redactor.redact(chunk.decode("utf-8", "replace"))
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
+        data = self.redactor.redact_bytes(chunk)
+        if not self.passthrough:
+            data = data.decode("utf-8", "replace").encode(self.writer.encoding, "replace")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
         prefix = self.prefixes.get(stage.name) or self._prefix(stage.name)
-        body = text[:-1] if text.endswith("\n") else text
-        self.writer.write(prefix + body.replace("\n", "\n" + prefix) + "\n", droppable=True)
+        body = data[:-1] if data.endswith(b"\n") else data
+        self.writer.write(prefix + body.replace(b"\n", b"\n" + prefix) + b"\n", droppable=True)
 
-    def _prefix(self, name: str) -> str:
+    def _prefix(self, name: str) -> bytes:
         if _unicode_ok(self.stream):
             prefix = output.paint(f"{name.ljust(self.width)} │", "dim", enabled=self.color) + " "
         else:
             prefix = f"{name.ljust(self.width)} | "
-        self.prefixes[name] = prefix
-        return prefix
+        self.prefixes[name] = prefix.encode(self.writer.encoding, "replace")
+        return self.prefixes[name]
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
         self.running.pop(stage.name, None)
