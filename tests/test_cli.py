@@ -72,6 +72,30 @@ def test_version_and_validate_import_neither_pygithub_nor_gitpython(args: list[s
     assert "HEAVY=\n" in result.stderr, result.stderr
 
 
+RUN_PROBE = PROBE.replace('("github", "git", "jsonschema", "requests")', '("yaml", "cdkit.github", "cdkit.release")')
+
+
+def test_a_plain_run_imports_neither_yaml_nor_the_github_or_release_code(repo: Path) -> None:
+    (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: a, run: 'true'}\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=repo, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
+
+    def heavy(*args: str, **extra: str) -> str:
+        result = subprocess.run([sys.executable, "-c", RUN_PROBE, "run", *args], capture_output=True, text=True,
+                                cwd=repo, env={**env, **extra})
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stderr.split("HEAVY=")[1].splitlines()[0]
+
+    assert heavy() == "yaml"  # the first run parses the file (and caches the validated pipeline)
+    assert heavy() == ""  # every later one reuses it: no PyYAML, no GitHub client, no release machinery
+    # Positive controls: the probe sees each import where it is needed.
+    assert heavy(GITHUB_TOKEN="not-a-real-token") == "cdkit.github"  # a token: a reporter is considered
+    assert "cdkit.release" in heavy("--deploy")
+    (repo / ".cdkit.yml").write_text("version: 1\nstages:\n  - {name: b, run: 'true'}\n")
+    assert heavy() == "yaml"  # an edit is a cache miss, parsed and validated again
+
+
 def test_demo_runs_offline_and_touches_nothing_here(tmp_path: Path) -> None:
     before = sorted(tmp_path.iterdir())
     result = cdkit("demo", cwd=tmp_path, env={"GITHUB_TOKEN": "", "GH_TOKEN": ""})
