@@ -109,7 +109,7 @@ def end_to_end(stages: int) -> list[tuple[str, list[tuple[str, str]]]]:
 
     from tests import event_payloads as ev
     from tests.fake_github_release import link_git
-    from tests.helpers import commit, config, git, make_repo
+    from tests.helpers import adopt_new, commit, config, git, make_repo
     from tests.test_action import BOB, github, push_payload, run_action
 
     pipeline = config("version: 1\nrelease_branch: main\nstages:\n" + "".join(
@@ -127,6 +127,8 @@ environments:
         repo = make_repo(Path(tmp) / "repo")
         base = commit(repo, {"README": "hi\n"}, "initial")
         head = commit(repo, {".cdkit.yml": pipeline}, "release me")
+        # A new production (recorded in the ledger the jobs share): its first release holds the whole history.
+        adopt_new(repo, "production")
         server = FakeGitHub().start()
         try:
             extra = server.state.extra
@@ -137,7 +139,7 @@ environments:
 
             def phase(name: str, run: Any, expect: str) -> None:
                 nonlocal seen
-                assert run.outputs.get("result") == expect, (name, run.outputs, run.proc.stdout[-2000:])
+                assert run.outputs.get("result") == expect, (name, run.outputs, run.proc.stdout[-2000:], run.proc.stderr[-2000:])
                 phases.append((name, [(r.method, _shape(r.path)) for r in server.requests[seen:]]))
                 seen = len(server.requests)
 

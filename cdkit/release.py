@@ -101,7 +101,7 @@ class Remote(Protocol):
     def last_good_sha(self, environment: str, *, besides: str) -> str | None: ...
     def deploy_in_progress(self, environment: str) -> str | None: ...
     def preflight(self, environment: Environment) -> None: ...
-    def approval(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision: ...
+    def approval(self, environment: Environment, sha: str, people: Callable[[], ReleasePeople]) -> Decision: ...
     def commit_people(self, base: str | None, head: str,
                       commits: tuple[CommitPeople, ...]) -> tuple[CommitPeople, ...]: ...
     def first_deployment(self, environment: str) -> Adoption | None: ...
@@ -444,11 +444,24 @@ def gather_people(ctx: ReleaseContext, environment: str, sha: str, *, github: bo
     pull requests that brought it in and its recorded direct pushers, and commits none of
     those identify are listed as unidentified.
     """
+    return people_when_asked(ctx, environment, sha, github=github)()
+
+
+def people_when_asked(ctx: ReleaseContext, environment: str, sha: str, *,
+                      github: bool = True) -> Callable[[], ReleasePeople]:
+    """`gather_people`, with the range found now and GitHub asked only when the result is called for.
+
+    The range (and its baseline, which may be missing: that fails now, with how to fix it)
+    comes from git and the deployments already read. Who each commit's accounts, pull
+    requests and pushers are costs requests per commit, and matters only to an approval
+    that would count: a gate with nobody approving yet does not ask.
+    """
     base = release_base(ctx, environment, sha)
     commits = release_commits(ctx, base, sha)
-    if github and ctx.remote is not None:
-        return release_people(ctx.remote.commit_people(base, sha, commits), accounts_known=True)
-    return release_people(commits, accounts_known=False)
+    remote = ctx.remote if github else None
+    if remote is None:
+        return lambda: release_people(commits, accounts_known=False)
+    return lambda: release_people(remote.commit_people(base, sha, commits), accounts_known=True)
 
 
 def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tuple[Identity, ...]:
@@ -767,10 +780,13 @@ def local_facts(ctx: ReleaseContext, env: Environment, sha: str, reviews: tuple[
     pull-request authors and pushers are excluded too (matched when the approver's email
     is linked to their account on one of the released commits).
     """
-    people = gather_people(ctx, env.name, sha)
+    required = env.approval.required if required is None else required
+    people_of = people_when_asked(ctx, env.name, sha)
+    # Nobody approved: no approval to take away, and GitHub is not asked who wrote the release.
+    people = people_of() if reviews or required < 1 else ReleasePeople()
     actor, triggering = run_people(ctx)
     reviews = tuple(dataclasses.replace(r, reviewer=people.account_of(r.reviewer)) for r in reviews)
-    return Facts(sha=sha, required=env.approval.required if required is None else required, reviews=reviews,
+    return Facts(sha=sha, required=required, reviews=reviews,
                  reviewers=env.approval.reviewers, excluded=people.excluded, actor=actor,
                  triggering_actor=triggering, expires=env.approval.expires, now=ctx.ledger.clock())
 
@@ -791,7 +807,7 @@ def approval_decision(ctx: ReleaseContext, env: Environment, sha: str) -> Decisi
         return Decision(False, (
             f"{env.name} is approved through {how} (approval.via: {env.approval.via}), which needs GitHub: "
             "run this in the cdkit Action, or set GITHUB_TOKEN and GITHUB_REPOSITORY",), ())
-    return ctx.remote.approval(env, sha, gather_people(ctx, env.name, sha))
+    return ctx.remote.approval(env, sha, people_when_asked(ctx, env.name, sha))
 
 
 # --- preconditions ----------------------------------------------------------------------------

@@ -81,6 +81,19 @@ def _people_facts(environment: Environment, people: ReleasePeople) -> dict[str, 
             "expires": environment.approval.expires}
 
 
+def _people_if_approved(reviews: tuple[Review, ...], people: Callable[[], ReleasePeople],
+                        required: int) -> ReleasePeople:
+    """Who may not approve, read only when someone approved: without an approval nothing counts anyway.
+
+    The rules about people only ever take approvals away (and a commit nobody identifies
+    blocks only an approval that would count), so a gate with no approving review has the
+    same answer without them, and spares the requests per released commit they cost.
+    """
+    if required < 1 or any(review.normalized_state == "APPROVED" for review in reviews):
+        return people()
+    return ReleasePeople()
+
+
 def _login_identity(login: str | None) -> Identity | None:
     return Identity(login=login) if login else None
 
@@ -424,7 +437,8 @@ class GitHubRemote:
 
     # --- approvals -------------------------------------------------------------------------------
 
-    def approval(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision:
+    def approval(self, environment: Environment, sha: str, people: Callable[[], ReleasePeople]) -> Decision:
+        """The decision on `sha` for `environment`; `people` is called only when some approval could count."""
         if environment.approval.via == "environment":
             return self.environment_decision(environment, sha, people)
         pull = self.release_pull(environment.name)
@@ -537,7 +551,7 @@ class GitHubRemote:
         return _same_repo(head, base, self.repo)
 
     def review_decision(self, environment: Environment, sha: str, pull: Mapping[str, Any],
-                        people: ReleasePeople) -> Decision:
+                        people: Callable[[], ReleasePeople]) -> Decision:
         number = int(pull["number"])
         reviews = tuple(
             Review(reviewer=_identity(r.get("user")) or Identity(), state=str(r.get("state") or ""),
@@ -551,7 +565,7 @@ class GitHubRemote:
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
             permissions=permissions, pr_author=_identity(pull.get("user")), actor=actor, triggering_actor=triggering,
-            now=self.clock(), **_people_facts(environment, people),
+            now=self.clock(), **_people_facts(environment, _people_if_approved(reviews, people, environment.approval.required)),
         ))
 
     def _review_run_people(self) -> tuple[Identity | None, Identity | None]:
@@ -581,7 +595,8 @@ class GitHubRemote:
             raise
         return str(data.get("role_name") or data.get("permission") or "none")
 
-    def environment_decision(self, environment: Environment, sha: str, people: ReleasePeople) -> Decision:
+    def environment_decision(self, environment: Environment, sha: str,
+                             people: Callable[[], ReleasePeople]) -> Decision:
         """Who approved this run's deploy job for the environment (GitHub's required reviewers)."""
         if not self.run_id:
             return Decision(False, ("environment approvals belong to an Actions run, and GITHUB_RUN_ID is not set "
@@ -600,7 +615,8 @@ class GitHubRemote:
                                     "bypass, or the job does not declare `environment:`); cdkit does not count that "
                                     "as an approval",), ())
         return evaluate(Facts(sha=sha, required=environment.approval.required, reviews=reviews,
-                              reviewers=environment.approval.reviewers, **_people_facts(environment, people),
+                              reviewers=environment.approval.reviewers,
+                              **_people_facts(environment, _people_if_approved(reviews, people, environment.approval.required)),
                               actor=_login_identity(self.actor),
                               triggering_actor=_login_identity(self.triggering_actor)))
 

@@ -113,7 +113,9 @@ class Redactor:
                              key=len, reverse=True)
         self.literals = sorted(set(values) | {form for v in values for form in url_encodings(v)},
                                key=len, reverse=True)
-        self.shapes = [(hint, re.compile(shape)) for hint, shape in TOKEN_SHAPES]
+        # ASCII classes, as the bytes forms have: `\s` is the same six characters in both (a Unicode
+        # separator such as \x1f or a no-break space does not end a credential in one and not the other).
+        self.shapes = [(hint, re.compile(shape, re.ASCII)) for hint, shape in TOKEN_SHAPES]
         self._bytes_forms: _BytesForms | None = None
 
     def redact(self, text: str) -> str:

@@ -463,6 +463,8 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     assert "release pull request \\#1 for production opened" in release.summary
     pull = extra["pulls"][1]
     assert pull["head"]["sha"] == head and not extra.get("deployments")
+    # Nobody approved yet, so who wrote and brought in the release is not asked (requests per commit) ...
+    assert not _commit_people_requests(fake_github)
 
     extra["reviews"] = {1: [{"id": 1, "user": BOB, "state": "APPROVED", "commit_id": head,
                              "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
@@ -478,6 +480,14 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     assert (approved.outputs["result"], approved.outputs["deploy"], approved.outputs["sha"]) == ("deployed", "true", head)
     assert approved.outputs["deployment-id"] == str(deployment["id"])
     assert deployment["_request"]["payload"]["approval"]["counted"][0]["who"] == "bob"
+    # ... and is, once an approval could count: the people rules judged bob's.
+    assert _commit_people_requests(fake_github)
+
+
+def _commit_people_requests(server: FakeGitHub) -> list[str]:
+    """The requests that find a released commit's linked accounts and the pull requests that brought it in."""
+    return [r.path for r in server.requests if r.method == "GET"
+            and re.search(r"/commits/[0-9a-f]{40}(/pulls)?$", r.path.split("?")[0])]
 
 
 def test_a_review_of_any_other_pull_request_releases_nothing(repo: Path, fake_github: FakeGitHub) -> None:

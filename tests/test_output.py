@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cdkit import secrets
@@ -76,10 +76,13 @@ def test_redaction_leaves_text_without_secrets_alone() -> None:
 # Pieces a stage's output is made of: every form of the secret, token shapes, their surroundings, non-ASCII.
 _PIECES = [TOKEN, quote(TOKEN, safe=""), base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode(),
            base64.urlsafe_b64encode(f"a:{TOKEN}".encode()).decode(), "ghp_" + "A1b2" * 5, "Authorization: Bearer ",
-           "https://u:", "@host", "=", "/", "+", " ", "\n", "ü", "日本", "plain words"]
+           "https://u:", "@host", "=", "/", "+", " ", "\n", "ü", "日本", "\x1f", "\xa0", "ſ", "plain words"]
 
 
 @given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=8), max_size=12))
+@settings(max_examples=200)
+@example(["Authorization: Bearer ", "\x1f"])  # a Unicode separator: whitespace to a str regex, unless ASCII
+@example(["Authorization: ba", "ſ", "ic ", TOKEN[:6]])  # the long s folds to s in a Unicode case-insensitive match
 def test_stage_output_redacted_as_bytes_is_redacted_as_text(pieces: list[str]) -> None:
     # The console redacts stage output without decoding it: it must find exactly what the text path finds.
     redactor = secrets.redactor({"GITHUB_TOKEN": TOKEN})
