@@ -139,7 +139,8 @@ environments:
 
             def phase(name: str, run: Any, expect: str) -> None:
                 nonlocal seen
-                assert run.outputs.get("result") == expect, (name, run.outputs, run.proc.stdout[-2000:], run.proc.stderr[-2000:])
+                assert run.outputs.get("result") == expect, (name, run.outputs, run.proc.stdout[-2000:],
+                                                             run.proc.stderr[-2000:])
                 phases.append((name, [(r.method, _shape(r.path)) for r in server.requests[seen:]]))
                 seen = len(server.requests)
 

@@ -562,10 +562,11 @@ class GitHubRemote:
         permissions = {permission_key(r.reviewer): self.permission(r.reviewer) for r in reviews
                        if r.normalized_state == "APPROVED" and r.reviewer.login}
         actor, triggering = self._review_run_people()
+        who_wrote = _people_if_approved(reviews, people, environment.approval.required)
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
             permissions=permissions, pr_author=_identity(pull.get("user")), actor=actor, triggering_actor=triggering,
-            now=self.clock(), **_people_facts(environment, _people_if_approved(reviews, people, environment.approval.required)),
+            now=self.clock(), **_people_facts(environment, who_wrote),
         ))
 
     def _review_run_people(self) -> tuple[Identity | None, Identity | None]:
@@ -616,7 +617,8 @@ class GitHubRemote:
                                     "as an approval",), ())
         return evaluate(Facts(sha=sha, required=environment.approval.required, reviews=reviews,
                               reviewers=environment.approval.reviewers,
-                              **_people_facts(environment, _people_if_approved(reviews, people, environment.approval.required)),
+                              **_people_facts(environment,
+                                              _people_if_approved(reviews, people, environment.approval.required)),
                               actor=_login_identity(self.actor),
                               triggering_actor=_login_identity(self.triggering_actor)))
 
