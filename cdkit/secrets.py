@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable, Mapping
-from typing import AnyStr
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -28,6 +27,12 @@ from cdkit.credentials import (  # noqa: F401 - part of this module's interface
     SECRET_ENV_VARS,
     without_credentials,
 )
+
+# Not `typing` at run time: the pre-push hook imports this module for a stage that prints, and typing
+# costs it milliseconds; AnyStr appears only in annotations (mypy treats any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import AnyStr
 
 REDACTED = "***"
 REDACTED_BYTES = REDACTED.encode()
@@ -94,10 +99,6 @@ def url_encodings(secret: str) -> set[str]:
     return forms | {re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), form) for form in forms}
 
 
-# The base64 cores, the literals and the (hint, token shape) pairs, as bytes.
-_BytesForms = tuple[list[bytes], list[bytes], list[tuple[bytes | None, re.Pattern[bytes]]]]
-
-
 class Redactor:
     """The matcher for one set of secret values, built once and reused for every chunk of output.
 
@@ -113,51 +114,42 @@ class Redactor:
                              key=len, reverse=True)
         self.literals = sorted(set(values) | {form for v in values for form in url_encodings(v)},
                                key=len, reverse=True)
-        # ASCII classes, as the bytes forms have: `\s` is the same six characters in both (a Unicode
+        # ASCII classes, as bytes patterns have: `\s` is the same six characters in both (a Unicode
         # separator such as \x1f or a no-break space does not end a credential in one and not the other).
         self.shapes = [(hint, re.compile(shape, re.ASCII)) for hint, shape in TOKEN_SHAPES]
-        self._bytes_forms: _BytesForms | None = None
+        self._bytes_forms: tuple[list[bytes], list[bytes], list[tuple[bytes | None, re.Pattern[bytes]]]] | None = None
 
     def redact(self, text: str) -> str:
         """`text` with every known secret, in any of its encodings, and every token shape replaced by ***."""
-        for core in self.base64:  # first: a raw replacement could cut a base64 run in two
-            if core in text:
-                text = _redact_base64_runs(text, core, _BASE64_RUN_END, REDACTED)
-        for literal in self.literals:
-            if literal in text:
-                text = text.replace(literal, REDACTED)
-        for hint, shape in self.shapes:
-            if hint is None or hint in text:
-                text = shape.sub(_keep_context, text)
-        return text
+        return _redact_forms(text, self.base64, self.literals, self.shapes, _BASE64_RUN_END, REDACTED)
 
     def redact_bytes(self, data: bytes) -> bytes:
-        """`redact` for UTF-8 bytes, without decoding them: the same forms, encoded."""
-        base64_cores_, literals, shapes = self._bytes_forms or self._encode_forms()
-        for core in base64_cores_:
-            if core in data:
-                data = _redact_base64_runs(data, core, _BASE64_RUN_END_BYTES, REDACTED_BYTES)
-        for literal in literals:
-            if literal in data:
-                data = data.replace(literal, REDACTED_BYTES)
-        for hint, shape in shapes:
-            if hint is None or hint in data:
-                data = shape.sub(_keep_context_bytes, data)
-        return data
-
-    def _encode_forms(self) -> _BytesForms:
-        shapes = [(None if hint is None else hint.encode(), re.compile(shape.encode())) for hint, shape in TOKEN_SHAPES]
-        self._bytes_forms = ([core.encode() for core in self.base64], [literal.encode() for literal in self.literals],
-                             shapes)
-        return self._bytes_forms
+        """`redact` for UTF-8 bytes, without decoding them: the same forms, encoded (once)."""
+        if self._bytes_forms is None:
+            self._bytes_forms = ([core.encode() for core in self.base64],
+                                 [literal.encode() for literal in self.literals],
+                                 [(None if hint is None else hint.encode(), re.compile(shape.encode()))
+                                  for hint, shape in TOKEN_SHAPES])
+        return _redact_forms(data, *self._bytes_forms, _BASE64_RUN_END_BYTES, REDACTED_BYTES)
 
 
-def _keep_context(match: re.Match[str]) -> str:
-    return (match.groupdict().get("keep") or "") + REDACTED
+def _redact_forms(text: AnyStr, base64_forms: list[AnyStr], literals: list[AnyStr],
+                  shapes: list[tuple[AnyStr | None, re.Pattern[AnyStr]]], run_end: re.Pattern[AnyStr],
+                  redacted: AnyStr) -> AnyStr:
+    """`text` (str or bytes) with each form replaced by `redacted`, the forms and patterns of the same type."""
+    def keep_context(match: re.Match[AnyStr]) -> AnyStr:
+        return (match.groupdict().get("keep") or redacted[:0]) + redacted
 
-
-def _keep_context_bytes(match: re.Match[bytes]) -> bytes:
-    return (match.groupdict().get("keep") or b"") + REDACTED_BYTES
+    for core in base64_forms:  # first: a raw replacement could cut a base64 run in two
+        if core in text:
+            text = _redact_base64_runs(text, core, run_end, redacted)
+    for literal in literals:
+        if literal in text:
+            text = text.replace(literal, redacted)
+    for hint, shape in shapes:
+        if hint is None or hint in text:
+            text = shape.sub(keep_context, text)
+    return text
 
 
 def _redact_base64_runs(text: AnyStr, core: AnyStr, run_end: re.Pattern[AnyStr], redacted: AnyStr) -> AnyStr:

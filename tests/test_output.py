@@ -90,6 +90,15 @@ def test_stage_output_redacted_as_bytes_is_redacted_as_text(pieces: list[str]) -
     assert redactor.redact_bytes(text.encode()) == redactor.redact(text).encode()
 
 
+def test_redacting_stage_output_does_not_import_typing() -> None:
+    # The hook redacts what a printing stage shows; typing would cost every such push milliseconds.
+    probe = ("import sys\nfrom cdkit import secrets\n"
+             f"out = secrets.redactor({{'GITHUB_TOKEN': {TOKEN!r}}}).redact_bytes(b'x {TOKEN} y')\n"
+             "print(out, 'typing' in sys.modules)")
+    result = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "b'x *** y' False", result.stdout + result.stderr
+
+
 # --- a chatty stage never distorts a result -------------------------------------------------------
 
 
