@@ -8,6 +8,7 @@ from a thread of its own.
 """
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import select
@@ -64,8 +65,11 @@ def encoding_of(stream: IO[str]) -> str:
 
 
 def writes_utf8(stream: IO[str]) -> bool:
-    """Whether UTF-8 bytes can go to `stream` as they are."""
-    return encoding_of(stream).lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+    """Whether UTF-8 bytes can go to `stream` as they are (any spelling of UTF-8 the codec registry knows)."""
+    try:
+        return codecs.lookup(encoding_of(stream)).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
 
 
 def write_through(text: str | bytes, stream: IO[str]) -> None:

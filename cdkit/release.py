@@ -464,6 +464,18 @@ def people_when_asked(ctx: ReleaseContext, environment: str, sha: str, *,
     return lambda: release_people(remote.commit_people(base, sha, commits), accounts_known=True)
 
 
+def people_if_approved(reviews: Sequence[Review], people: Callable[[], ReleasePeople], required: int) -> ReleasePeople:
+    """Who may not approve, read only when someone approved: without an approval nothing counts anyway.
+
+    The rules about people only ever take approvals away (and a commit nobody identifies
+    blocks only an approval that would count), so a gate with no approving review has the
+    same answer without them, and spares the requests per released commit they cost.
+    """
+    if required < 1 or any(review.normalized_state == "APPROVED" for review in reviews):
+        return people()
+    return ReleasePeople()
+
+
 def release_range_people(ctx: ReleaseContext, environment: str, sha: str) -> tuple[Identity, ...]:
     """Authors, committers and co-authors of what this release adds, as git knows them."""
     return tuple(e.person for e in gather_people(ctx, environment, sha, github=False).excluded)
@@ -781,9 +793,7 @@ def local_facts(ctx: ReleaseContext, env: Environment, sha: str, reviews: tuple[
     is linked to their account on one of the released commits).
     """
     required = env.approval.required if required is None else required
-    people_of = people_when_asked(ctx, env.name, sha)
-    # Nobody approved: no approval to take away, and GitHub is not asked who wrote the release.
-    people = people_of() if reviews or required < 1 else ReleasePeople()
+    people = people_if_approved(reviews, people_when_asked(ctx, env.name, sha), required)
     actor, triggering = run_people(ctx)
     reviews = tuple(dataclasses.replace(r, reviewer=people.account_of(r.reviewer)) for r in reviews)
     return Facts(sha=sha, required=required, reviews=reviews,

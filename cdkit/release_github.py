@@ -37,7 +37,7 @@ from cdkit.ledger import Ledger
 from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
     GOOD, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha,
-    deploy, deploy_if_approved, find_environment, governed, release_base,
+    deploy, deploy_if_approved, find_environment, governed, people_if_approved, release_base,
 )
 from cdkit.session import Workspace
 
@@ -79,19 +79,6 @@ def _people_facts(environment: Environment, people: ReleasePeople) -> dict[str, 
     return {"excluded": people.excluded, "unidentified": people.unidentified,
             "allow_unidentified": environment.approval.unidentified_authors == "allow",
             "expires": environment.approval.expires}
-
-
-def _people_if_approved(reviews: tuple[Review, ...], people: Callable[[], ReleasePeople],
-                        required: int) -> ReleasePeople:
-    """Who may not approve, read only when someone approved: without an approval nothing counts anyway.
-
-    The rules about people only ever take approvals away (and a commit nobody identifies
-    blocks only an approval that would count), so a gate with no approving review has the
-    same answer without them, and spares the requests per released commit they cost.
-    """
-    if required < 1 or any(review.normalized_state == "APPROVED" for review in reviews):
-        return people()
-    return ReleasePeople()
 
 
 def _login_identity(login: str | None) -> Identity | None:
@@ -562,7 +549,7 @@ class GitHubRemote:
         permissions = {permission_key(r.reviewer): self.permission(r.reviewer) for r in reviews
                        if r.normalized_state == "APPROVED" and r.reviewer.login}
         actor, triggering = self._review_run_people()
-        who_wrote = _people_if_approved(reviews, people, environment.approval.required)
+        who_wrote = people_if_approved(reviews, people, environment.approval.required)
         return evaluate(Facts(
             sha=sha, required=environment.approval.required, reviews=reviews, reviewers=environment.approval.reviewers,
             permissions=permissions, pr_author=_identity(pull.get("user")), actor=actor, triggering_actor=triggering,
@@ -615,10 +602,9 @@ class GitHubRemote:
             return Decision(False, (f"nobody approved this run for the environment {environment.name} (an admin "
                                     "bypass, or the job does not declare `environment:`); cdkit does not count that "
                                     "as an approval",), ())
+        who_wrote = people_if_approved(reviews, people, environment.approval.required)
         return evaluate(Facts(sha=sha, required=environment.approval.required, reviews=reviews,
-                              reviewers=environment.approval.reviewers,
-                              **_people_facts(environment,
-                                              _people_if_approved(reviews, people, environment.approval.required)),
+                              reviewers=environment.approval.reviewers, **_people_facts(environment, who_wrote),
                               actor=_login_identity(self.actor),
                               triggering_actor=_login_identity(self.triggering_actor)))
 
