@@ -235,17 +235,29 @@ def work_tree_state(cwd: str | os.PathLike[str] | None = None) -> tuple[str | No
     Every run asks both before choosing between the work tree and a temporary worktree;
     one `git status --porcelain=v2 --branch` answers both, a process less per push.
     """
+    head, clean, _ = work_tree_status(cwd)
+    return head, clean
+
+
+def work_tree_status(cwd: str | os.PathLike[str] | None = None, *,
+                     ignored: bool = False) -> tuple[str | None, bool, frozenset[bytes]]:
+    """`work_tree_state`, and with `ignored` the paths git ignores (a wholly ignored directory once,
+    ending in `/`, its contents not listed), from the same process: `--ignored=matching` costs no
+    more than a plain status."""
     # --no-optional-locks: a read, never a write of the index's refreshed stat data (no index.lock taken,
     # so no race with the user's own git, and no write on every push).
-    out = git_b("--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z", cwd=cwd)
-    head, clean = None, True
+    args = ["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z"]
+    out = git_b(*args, *(["--ignored=matching"] if ignored else []), cwd=cwd)
+    head, clean, skipped = None, True, []
     for entry in out.split(b"\0"):
         if entry.startswith(b"# branch.oid "):
             oid = entry[len(b"# branch.oid "):].decode("ascii", "replace")
             head = None if oid == "(initial)" else oid
+        elif entry.startswith(b"! "):
+            skipped.append(entry[2:])
         elif entry and not entry.startswith(b"# "):
             clean = False
-    return head, clean
+    return head, clean, frozenset(skipped)
 
 
 def tree_of(commit: str, cwd: str | os.PathLike[str] | None = None) -> str:

@@ -116,13 +116,15 @@ class _Running:
 
 
 class _State:
-    __slots__ = ("pending", "results", "running", "cancel_reason")
+    __slots__ = ("pending", "results", "running", "cancel_reason", "unblocking")
 
     def __init__(self, pending: list[Stage]) -> None:
         self.pending = pending
         self.results: dict[str, StageResult] = {}
         self.running: dict[str, _Running] = {}
         self.cancel_reason: str | None = None
+        # A stage ended without passing since pending stages were last looked at: some may now be blocked.
+        self.unblocking = False
 
 
 QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
@@ -355,6 +357,9 @@ class Runner:
         return [n for n in stage.needs if n in self.to_run]
 
     def _skip_blocked(self) -> None:
+        if not self.state.unblocking:
+            return  # only a stage that did not pass blocks anything: no scan of every need per event
+        self.state.unblocking = False
         for stage in list(self.state.pending):
             for need in self._needs(stage):
                 result = self.state.results.get(need)
@@ -460,6 +465,8 @@ class Runner:
 
     def _finish(self, stage: Stage, result: StageResult) -> None:
         self.state.results[stage.name] = result
+        if result.status != PASSED:
+            self.state.unblocking = True
         for reporter in self.reporters:
             reporter.stage_finished(stage, result)
 

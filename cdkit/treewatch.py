@@ -5,6 +5,8 @@ and exits 0 would let the unfixed commit through. After each stage the tree is c
 with how it was before (tracked and untracked files, ignored ones left out, like
 `git status`); a stage that modified, added or deleted files fails with the list, as
 pre-commit's "files were modified by this hook" does, unless it says `allow_changes: true`.
+
+While nothing changes, the check needs no git process: see `StatBaseline`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,111 @@ from cdkit.runner import FAILED, PASSED, StageResult
 from cdkit.setaside import Paths, diff_trees, snapshot_tree
 
 LISTED = 20  # files named in the reason; the stage's log has them all
+# Past this many entries git's own status (in C, with the index's stat cache) is the faster check.
+WALK_LIMIT = 5000
+Identity = tuple[int, int, int, int, int]  # (inode, mode, size, mtime_ns, ctime_ns) of one lstat
+
+
+class StatBaseline:
+    """The work tree as lstat saw it, at a moment `git status` then found it clean.
+
+    A later walk that sees every entry with the same identity proves nothing changed:
+    a write, a chmod, a rename or a new or deleted entry moves some ctime (which no
+    program can set back) or inode, and a new file changes its directory. Entries git
+    ignores are not walked, as `git status` does not look at them. Two rules keep it
+    exact rather than probable:
+
+    - Racy entries (racy git's problem): timestamps come from a coarse clock, so a file
+      changed in the same tick as the walk could change again unseen. The walk first
+      writes a probe file beside the index and reads the filesystem's own time from it;
+      a walk holding any entry from that tick or later is not used.
+    - Order: the walk comes before the `git status` that finds the tree clean. Whatever
+      a stage still running changes after its entry was walked moves that entry's ctime
+      past the probe's, and the next walk differs.
+
+    Whatever it cannot vouch for (submodules, git's files on another filesystem, a tree
+    of over WALK_LIMIT entries) it leaves to `git status`, as before.
+    """
+
+    def __init__(self, root: Path, probe: Path) -> None:
+        self.root = os.fsencode(root)
+        self.probe = probe
+        self.usable = not (root / ".gitmodules").exists()  # a submodule's state is its own repository's
+        self.ignored: frozenset[bytes] | None = None  # from the last status; no walk before the first
+        self.entries: dict[bytes, Identity] | None = None
+        self._probe_fd: int | None = None
+
+    def unchanged(self) -> tuple[bool, dict[bytes, Identity] | None]:
+        """(whether the tree is as the baseline holds it, this walk to become the next baseline)."""
+        if not self.usable or self.ignored is None:
+            return False, None
+        try:
+            probe_time = self._probe_time()
+        except OSError:  # git's directory is read-only or full: the check falls back to git status
+            self.usable = False
+            return False, None
+        try:
+            walk = self._walk(probe_time) if self.usable else None
+        except OSError:  # an entry went away while being walked: a change, which git status will judge
+            walk = None
+        return (walk is not None and walk == self.entries), walk
+
+    def found_clean(self, walk: dict[bytes, Identity] | None, ignored: frozenset[bytes]) -> None:
+        """`git status`, run after `walk`, found the tree clean: the walk is the new baseline."""
+        self.entries, self.ignored = walk, ignored
+
+    def _probe_time(self) -> int:
+        if self._probe_fd is None:
+            self._probe_fd = os.open(self.probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            if os.fstat(self._probe_fd).st_dev != os.lstat(self.root).st_dev:
+                self.usable = False  # another filesystem, maybe another clock: its time says nothing here
+        os.pwrite(self._probe_fd, b"probe", 0)  # a write moves its ctime to the filesystem's now
+        return os.fstat(self._probe_fd).st_ctime_ns
+
+    def close(self) -> None:
+        if self._probe_fd is not None:
+            os.close(self._probe_fd)
+            self._probe_fd = None
+        with contextlib.suppress(FileNotFoundError):
+            self.probe.unlink()
+
+    def _walk(self, probe_time: int) -> dict[bytes, Identity] | None:
+        """Every entry git would look at, by identity; None when the walk cannot serve as a baseline."""
+        assert self.ignored is not None
+        ignored, entries = self.ignored, {}
+        pending = [b""]
+        while pending:
+            relative = pending.pop()
+            with os.scandir(os.path.join(self.root, relative) if relative else self.root) as listing:
+                for entry in listing:
+                    if not relative and entry.name == b".git":
+                        continue  # the repository itself (a nested one's is walked: git status reads it)
+                    path = relative + b"/" + entry.name if relative else entry.name
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if path + b"/" in ignored if is_dir else path in ignored:
+                        continue
+                    identity = _identity(entry.stat(follow_symlinks=False), probe_time)
+                    if identity is None:
+                        return None
+                    entries[path] = identity
+                    if is_dir:
+                        pending.append(path)
+            if len(entries) > WALK_LIMIT:
+                self.usable = False
+                return None
+        top = _identity(os.lstat(self.root), probe_time)
+        if top is None:
+            return None
+        entries[b""] = top
+        return entries
+
+
+def _identity(st: os.stat_result, probe_time: int) -> Identity | None:
+    """What of an entry's lstat a change moves; None when it changed in the probe's tick or later
+    (racy: a change in the same tick would keep the same times)."""
+    if st.st_ctime_ns >= probe_time or st.st_mtime_ns >= probe_time:
+        return None
+    return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class TreeWatch:
@@ -36,6 +143,7 @@ class TreeWatch:
         paths.dir.parent.mkdir(parents=True, exist_ok=True)
         self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
         self.clean_at = None if tree else clean_at
+        self.baseline = StatBaseline(paths.root, paths.dir.parent / f"watch-probe.{os.getpid()}")
         self._tree = tree
         if self._tree is None and self.clean_at is None:
             self._tree = self._snapshot()  # an unknown tree is looked at
@@ -62,8 +170,12 @@ class TreeWatch:
     def _still_clean(self) -> bool:
         if self.clean_at is None:
             return False
-        head, clean = git.work_tree_state(self.paths.root)
+        same, walk = self.baseline.unchanged()
+        if same:
+            return True
+        head, clean, ignored = git.work_tree_status(self.paths.root, ignored=self.baseline.usable)
         if head == self.clean_at and clean:
+            self.baseline.found_clean(walk, ignored)
             return True
         if self._tree is None:
             self._tree = git.tree_of(self.clean_at, cwd=self.paths.root)  # the baseline: the commit's own tree
@@ -71,6 +183,7 @@ class TreeWatch:
         return False
 
     def close(self) -> None:
+        self.baseline.close()
         with contextlib.suppress(FileNotFoundError):
             self.scratch.unlink()
 

@@ -48,7 +48,9 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     if with_needs:
         stages = stages_with_needs(pipeline, stages)
     the_trigger = manual_trigger(ws.root, base=base, head=head, kind=trigger)
-    blockers = release_blockers(ws, pipeline, head=head, stages=stages, trigger=trigger, environ=environ)
+    # Asked only where the answer is used: two git processes (the branch, a status) a plain run need not pay.
+    blockers = (release_blockers(ws, pipeline, head=head, stages=stages, trigger=trigger, environ=environ)
+                if deploy or would_release(pipeline) else [])
     if deploy and blockers:
         # The gates would refuse such a run anyway (its results do not count): say why without running it.
         raise UsageError("--deploy releases only a complete run of the clean release branch:\n"
