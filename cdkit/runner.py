@@ -226,6 +226,40 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
     pump_chunks(proc, log, emit_lines, exited)
 
 
+class _Workers:
+    """Daemon threads kept for the next stage's pipe and process: starting a thread (a handshake
+    with the new thread) costs the calling thread more than a stage of `true` takes to run."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]] = queue.SimpleQueue()
+        self._idle = 0  # workers waiting for a task, never fewer than the tasks queued and unclaimed
+        self._lock = threading.Lock()
+
+    def submit(self, task: Callable[..., None], *args: object) -> None:
+        with self._lock:
+            spawn = not self._idle
+            if not spawn:
+                self._idle -= 1
+        self._tasks.put((task, args))
+        if spawn:
+            threading.Thread(target=self._work, name="cdkit-stage", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            task, args = self._tasks.get()
+            try:
+                task(*args)
+            except Exception:  # as a thread of its own would: say so, and stay to serve the next stage
+                import traceback
+
+                traceback.print_exc()
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+
+
 def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
            events: queue.SimpleQueue[tuple[str, str, object]], in_flight: threading.Semaphore,
            clock: Callable[[], float]) -> None:
@@ -235,18 +269,25 @@ def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
 
     exited = threading.Event()
     with log_path.open("wb") as log:
-        reader = threading.Thread(target=pump_chunks, daemon=True, args=(proc, log, hand_over, exited))
-        reader.start()
+        read = threading.Event()
+        _WORKERS.submit(_pump_then_set, read, proc, log, hand_over, exited)
         code = proc.wait()
         exited_at = clock()  # the stage's end: whatever output is still in flight is not its time
         # The shell is gone; anything it left behind in its group would hold the pipe open
         # (and outlive the run), so end it before waiting for the reader.
         signal_group(proc.pid, signal.SIGKILL)
         exited.set()
-        reader.join()
+        read.wait()
     if proc.stdout is not None:
         proc.stdout.close()
     events.put(("exit", name, (code, exited_at)))
+
+
+def _pump_then_set(done: threading.Event, *args: object) -> None:
+    try:
+        pump_chunks(*args)  # type: ignore[arg-type]  # _watch's own arguments, passed on
+    finally:
+        done.set()
 
 
 def signal_group(pgid: int, sig: int) -> None:
@@ -293,8 +334,7 @@ def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
         start_new_session=True,
     )
     running = _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path)
-    threading.Thread(target=_watch, args=(proc, log_path, stage.name, events, running.in_flight, clock),
-                     daemon=True).start()
+    _WORKERS.submit(_watch, proc, log_path, stage.name, events, running.in_flight, clock)
     # Deadlines on the monotonic clock: a wall-clock step (NTP, resume) must not time stages out.
     return running
 
