@@ -9,7 +9,10 @@ round (medians), side by side:
 - `make -j2` on the same graph (each target a `true` recipe depending on the one above);
 - lefthook running 100 `true` commands with `parallel: true` (it has no dependencies
   between commands: this is its best case, not the same graph);
-- `python -I -c pass`, the floor of any Python tool's start-up.
+- `python -I -c pass`, the floor of any Python tool's start-up;
+- the Popen floor: Python itself starting the same 100 `sh -c true` two at a time the way
+  cdkit starts a stage (`subprocess.Popen` with a pipe, a session and the environment),
+  with nothing else: what any Python runner pays per stage before doing any work.
 
 cdkit's per-stage overhead is (cdkit - start-up) / 100, where start-up is a one-stage
 `cdkit run` in the same round. Run it from a virtualenv holding cdkit and lefthook
@@ -59,6 +62,21 @@ def lefthook_config(count: int) -> str:
     return "ci:\n  parallel: true\n  commands:\n" + "".join(f"    c{i}:\n      run: \"true\"\n" for i in range(count))
 
 
+POPEN_FLOOR = """
+import subprocess, sys
+left, running = int(sys.argv[1]), []
+while left or running:
+    while left and len(running) < 2:
+        running.append(subprocess.Popen(["/bin/sh", "-c", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True))
+        left -= 1
+    done = running.pop(0)
+    done.stdout.read()
+    done.wait()
+    done.stdout.close()
+"""
+
+
 def make_repo(path: Path, files: dict[str, str], env: dict[str, str]) -> Path:
     path.mkdir()
     for name, text in files.items():
@@ -99,6 +117,8 @@ def main() -> None:
             "make -j2": (["make", "-s", "-j2"], dag),
             "lefthook run ci (parallel)": ([str(lefthook), "run", "ci"], dag),
             "python -I -c pass": ([python, "-I", "-c", "pass"], dag),
+            "Popen floor (100 stages)": ([python, "-I", "-c", POPEN_FLOOR, str(STAGES)], dag),
+            "Popen floor (1 stage)": ([python, "-I", "-c", POPEN_FLOOR, "1"], dag),
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
         for cmd, cwd in cases.values():  # warm-up, untimed: .pyc files, the ledger, the pipeline cache
@@ -117,7 +137,9 @@ def main() -> None:
     for name in names:
         print(f"| {name} | {med[name]:.0f} | {med[name] / make_ms:.2f}x |")
     per_stage = (med["cdkit run --jobs 2 (100 stages)"] - med["cdkit run (1 stage: start-up)"]) / (STAGES - 1)
-    print(f"\ncdkit per stage, start-up taken off: {per_stage:.2f} ms")
+    floor = (med["Popen floor (100 stages)"] - med["Popen floor (1 stage)"]) / (STAGES - 1)
+    print(f"\ncdkit per stage, start-up taken off: {per_stage:.2f} ms; the Popen floor's: {floor:.2f} ms "
+          f"(cdkit's own cost {per_stage - floor:.2f} ms per stage)")
     print(f"\nreproduce: python bench/bench_dag.py --rounds {args.rounds}")
 
 

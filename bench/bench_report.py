@@ -11,7 +11,8 @@ reporter does (check run: create in_progress + complete; status: pending + final
 Then the whole CI story, end to end (issue 12's request budget: at most 35): a `stages`-stage
 pipeline in delivery-through-review mode, `cdkit action` on the push (every stage a check
 run), the deploy job (opens the release pull request) and the approving review (the gate,
-then the deploy), every request counted by phase and by endpoint.
+then the deploy), every request counted by phase and by endpoint. Each job runs in a fresh
+clone, as on GitHub's runners: no job reads what another recorded in its ledger.
 
 Run: python bench/bench_report.py [--stages 10]
 """
@@ -124,18 +125,26 @@ environments:
         os.environ.update({"GIT_AUTHOR_NAME": "Ada Author", "GIT_AUTHOR_EMAIL": "ada@example.com",
                            "GIT_COMMITTER_NAME": "Ada Author", "GIT_COMMITTER_EMAIL": "ada@example.com",
                            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_COLOR": "1"})
-        repo = make_repo(Path(tmp) / "repo")
-        base = commit(repo, {"README": "hi\n"}, "initial")
-        head = commit(repo, {".cdkit.yml": pipeline}, "release me")
-        # A new production (recorded in the ledger the jobs share): its first release holds the whole history.
-        adopt_new(repo, "production")
+        origin = make_repo(Path(tmp) / "origin")
+        base = commit(origin, {"README": "hi\n"}, "initial")
+        head = commit(origin, {".cdkit.yml": pipeline}, "release me")
         server = FakeGitHub().start()
         try:
             extra = server.state.extra
             extra["permissions"] = {"ada": "admin", "bob": "write"}
-            link_git(server, repo, {"ada@example.com": {"login": "ada", "id": 1, "type": "User"}})
+            link_git(server, origin, {"ada@example.com": {"login": "ada", "id": 1, "type": "User"}})
+            # A new production, adopted on GitHub: its first release holds the whole history.
+            adopt_new(origin, "production", env={"GITHUB_TOKEN": "ghs_" + "A" * 36, "GITHUB_API_URL": server.url,
+                                                 "GITHUB_REPOSITORY": "octo-org/octo-repo"})
             phases = []
-            seen = 0
+            seen = len(server.requests)
+            jobs = iter(range(1, 10))
+
+            def fresh_job() -> Path:
+                """Each job on a runner of its own, as on GitHub: a fresh clone, so a ledger of its own."""
+                path = Path(tmp) / f"job{next(jobs)}" / "repo"
+                git(origin, "clone", "-q", str(origin), str(path))
+                return path
 
             def phase(name: str, run: Any, expect: str) -> None:
                 nonlocal seen
@@ -145,9 +154,9 @@ environments:
                 seen = len(server.requests)
 
             phase("CI run of the push (every stage a check run)",
-                  run_action(repo, "push", push_payload(base, head), sha=head, env=github(server)), "passed")
+                  run_action(fresh_job(), "push", push_payload(base, head), sha=head, env=github(server)), "passed")
             phase("deploy job: open the release pull request",
-                  run_action(repo, "push", push_payload(base, head), sha=head,
+                  run_action(fresh_job(), "push", push_payload(base, head), sha=head,
                              env=github(server, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production")), "waiting")
             extra["reviews"] = {1: [{"id": 1, "user": BOB, "state": "APPROVED", "commit_id": head,
                                      "submitted_at": "2024-05-01T10:00:00Z", "body": ""}]}
@@ -158,7 +167,7 @@ environments:
                 payload["pull_request"][side]["repo"]["full_name"] = "octo-org/octo-repo"
             payload["pull_request"]["number"] = 1
             phase("approving review: the gate, then the deploy",
-                  run_action(repo, "pull_request_review", payload, sha=head, env=github(server)), "deployed")
+                  run_action(fresh_job(), "pull_request_review", payload, sha=head, env=github(server)), "deployed")
             assert not server.invalid, server.invalid
         finally:
             server.stop()

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +93,7 @@ class Adoption:
 class Remote(Protocol):
     """The GitHub side of a release (see `cdkit.release_github`); None offline."""
 
-    def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]: ...
+    def stage_verdicts(self, sha: str, *, wanted: Iterable[str] | None = None) -> dict[str, StageVerdict]: ...
     def current_sha(self, environment: str) -> str | None: ...
     def has_deployed(self, environment: str, sha: str) -> bool: ...
     def verified_since(self, environment: str, sha: str) -> tuple[float, float | None] | None: ...
@@ -275,7 +275,7 @@ def paths_skip_problem(ctx: ReleaseContext, stage: Stage, sha: str) -> str | Non
     for ancestor in git.first_parents(sha, limit=PATHS_LOOKBACK, cwd=ctx.root)[1:]:
         if matching_files(stage.paths, git.changed_files(ancestor, sha, cwd=ctx.root)):
             break  # files under its paths differ from here on: no earlier result speaks for `sha`
-        verdict = combined_verdicts(ctx, ancestor).get(stage.name)
+        verdict = combined_verdicts(ctx, ancestor, [stage.name]).get(stage.name)
         if verdict is None or (verdict.status == "skipped" and verdict.reason.startswith(PATHS_SKIP_PREFIX)):
             continue
         if verdict.status == "passed":
@@ -286,11 +286,17 @@ def paths_skip_problem(ctx: ReleaseContext, stage: Stage, sha: str) -> str | Non
             f"files under them passed it; run it on this commit: cdkit run --head {sha[:12]} --stage {stage.name}")
 
 
-def combined_verdicts(ctx: ReleaseContext, sha: str) -> dict[str, StageVerdict]:
-    """The ledger's verdicts, completed by GitHub's checks for stages the ledger has no result for."""
+def combined_verdicts(ctx: ReleaseContext, sha: str, wanted: Iterable[str]) -> dict[str, StageVerdict]:
+    """The ledger's verdicts, completed by GitHub's checks for stages the ledger has no result for.
+
+    GitHub is asked only when a `wanted` stage has no result in the ledger: in the CI job
+    that ran the stages, their results are first-hand (the check runs it posted say the same),
+    so its gate reads none back.
+    """
     verdicts = ledger_stage_verdicts(ctx.ledger, sha, in_ci=ctx.environ.get("GITHUB_ACTIONS") == "true")
-    if ctx.remote is not None:
-        for name, verdict in ctx.remote.stage_verdicts(sha).items():
+    missing = [name for name in wanted if name not in verdicts]
+    if ctx.remote is not None and missing:
+        for name, verdict in ctx.remote.stage_verdicts(sha, wanted=missing).items():
             verdicts.setdefault(name, verdict)
     return verdicts
 
@@ -912,7 +918,8 @@ def check(ctx: ReleaseContext, env: Environment, sha: str, *, rollback: bool = F
     except GateFailed as exc:  # no committed rules say what a deploy here needs: nothing deploys
         return Check(env.name, sha, (str(exc),), None, current_sha(ctx, env.name), rollback)
     ctx, env = rules.ctx, rules.env
-    problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha),
+    wanted = [stage.name for stage in required_stages(ctx.pipeline)]
+    problems = stage_problems(ctx.pipeline, sha, combined_verdicts(ctx, sha, wanted),
                               lambda stage: paths_skip_problem(ctx, stage, sha))
     decision = None
     if env.mode == "delivery":

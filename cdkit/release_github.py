@@ -23,7 +23,7 @@ import re
 import time
 import uuid
 from urllib.parse import quote
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +36,7 @@ from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_r
 from cdkit.ledger import Ledger
 from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
-    GOOD, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha,
+    GOOD, NOT_COUNTED, QUARANTINED_PREFIX, Adoption, DeployResult, ReleaseContext, StageVerdict, check, combined_verdicts, current_sha,
     deploy, deploy_if_approved, find_environment, governed, people_if_approved, release_base,
 )
 from cdkit.session import Workspace
@@ -124,6 +124,7 @@ class GitHubRemote:
                                                                           compare=False)
     _verdicts_read: dict[str, dict[str, StageVerdict]] = dataclasses.field(default_factory=dict, repr=False,
                                                                           compare=False)
+    _suites_read: dict[str, frozenset[int]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -136,16 +137,27 @@ class GitHubRemote:
         return list(self.client.request_all(f"/repos/{self.repo}{path}", params=params or None, what=what,
                                             scope=scope, item_key=item_key))
 
-    def stage_verdicts(self, sha: str) -> dict[str, StageVerdict]:
-        """cdkit's stage results on GitHub that CI produced for `sha`, every page (see `cdkit.evidence`)."""
+    def stage_verdicts(self, sha: str, *, wanted: Iterable[str] | None = None) -> dict[str, StageVerdict]:
+        """cdkit's stage results on GitHub that CI produced for `sha`, every page (see `cdkit.evidence`).
+
+        A counted check run outranks any status, so the statuses are read only when the check
+        runs leave a `wanted` stage (default: any) without a counted verdict.
+        """
         if sha in self._verdicts_read:
             return dict(self._verdicts_read[sha])
         runs = self._check_runs(sha)
-        suites: frozenset[int] = frozenset()
-        if evidence.needs_workflow_runs(runs, self.evidence):
-            suites = evidence.workflow_suites(
-                self._all("/actions/runs", f"read the workflow runs of {sha[:12]}", "actions: read",
-                          item_key="workflow_runs", head_sha=sha), self.repo, sha)
+        if sha not in self._suites_read:
+            suites: frozenset[int] = frozenset()
+            if evidence.needs_workflow_runs(runs, self.evidence):
+                suites = evidence.workflow_suites(
+                    self._all("/actions/runs", f"read the workflow runs of {sha[:12]}", "actions: read",
+                              item_key="workflow_runs", head_sha=sha), self.repo, sha)
+            self._suites_read[sha] = suites
+        suites = self._suites_read[sha]
+        from_checks = evidence.stage_verdicts(runs, (), evidence=self.evidence, report=self.report, suites=suites)
+        if wanted is not None and all(name in from_checks and from_checks[name].status != NOT_COUNTED
+                                      for name in wanted):
+            return from_checks  # not remembered whole: a later caller may want a stage only a status speaks for
         statuses = self._all(f"/commits/{sha}/statuses", f"read the commit statuses of {sha[:12]}", "statuses: read")
         self._verdicts_read[sha] = evidence.stage_verdicts(runs, statuses, evidence=self.evidence, report=self.report,
                                                            suites=suites)
@@ -804,7 +816,7 @@ def _md(text: str) -> str:
 
 
 def release_body(ctx: ReleaseContext, env: Environment, sha: str, base: str | None) -> str:
-    verdicts = combined_verdicts(ctx, sha)
+    verdicts = combined_verdicts(ctx, sha, [stage.name for stage in ctx.pipeline.stages])
     commits = git.commits_in_range(base, sha, cwd=ctx.root, limit=250)
     since = f"since `{base[:12]}` (what {env.name} runs now)" if base else \
         f"(first deployment: {env.name} was adopted as running nothing)"

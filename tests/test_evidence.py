@@ -206,6 +206,46 @@ def test_every_page_of_statuses_is_read_and_a_buried_failure_is_found(
     assert len([r for r in fake_github.requests if r.path.endswith(f"/commits/{head}/statuses")]) == 2
 
 
+def _reads(server: FakeGitHub, sha: str, what: str) -> int:
+    return len([r for r in server.requests if r.method == "GET" and r.path.endswith(f"/commits/{sha}/{what}")])
+
+
+def test_the_ci_job_judges_its_own_stages_first_hand_and_a_fresh_job_reads_github(
+        make_project: Any, fake_github: FakeGitHub) -> None:
+    """The job that ran the stages has their results in its ledger: its gate reads none of its check runs back."""
+    repo, base, head = make_project(pipeline())
+    run = ci(repo, fake_github, base, head)
+    assert run.proc.returncode == 0 and run.outputs["deploy"] == "true", run.proc.stdout + run.proc.stderr
+    assert _reads(fake_github, head, "check-runs") == 0 and _reads(fake_github, head, "statuses") == 0
+    fake_github.requests.clear()
+    # Control: the deploy job knows only GitHub, and reads it (every stage has a counted check run: no statuses).
+    assert deployed(deploy_job(repo, fake_github, base, head))
+    assert _reads(fake_github, head, "check-runs") == 1 and _reads(fake_github, head, "statuses") == 0
+
+
+@pytest.mark.parametrize("state", ["success", "failure"])
+def test_a_stage_no_check_run_counts_for_is_judged_by_its_status(
+        make_project: Any, fake_github: FakeGitHub, state: str) -> None:
+    """Statuses are read once a check run leaves a stage uncounted: the status decides it, either way."""
+    repo, base, head = make_project(pipeline())
+    fake_github.start_workflow_run(REPO, head, run_id=4242)
+    send(fake_github, "POST", f"/repos/{REPO}/check-runs", {
+        "name": "cdkit/lint", "head_sha": head, "status": "completed", "conclusion": "success",
+        "output": {"title": "passed", "summary": "ok"}}, token=WORKFLOW_TOKEN)
+    fake_github.app_ids[OTHER_APP] = 999
+    send(fake_github, "POST", f"/repos/{REPO}/check-runs", {
+        "name": "cdkit/test", "head_sha": head, "status": "completed", "conclusion": "success",
+        "output": {"title": "passed", "summary": "ok"}}, token=OTHER_APP)  # not counted
+    set_statuses(fake_github, WORKFLOW_TOKEN, head, state=state, stages=("test",))
+    fake_github.requests.clear()
+    run = deploy_job(repo, fake_github, base, head)
+    assert _reads(fake_github, head, "statuses") == 1
+    if state == "success":
+        assert deployed(run), run.summary
+    else:
+        assert refused(run, "stage 'test' failed"), run.summary
+
+
 # --- the pre-push hook's statuses: shown, never counted -----------------------------------------------
 
 

@@ -196,7 +196,7 @@ def release(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline: Pip
         return Outcome("skipped", EXIT_OK, sha=sha, notes=(f"not released: {note}",))
     with open_ledger(ws.repo) as ledger:
         ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
-        verdicts = gate.combined_verdicts(ctx, sha)
+        verdicts = gate.combined_verdicts(ctx, sha, [s.name for s in gate.required_stages(pipeline)])
         problems = gate.stage_problems(pipeline, sha, verdicts, lambda stage: gate.paths_skip_problem(ctx, stage, sha))
     results = tuple(StageResult(s.name, verdicts[s.name].status, verdicts[s.name].reason)
                     for s in gate.required_stages(pipeline) if s.name in verdicts)
