@@ -98,6 +98,7 @@ class GitHubRefused(GitHubError):
 
 
 MAX_WAIT_ENV = "CDKIT_MAX_WAIT"  # --max-wait for commands without the option (and the Action's input)
+READ_MAX_AGE = 60.0  # seconds a GET reply answers the same read again, at most (see GitHubClient.request)
 
 
 def parse_max_wait(value: str | None, where: str) -> float | None:
@@ -361,8 +362,9 @@ class GitHubClient:
     stats: ClientStats = field(default_factory=ClientStats)
     _github: Any = field(default=None, init=False, repr=False)
     _last_attempt: float = field(default=0.0, init=False, repr=False)
-    # GET replies already read by this process, until it writes anything (see `request`).
-    _reads: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, Any], Any]] = field(
+    # GET replies already read by this process (monotonic time, reply), until it writes what they
+    # show, or for READ_MAX_AGE seconds (see `request`).
+    _reads: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, tuple[dict[str, Any], Any]]] = field(
         default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -462,14 +464,16 @@ class GitHubClient:
             idempotent = method not in ("POST", "PATCH")
         # One cdkit command evaluates its gates several times (check, deploy, the summary); each read
         # the same deployments, check runs and commits. A GET is answered once per process, until the
-        # process writes anything: after a write every read goes to GitHub again, so what cdkit
-        # checks after creating a deployment (another machine's in between) is always fresh.
+        # process writes what it could change: after a deployment write every deployment read goes to
+        # GitHub again, so what cdkit checks after creating a deployment (another machine's in between)
+        # is always fresh; after any other write every other read does. A read older than a minute
+        # (a long deploy command, a wait for a lock) is made again whatever happened since.
         key = (path, tuple(sorted((str(k), str(v)) for k, v in (params or {}).items())))
-        if method == "GET" and key in self._reads:
+        if method == "GET" and key in self._reads and time.monotonic() - self._reads[key][0] < READ_MAX_AGE:
             self.stats.cached += 1
-            return self._reads[key]
+            return self._reads[key][1]
         if method != "GET":
-            self._reads.clear()
+            self._forget(deployments=_is_deployment_path(path))
 
         def send() -> tuple[dict[str, Any], Any]:
             headers, data = self.github.requester.requestJsonAndCheck(
@@ -478,8 +482,15 @@ class GitHubClient:
 
         reply = self.call(what or f"{method} {path}", send, scope=scope, idempotent=idempotent, recover=recover)
         if method == "GET":
-            self._reads[key] = reply
+            self._reads[key] = (time.monotonic(), reply)
         return reply
+
+    def _forget(self, *, deployments: bool) -> None:
+        """Drop the remembered reads a write of that kind could change: deployments (and environments,
+        which a deployment can create) never change with a ref, a pull request or a check run, nor
+        those with a deployment or its status."""
+        for key in [k for k in self._reads if _is_deployment_path(k[0]) == deployments]:
+            del self._reads[key]
 
     def request_all(self, path: str, *, params: Mapping[str, Any] | None = None, item_key: str | None = None,
                     what: str | None = None, scope: str | None = None) -> Iterator[Any]:
@@ -496,7 +507,7 @@ class GitHubClient:
 
     def create_status(self, repo: str, sha: str, *, state: str, context: str, description: str | None,
                       target_url: str | None, in_doubt: bool = False) -> int:
-        self._reads.clear()  # a write: what this process read before may have changed
+        self._forget(deployments=False)  # a write: what this process read of the commit may have changed
         from github.GithubObject import NotSet
 
         def send() -> int:
@@ -524,8 +535,8 @@ class GitHubClient:
         return None
 
     def create_check_run(self, repo: str, body: Mapping[str, Any], *, in_doubt: bool = False) -> int:
-        self._reads.clear()  # a write: what this process read before may have changed
         """POST a check run; a retry that may duplicate it first looks it up by its external_id."""
+        self._forget(deployments=False)  # a write: what this process read of the commit may have changed
         kwargs = {k: (_as_datetime(v) if k.endswith("_at") else v) for k, v in body.items()}
 
         def send() -> int:
@@ -551,9 +562,9 @@ class GitHubClient:
 
     def update_check_run(self, repo: str, check_run_id: int, body: Mapping[str, Any], *,
                          expected_annotations: int | None = None, in_doubt: bool = False) -> None:
-        self._reads.clear()  # a write: what this process read before may have changed
         """PATCH a check run. Repeating a PATCH is harmless except that annotations are appended,
         so a retry of one that carries annotations first reads the check run's annotation count."""
+        self._forget(deployments=False)  # a write: what this process read of the commit may have changed
         kwargs = {k: (_as_datetime(v) if k.endswith("_at") else v) for k, v in body.items()}
         carries_annotations = bool((body.get("output") or {}).get("annotations"))
 
@@ -628,6 +639,11 @@ class GitHubClient:
         self.stats.slept += seconds
         if seconds > 0:
             self.sleep(seconds)
+
+
+def _is_deployment_path(path: str) -> bool:
+    """Whether a REST path (or a full URL from a Link header) is a deployment's, or an environment's."""
+    return "/deployments" in path or "/environments" in path
 
 
 def _next_link(headers: Mapping[str, Any]) -> str | None:

@@ -367,19 +367,52 @@ def test_a_read_is_sent_once_per_process_until_it_writes() -> None:
 
 
 @responses.activate
-@pytest.mark.parametrize("write", ["request", "status"])
-def test_after_any_write_every_read_goes_to_github_again(write: str) -> None:
-    """The control: a deployment another machine created, or one of ours, is never hidden by an earlier read."""
+@pytest.mark.parametrize("write", ["deployment", "deployment status"])
+def test_after_a_deployment_write_every_deployment_read_goes_to_github_again(write: str) -> None:
+    """The attack: a deployment another machine created, or one of ours, is never hidden by an earlier read."""
     deployments = f"{API}/repos/{REPO}/deployments"
     responses.get(deployments, json=[])
     responses.get(deployments, json=[{"id": 2}])
     responses.post(deployments, json={"id": 3}, status=201)
-    responses.post(status_url(), json={"id": 7, "state": "success"}, status=201)
+    responses.post(f"{deployments}/3/statuses", json={"id": 9}, status=201)
     client = make_client(Sleeper())
     assert client.request("GET", f"/repos/{REPO}/deployments")[1] == []
-    if write == "request":
+    if write == "deployment":
         client.request("POST", f"/repos/{REPO}/deployments", body={"ref": SHA})
     else:
-        post_status(client)
+        client.request("POST", f"/repos/{REPO}/deployments/3/statuses", body={"state": "success"})
     assert client.request("GET", f"/repos/{REPO}/deployments")[1] == [{"id": 2}]
     assert client.stats.cached == 0
+
+
+@responses.activate
+@pytest.mark.parametrize("write", ["ref", "commit status"])
+def test_a_write_of_the_code_refreshes_the_codes_reads_and_leaves_the_deployments_read(write: str) -> None:
+    """A ref, pull request or status never changes a deployment: what was read of those is still answered (the
+    control that the cache works), while the pull requests are read again."""
+    deployments, pulls = f"{API}/repos/{REPO}/deployments", f"{API}/repos/{REPO}/pulls"
+    responses.get(deployments, json=[{"id": 1}])
+    responses.get(pulls, json=[])
+    responses.get(pulls, json=[{"number": 5}])
+    responses.post(f"{API}/repos/{REPO}/git/refs", json={"ref": "refs/heads/x"}, status=201)
+    responses.post(status_url(), json={"id": 7, "state": "success"}, status=201)
+    client = make_client(Sleeper())
+    client.request("GET", f"/repos/{REPO}/deployments")
+    assert client.request("GET", f"/repos/{REPO}/pulls")[1] == []
+    if write == "ref":
+        client.request("POST", f"/repos/{REPO}/git/refs", body={"ref": "refs/heads/x", "sha": SHA})
+    else:
+        post_status(client)
+    assert client.request("GET", f"/repos/{REPO}/pulls")[1] == [{"number": 5}]
+    assert client.request("GET", f"/repos/{REPO}/deployments")[1] == [{"id": 1}] and client.stats.cached == 1
+
+
+@responses.activate
+def test_a_read_older_than_its_max_age_goes_to_github_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployments = f"{API}/repos/{REPO}/deployments"
+    responses.get(deployments, json=[])
+    responses.get(deployments, json=[{"id": 2}])
+    client = make_client(Sleeper())
+    client.request("GET", f"/repos/{REPO}/deployments")
+    monkeypatch.setattr("cdkit.github.READ_MAX_AGE", 0.0)  # every read is already too old
+    assert client.request("GET", f"/repos/{REPO}/deployments")[1] == [{"id": 2}] and client.stats.cached == 0
