@@ -485,6 +485,12 @@ class GitHubClient:
             self._reads[key] = (time.monotonic(), reply)
         return reply
 
+    def remember_list(self, path: str, params: Mapping[str, Any], items: list[Any]) -> None:
+        """Answer `request_all(path, params=params)` with `items` (one page) until a write or the max age:
+        what this process just created is the whole list, and GitHub's reply to the creation says so."""
+        key = (path, tuple(sorted((str(k), str(v)) for k, v in {"per_page": 100, **params}.items())))
+        self._reads[key] = (time.monotonic(), ({}, items))
+
     def _forget(self, *, deployments: bool) -> None:
         """Drop the remembered reads a write of that kind could change: deployments (and environments,
         which a deployment can create) never change with a ref, a pull request or a check run, nor

@@ -288,8 +288,10 @@ class GitHubRemote:
                 if state in ("success", "inactive"):
                     how = "automatically" if payload.get("automatic") else f"by {payload.get('deployed_by')}"
                     return f"{environment} was rolled back from it {how} (GitHub deployment {deployment['id']})"
-            if deployment.get("sha") != sha:
-                continue
+            if deployment.get("sha") != sha or _adopted_empty(deployment):
+                continue  # another SHA's, or an adoption of nothing, whose ref is a placeholder
+            if _adopted(deployment):
+                return None  # an adoption deployed nothing, so nothing of it failed: no status to read
             state, description, _ = self._final_state(int(deployment["id"]))
             if state in ("success", "inactive"):
                 return None  # its newest deployment is good (a forced, verified redeploy lifts the quarantine)
@@ -366,6 +368,8 @@ class GitHubRemote:
             created = _epoch(deployment.get("created_at")) or now
             if now - created > STALE_DEPLOY_SECONDS:
                 break  # newest first: everything further is older still
+            if _adopted(deployment) and self._says_what_runs(deployment):
+                continue  # cdkit's record of an adoption runs nothing: never a deploy in progress
             statuses = self._statuses(deployment_id)
             if self._of_this_run(statuses):
                 continue  # this run's job deployment (or a deploy this run already finished)
@@ -531,10 +535,12 @@ class GitHubRemote:
                 records.append(parsed)
         return records
 
+    def _release_pulls_query(self, environment: str) -> dict[str, str]:
+        return {"state": "open", "head": f"{self.repo.split('/')[0]}:{RELEASE_PREFIX}{environment}"}
+
     def release_pull(self, environment: str) -> dict[str, Any] | None:
-        owner = self.repo.split("/")[0]
-        pulls = self._all("/pulls", "list the release pull requests", "pull-requests: read", state="open",
-                          head=f"{owner}:{RELEASE_PREFIX}{environment}")
+        pulls = self._all("/pulls", "list the release pull requests", "pull-requests: read",
+                          **self._release_pulls_query(environment))
         mine = [p for p in pulls if self.is_release_pull(p, environment)]
         return mine[0] if mine else None
 
@@ -708,6 +714,8 @@ class GitHubRemote:
                   "base": f"{DEPLOYED_PREFIX}{environment}"},
             what=f"open the release pull request for {environment}", scope="pull-requests: write",
             recover=lambda: ({}, self.release_pull(environment)) if self.release_pull(environment) else None)
+        # There was none, and this is it: the gate that follows finds it without listing them again.
+        self.client.remember_list(f"/repos/{self.repo}/pulls", self._release_pulls_query(environment), [data])
         return int(data["number"]), True
 
 

@@ -453,3 +453,19 @@ def test_of_two_deploys_started_at_once_the_first_one_goes_on(tmp_path: Path, fa
     (ours,) = [d for d in github_deployments(fake_github) if d["id"] != later[0]]
     assert ours["id"] < later[0]
     assert fake_github.state.extra["deployment_statuses"][ours["id"]][0]["state"] == "success"
+
+
+@pytest.mark.parametrize("creator", ["github-actions[bot]", "octocat"])
+def test_an_adoption_never_counts_as_a_deploy_in_progress_unless_a_writer_forged_it(
+        environment_repo: tuple[Path, str], fake_github: FakeGitHub, creator: str) -> None:
+    """cdkit's own adoption records what runs, never a deploy: even left without its final status it blocks
+    nothing. A writer's deployment that only says it is an adoption still blocks."""
+    repo, sha = environment_repo
+    left = add_deployment(fake_github, environment="prod", sha=sha, state="in_progress", creator=creator,
+                          payload={"cdkit_token": "x", "adopted": True})
+    result = cdkit("deploy", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, sha))
+    if creator == "github-actions[bot]":
+        assert result.returncode == 0 and json.loads(result.stdout)["status"] == "success", result.stderr
+    else:
+        assert result.returncode == 1
+        assert f"in progress on GitHub (deployment {left} of {sha[:12]} is in_progress" in result.stdout
