@@ -26,8 +26,8 @@ from tests.helpers import commit  # noqa: E402
 from tests.test_act import github_repo, one_job_workflow, run_act, single_job_pipeline  # noqa: E402
 from tests.test_action import push_payload  # noqa: E402
 
-STEPS = ("Key cdkit's virtualenv", "Restore cdkit's virtualenv", "Install cdkit's dependencies", "Install cdkit",
-         "Run cdkit")
+STEPS = ("Key cdkit's virtualenv", "Restore cdkit's virtualenv", "Install cdkit's dependencies",
+         "Check cdkit's install", "Install cdkit", "Run cdkit")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "µs": 1e-6}
 
 

@@ -155,6 +155,21 @@ def action_pins(workflow: Path) -> set[str]:
     return set(re.findall(rf"uses: ({re.escape(ACTION_REPOSITORY)}@[^\s#]+)", workflow.read_text()))
 
 
+SESSION_CACHE: list[Path] = []  # the session's actions/cache entries, set by `session_act_cache`
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_act_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One cache directory for the whole session, every xdist worker's too (their base temps share a parent).
+
+    Two jobs saving the same key at once is what GitHub sees too: one saves, the other says it could not
+    reserve the key (the stand-in renames a finished copy into place, so an entry is whole or absent)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "act-cache-shared"
+    root.mkdir(exist_ok=True)
+    SESSION_CACHE[:] = [root]
+
+
 def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any], workflow: Path, *,
             actor: str = "octocat", job: str | None = None, action_source: Path = ROOT,
             started: Callable[[int], None] | None = None, cache: Path | None = None,
@@ -164,7 +179,9 @@ def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any],
     `repo` is the repository on "GitHub" (the checkout stand-in fetches from it) and act's
     working directory; its HEAD is the commit the run is for (GITHUB_SHA). `started(run_id)`: what
     GitHub records once the run exists and before its jobs get on (a reviewer approving a held job).
-    `cache`: the directory of the actions/cache stand-in's entries (default: one per test, beside `repo`).
+    `cache`: the directory of the actions/cache stand-in's entries (default: the session's, shared by every test
+    as a repository's runs share actions/cache: the locked dependencies are installed once per session, not once
+    per test; the cache test passes its own, to start cold).
     `act_args`: more options for act (the benchmarks' `--concurrent-jobs`).
     """
     event_file = repo.parent / f"event-{event}.json"
@@ -185,7 +202,7 @@ def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any],
         # GitHub sets who started the run (a re-run's actor); act does not.
         "--env", f"GITHUB_TRIGGERING_ACTOR={actor}",
         "--env", f"CDKIT_ACT_SOURCE={repo}", "--env", f"CDKIT_ACT_PYTHON={sys.executable}",
-        "--env", f"CDKIT_ACT_CACHE={cache or repo.parent / 'act-cache'}",
+        "--env", f"CDKIT_ACT_CACHE={cache or (SESSION_CACHE[0] if SESSION_CACHE else repo.parent / 'act-cache')}",
         "-s", f"GITHUB_TOKEN={TOKEN}", *act_args,
     ]
     # The jobs see what act gives them, never the variables of a runner this suite itself runs on (CI).
@@ -544,7 +561,7 @@ def one_job_workflow(path: Path, command: str = "run") -> Path:
     return path
 
 
-def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_only_cdkit(
+def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_nothing_unless_cdkit_changed(
         deployment_repo: tuple[Path, str], fake_github: FakeGitHub, tmp_path: Path) -> None:
     repo, base = deployment_repo
     head = commit(repo, {"b.txt": "b"}, "a change")
@@ -564,8 +581,21 @@ def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_only_c
     job = warm.job("pipeline")
     assert warm.outputs("pipeline").get("cache-hit") == "true"
     assert f"Cache restored from key: {entry.name}" in job
-    # The dependencies came from the cache: their step was skipped; cdkit itself was installed again.
+    # The dependencies came from the cache, and cdkit too: this action's source is what the virtualenv holds.
     assert "Install cdkit's dependencies" not in job
-    assert re.search(r"Success - Main Install cdkit \[", job)
+    assert "is already installed in the virtualenv" in job and not re.search(r"Main Install cdkit \[", job)
     assert "not saving cache" in job
     assert warm.outputs("pipeline")["result"] == "passed"
+
+    # The attack: a newer action (another source, the same lock) restoring that virtualenv runs its own cdkit.
+    newer = tmp_path / "newer-action"
+    for name in filter(None, git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")):
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "examples/", "bench/")):
+            (newer / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, newer / name)
+    (newer / "cdkit" / "newer.py").write_text("MARK = 'the newer action'\n")
+    changed = run_act(repo, fake_github, "push", push_payload(base, head), workflow, cache=cache,
+                      action_source=newer)
+    assert changed.proc.returncode == 0, changed.log[-6000:]
+    job = changed.job("pipeline")
+    assert re.search(r"Success - Main Install cdkit \[", job) and "is already installed" not in job

@@ -266,6 +266,36 @@ def test_the_action_installs_only_from_the_lock_and_cdkit_without_dependencies()
     assert "github.action_path" not in ACTION.read_text()  # wrong inside container jobs; $GITHUB_ACTION_PATH is not
     cache = steps["Restore cdkit's virtualenv"]
     assert cache["with"] == {"path": "${{ steps.venv.outputs.path }}", "key": "${{ steps.venv.outputs.key }}"}
+    assert steps["Install cdkit"]["if"] == "steps.installed.outputs.current != 'true'"
+
+
+def test_the_source_digest_changes_with_every_file_the_package_is_built_from(tmp_path: Path) -> None:
+    """What decides whether a cached virtualenv's cdkit is reinstalled: any change of the package's files
+    (the attack: a cached older cdkit running under a newer action) moves it; caches do not (the control)."""
+    import shutil
+    import sys
+
+    source = tmp_path / "action"
+    shutil.copytree(ROOT / "cdkit", source / "cdkit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")
+
+    def digest() -> str:
+        return subprocess.run([sys.executable, str(ROOT / "action" / "source_digest.py"), str(source)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    first = digest()
+    assert len(first) == 64 and digest() == first
+    (source / "cdkit" / "__pycache__").mkdir(exist_ok=True)
+    (source / "cdkit" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")
+    assert digest() == first
+    for change in ("cdkit/release.py", "cdkit/schemas/adopt.schema.json", "pyproject.toml"):
+        path = source / change
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n")
+        assert digest() != first, change
+        path.write_bytes(original)
+    (source / "cdkit" / "extra.py").write_text("")
+    assert digest() != first
 
 
 def test_a_windows_runner_fails_at_once_with_a_clear_message(tmp_path: Path) -> None:

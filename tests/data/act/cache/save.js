@@ -10,6 +10,13 @@ if (fs.existsSync(dir)) {
 } else {
   const partial = `${dir}.partial-${process.pid}`;
   copy(target, partial);
-  fs.renameSync(partial, dir); // whole or not at all: a job that dies mid-copy leaves no entry
-  console.log(`Cache saved with key: ${process.env.INPUT_KEY}`);
+  try {
+    fs.renameSync(partial, dir); // whole or not at all: a job that dies mid-copy leaves no entry
+    console.log(`Cache saved with key: ${process.env.INPUT_KEY}`);
+  } catch (error) {
+    // Another job saved the same key meanwhile; actions/cache says it could not reserve the key and goes on.
+    if (!["EEXIST", "ENOTEMPTY"].includes(error.code)) throw error;
+    fs.rmSync(partial, { recursive: true, force: true });
+    console.log(`Unable to reserve cache with key ${process.env.INPUT_KEY}, another job may be creating this cache.`);
+  }
 }
