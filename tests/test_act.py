@@ -576,6 +576,7 @@ def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_nothin
     (entry,) = cache.iterdir()  # one virtualenv, saved after the job
     assert (entry / "bin" / "python").is_symlink() and list(entry.glob("lib/python*/site-packages/github"))
 
+    saved = _tree_state(entry)
     warm = run_act(repo, fake_github, "push", push_payload(base, head), workflow, cache=cache)
     assert warm.proc.returncode == 0, warm.log[-6000:]
     job = warm.job("pipeline")
@@ -599,3 +600,13 @@ def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_nothin
     assert changed.proc.returncode == 0, changed.log[-6000:]
     job = changed.job("pipeline")
     assert re.search(r"Success - Main Install cdkit \[", job) and "is already installed" not in job
+    # The stand-in restores by hard links: neither job, reinstalling cdkit or not, changed the saved entry.
+    assert _tree_state(entry) == saved
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under `root` by its relative path: (size, a hash of its bytes)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).digest())
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}

@@ -19,9 +19,14 @@ function entry() {
 }
 
 // `cp -a` (the runner's own tool, links kept as links), far faster than fs.cpSync on a virtualenv.
-function copy(from, to) {
+// `hardLinks` (a restore): `cp -al`, every file a hard link to the entry's, in a tenth of the time. Safe
+// because nothing a job does writes a restored file in place: pip and Python replace files (a new file,
+// renamed over the old) and never rewrite one, so the entry stays as it was saved.
+function copy(from, to, hardLinks = false) {
   fs.rmSync(to, { recursive: true, force: true });
   fs.mkdirSync(path.dirname(to), { recursive: true });
+  if (hardLinks && spawnSync("cp", ["-al", from, to], { stdio: "ignore" }).status === 0) return;
+  fs.rmSync(to, { recursive: true, force: true }); // not linkable (another filesystem): copied instead
   const done = spawnSync("cp", ["-a", from, to], { stdio: "inherit" });
   if (done.status !== 0) throw new Error(`cp -a ${from} ${to} failed`);
 }
