@@ -238,8 +238,14 @@ class GitHubRemote:
         return recorded if isinstance(recorded, str) else None
 
     def with_rules(self, pipeline: Pipeline) -> GitHubRemote:
-        """This remote counting evidence by `pipeline`'s rules (the governing one's `evidence:` and `report:`)."""
-        return dataclasses.replace(self, evidence=pipeline.evidence, report=pipeline.report)
+        """This remote counting evidence by `pipeline`'s rules (the governing one's `evidence:` and `report:`).
+
+        The raw reads (check runs, people) are shared; what was judged under other rules is not, since
+        whether a check run counts, and so whether its workflow runs were worth reading, depends on them."""
+        if (pipeline.evidence, pipeline.report) == (self.evidence, self.report):
+            return self
+        return dataclasses.replace(self, evidence=pipeline.evidence, report=pipeline.report, _verdicts_read={},
+                                   _suites_read={})
 
     def has_deployed(self, environment: str, sha: str) -> bool:
         for deployment in self._deployments(environment, sha):
