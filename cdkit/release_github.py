@@ -692,22 +692,44 @@ class GitHubRemote:
 
     # --- release pull requests -------------------------------------------------------------------
 
-    def set_branch(self, branch: str, sha: str) -> None:
-        """Point `branch` at `sha` (created if missing; moved with force: these branches are cdkit's own)."""
+    def set_branch(self, branch: str, sha: str, *, likely_missing: bool = False) -> None:
+        """Point `branch` at `sha` (created if missing; moved with force: these branches are cdkit's own).
+
+        Tried as a move first, unless `likely_missing` (a first release): then as a creation first,
+        so the common case costs one request either way."""
+        if likely_missing:
+            try:
+                self._create_branch(branch, sha)
+                return
+            except GitHubRefused as exc:
+                if exc.status != 422:  # 422: it exists after all
+                    raise
         try:
             # The ref is one path parameter: its slashes travel percent-encoded.
             self.client.request("PATCH", f"/repos/{self.repo}/git/refs/{quote('heads/' + branch, safe='')}",
                                 body={"sha": sha, "force": True}, what=f"move the branch {branch}",
                                 scope="contents: write", idempotent=True)
         except GitHubRefused as exc:
-            if exc.status not in (404, 422):
+            if exc.status not in (404, 422) or likely_missing:
                 raise
-            self.client.request("POST", f"/repos/{self.repo}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha},
-                                what=f"create the branch {branch}", scope="contents: write", idempotent=True)
+            self._create_branch(branch, sha)
 
-    def open_release_pull(self, environment: str, *, title: str, body: str) -> tuple[int, bool]:
-        """Create or update the environment's release pull request; (number, created)."""
-        existing = self.release_pull(environment)
+    def _create_branch(self, branch: str, sha: str) -> None:
+        self.client.request("POST", f"/repos/{self.repo}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha},
+                            what=f"create the branch {branch}", scope="contents: write", idempotent=True)
+
+    def never_released(self, environment: str) -> bool:
+        """Whether every cdkit deployment of `environment` is its adoption: no release pull request ever deployed
+        there, so its release branches most likely do not exist yet."""
+        return all(_adopted(d) for d in self._cdkit_deployments(environment))
+
+    def open_release_pull(self, environment: str, *, title: str, body: str,
+                          listed: tuple[dict[str, Any] | None] | None = None) -> tuple[int, bool]:
+        """Create or update the environment's release pull request; (number, created).
+
+        `listed`: (the open one, or None) as the caller already listed it (moving its branches opens and
+        closes none)."""
+        existing = listed[0] if listed is not None else self.release_pull(environment)
         if existing is not None:
             number = int(existing["number"])
             self.client.request("PATCH", f"/repos/{self.repo}/pulls/{number}", body={"title": title, "body": body},
@@ -856,10 +878,15 @@ def release_open(ctx: ReleaseContext, environment: str, sha: str) -> dict[str, A
     sha = git.resolve_commit(sha, cwd=ctx.root)
     base = release_base(ctx, env.name, sha)  # fails closed for an environment never deployed nor adopted
     # Adopted as running nothing: the pull request shows everything after the root commit.
-    remote.set_branch(f"{DEPLOYED_PREFIX}{env.name}", base or git.commits_in_range(None, sha, cwd=ctx.root)[-1].sha)
-    remote.set_branch(f"{RELEASE_PREFIX}{env.name}", sha)
+    # Listed before its branches move (which opens or closes no pull request): with none open and nothing ever
+    # released there, the branches are new, and are created rather than tried as moves first.
+    existing = remote.release_pull(env.name)
+    first = existing is None and remote.never_released(env.name)
+    remote.set_branch(f"{DEPLOYED_PREFIX}{env.name}", base or git.commits_in_range(None, sha, cwd=ctx.root)[-1].sha,
+                      likely_missing=first)
+    remote.set_branch(f"{RELEASE_PREFIX}{env.name}", sha, likely_missing=first)
     number, created = remote.open_release_pull(env.name, title=f"Release {sha[:12]} to {env.name}",
-                                               body=release_body(ctx, env, sha, base))
+                                               body=release_body(ctx, env, sha, base), listed=(existing,))
     return {"environment": env.name, "sha": sha, "pull_request": number, "created": created}
 
 

@@ -469,3 +469,31 @@ def test_an_adoption_never_counts_as_a_deploy_in_progress_unless_a_writer_forged
     else:
         assert result.returncode == 1
         assert f"in progress on GitHub (deployment {left} of {sha[:12]} is in_progress" in result.stdout
+
+
+def test_release_branches_are_created_first_then_moved_and_leftover_ones_are_moved(
+        tmp_path: Path, fake_github: FakeGitHub) -> None:
+    """A first release creates its two branches at once; a later one moves them; branches a closed pull request
+    left behind (the guess "first release" wrong) are moved after the creation is refused, never lost."""
+    def ref_writes() -> list[str]:
+        return [r.method for r in fake_github.requests if "/git/refs" in r.path]
+
+    repo, sha = opened_release(tmp_path, fake_github, "")
+    assert ref_writes() == ["POST", "POST"]  # no move tried first on a first release
+    refs = fake_github.state.extra["refs"]
+    assert refs["refs/heads/cdkit/release/prod"] == sha
+
+    newer = commit(repo, {"app.txt": "v3"}, "another change")
+    assert cdkit("run", cwd=repo).returncode == 0
+    fake_github.requests.clear()
+    moved = cdkit("release", "open", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, newer))
+    assert moved.returncode == 0 and json.loads(moved.stdout)["created"] is False, moved.stderr
+    assert ref_writes() == ["PATCH", "PATCH"] and refs["refs/heads/cdkit/release/prod"] == newer
+
+    fake_github.state.extra["pulls"][1]["state"] = "closed"  # closed by hand: its branches stay
+    fake_github.requests.clear()
+    again = cdkit("release", "open", "--env", "prod", "--json", cwd=repo, env=gh_env(fake_github, newer))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["created"] is True and json.loads(again.stdout)["pull_request"] == 2
+    assert ref_writes() == ["POST", "PATCH", "POST", "PATCH"]  # refused as existing, then moved
+    assert refs["refs/heads/cdkit/release/prod"] == newer
