@@ -134,8 +134,9 @@ class TreeWatch:
 
     `clean_at`: the work tree is known to be exactly that commit (the common push, or a
     fresh temporary worktree). Then, as long as `git status` stays empty at that commit,
-    nothing changed: one git process per stage instead of a snapshot's two, and none
-    before the first stage. The first change found falls back to snapshots.
+    nothing changed: at most one git process per stage instead of a snapshot's two, none
+    before the first stage, and none at all while the `StatBaseline` walk sees no change.
+    The first change found falls back to snapshots.
     """
 
     def __init__(self, paths: Paths, tree: str | None = None, *, clean_at: str | None = None) -> None:
