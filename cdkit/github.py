@@ -98,6 +98,7 @@ class GitHubRefused(GitHubError):
 
 
 MAX_WAIT_ENV = "CDKIT_MAX_WAIT"  # --max-wait for commands without the option (and the Action's input)
+PER_PAGE = 100  # items per page of every list cdkit reads (GitHub's most)
 READ_MAX_AGE = 60.0  # seconds a GET reply answers the same read again, at most (see GitHubClient.request)
 
 
@@ -468,7 +469,7 @@ class GitHubClient:
         # GitHub again, so what cdkit checks after creating a deployment (another machine's in between)
         # is always fresh; after any other write every other read does. A read older than a minute
         # (a long deploy command, a wait for a lock) is made again whatever happened since.
-        key = (path, tuple(sorted((str(k), str(v)) for k, v in (params or {}).items())))
+        key = _read_key(path, params)
         if method == "GET" and key in self._reads and time.monotonic() - self._reads[key][0] < READ_MAX_AGE:
             self.stats.cached += 1
             return self._reads[key][1]
@@ -488,8 +489,7 @@ class GitHubClient:
     def remember_list(self, path: str, params: Mapping[str, Any], items: list[Any]) -> None:
         """Answer `request_all(path, params=params)` with `items` (one page) until a write or the max age:
         what this process just created is the whole list, and GitHub's reply to the creation says so."""
-        key = (path, tuple(sorted((str(k), str(v)) for k, v in {"per_page": 100, **params}.items())))
-        self._reads[key] = (time.monotonic(), ({}, items))
+        self._reads[_read_key(path, {"per_page": PER_PAGE, **params})] = (time.monotonic(), ({}, items))
 
     def _forget(self, *, deployments: bool) -> None:
         """Drop the remembered reads a write of that kind could change: deployments (and environments,
@@ -502,7 +502,7 @@ class GitHubClient:
                     what: str | None = None, scope: str | None = None) -> Iterator[Any]:
         """Every item of a paginated list, following `Link: rel="next"` (100 per page)."""
         url: str | None = path
-        query: dict[str, Any] | None = {"per_page": 100, **(params or {})}
+        query: dict[str, Any] | None = {"per_page": PER_PAGE, **(params or {})}
         while url:
             headers, data = self.request("GET", url, params=query, what=what, scope=scope)
             items = data.get(item_key, []) if item_key and isinstance(data, dict) else data
@@ -645,6 +645,11 @@ class GitHubClient:
         self.stats.slept += seconds
         if seconds > 0:
             self.sleep(seconds)
+
+
+def _read_key(path: str, params: Mapping[str, Any] | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What identifies a GET among the reads a client remembers: its path and its query, in any order."""
+    return path, tuple(sorted((str(k), str(v)) for k, v in (params or {}).items()))
 
 
 def _is_deployment_path(path: str) -> bool:

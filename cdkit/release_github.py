@@ -154,10 +154,10 @@ class GitHubRemote:
                               item_key="workflow_runs", head_sha=sha), self.repo, sha)
             self._suites_read[sha] = suites
         suites = self._suites_read[sha]
-        from_checks = evidence.stage_verdicts(runs, (), evidence=self.evidence, report=self.report, suites=suites)
-        if wanted is not None and all(name in from_checks and from_checks[name].status != NOT_COUNTED
-                                      for name in wanted):
-            return from_checks  # not remembered whole: a later caller may want a stage only a status speaks for
+        if wanted is not None:
+            from_checks = evidence.stage_verdicts(runs, (), evidence=self.evidence, report=self.report, suites=suites)
+            if all(name in from_checks and from_checks[name].status != NOT_COUNTED for name in wanted):
+                return from_checks  # not remembered whole: a later caller may want a stage only a status speaks for
         statuses = self._all(f"/commits/{sha}/statuses", f"read the commit statuses of {sha[:12]}", "statuses: read")
         self._verdicts_read[sha] = evidence.stage_verdicts(runs, statuses, evidence=self.evidence, report=self.report,
                                                            suites=suites)
@@ -696,23 +696,22 @@ class GitHubRemote:
         """Point `branch` at `sha` (created if missing; moved with force: these branches are cdkit's own).
 
         Tried as a move first, unless `likely_missing` (a first release): then as a creation first,
-        so the common case costs one request either way."""
-        if likely_missing:
-            try:
-                self._create_branch(branch, sha)
-                return
-            except GitHubRefused as exc:
-                if exc.status != 422:  # 422: it exists after all
-                    raise
+        so the common case costs one request either way; the other follows when GitHub refuses it."""
+        # A creation of an existing branch is refused with 422; a move of a missing one with 404 or 422.
+        first, then, wrong_guess = (self._create_branch, self._move_branch, (422,)) if likely_missing else \
+            (self._move_branch, self._create_branch, (404, 422))
         try:
-            # The ref is one path parameter: its slashes travel percent-encoded.
-            self.client.request("PATCH", f"/repos/{self.repo}/git/refs/{quote('heads/' + branch, safe='')}",
-                                body={"sha": sha, "force": True}, what=f"move the branch {branch}",
-                                scope="contents: write", idempotent=True)
+            first(branch, sha)
         except GitHubRefused as exc:
-            if exc.status not in (404, 422) or likely_missing:
+            if exc.status not in wrong_guess:
                 raise
-            self._create_branch(branch, sha)
+            then(branch, sha)
+
+    def _move_branch(self, branch: str, sha: str) -> None:
+        # The ref is one path parameter: its slashes travel percent-encoded.
+        self.client.request("PATCH", f"/repos/{self.repo}/git/refs/{quote('heads/' + branch, safe='')}",
+                            body={"sha": sha, "force": True}, what=f"move the branch {branch}",
+                            scope="contents: write", idempotent=True)
 
     def _create_branch(self, branch: str, sha: str) -> None:
         self.client.request("POST", f"/repos/{self.repo}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha},

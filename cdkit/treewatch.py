@@ -109,11 +109,11 @@ class StatBaseline:
                     if identity is None:
                         return None
                     entries[path] = identity
+                    if len(entries) > WALK_LIMIT:  # checked per entry: one huge directory costs no more
+                        self.usable = False
+                        return None
                     if is_dir:
                         pending.append(path)
-            if len(entries) > WALK_LIMIT:
-                self.usable = False
-                return None
         top = _identity(os.lstat(self.root), probe_time)
         if top is None:
             return None

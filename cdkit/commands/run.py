@@ -48,9 +48,10 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
     if with_needs:
         stages = stages_with_needs(pipeline, stages)
     the_trigger = manual_trigger(ws.root, base=base, head=head, kind=trigger)
+    releases_to = would_release(pipeline)
     # Asked only where the answer is used: two git processes (the branch, a status) a plain run need not pay.
     blockers = (release_blockers(ws, pipeline, head=head, stages=stages, trigger=trigger, environ=environ)
-                if deploy or would_release(pipeline) else [])
+                if deploy or releases_to else [])
     if deploy and blockers:
         # The gates would refuse such a run anyway (its results do not count): say why without running it.
         raise UsageError("--deploy releases only a complete run of the clean release branch:\n"
@@ -84,7 +85,7 @@ def run(*, config: str | None, base: str | None, head: str | None, stages: Seque
         headline = run_headline(outcome.run_id, outcome.status, the_trigger.head_sha, outcome.results, dirty=dirty)
         print_summary(outcome.results, headline=headline, stream=stream)
     deployments: list[dict[str, Any]] = []
-    would_deploy = would_release(pipeline) if outcome.status == "passed" and not blockers else []
+    would_deploy = releases_to if outcome.status == "passed" and not blockers else []
     if deploy:  # asked for: a passing, complete run of the clean release branch deploys through the chain
         from cdkit.commands.deploy import auto_release  # the release machinery, only for a run that may release
 
