@@ -735,14 +735,26 @@ class GitHubRemote:
                                 what=f"update the release pull request #{number}", scope="pull-requests: write",
                                 idempotent=True)
             return number, False
+        recovered: list[dict[str, Any]] = []
+
+        def recover() -> tuple[dict[str, str], dict[str, Any]] | None:
+            found = self.release_pull(environment)
+            recovered.extend([found] if found else [])
+            return ({}, found) if found else None
+
         _, data = self.client.request(
             "POST", f"/repos/{self.repo}/pulls",
             body={"title": title, "body": body, "head": f"{RELEASE_PREFIX}{environment}",
                   "base": f"{DEPLOYED_PREFIX}{environment}"},
             what=f"open the release pull request for {environment}", scope="pull-requests: write",
-            recover=lambda: ({}, self.release_pull(environment)) if self.release_pull(environment) else None)
+            recover=recover)
         # There was none, and this is it: the gate that follows finds it without listing them again.
         self.client.remember_list(f"/repos/{self.repo}/pulls", self._release_pulls_query(environment), [data])
+        if not recovered:
+            # Nobody has reviewed a pull request opened this instant. One reviewed since fires a
+            # `pull_request_review` event, whose job reads its reviews, so not reading them here
+            # can only make this job wait, never deploy.
+            self.client.remember_list(f"/repos/{self.repo}/pulls/{int(data['number'])}/reviews", {}, [])
         return int(data["number"]), True
 
 

@@ -455,6 +455,9 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     pipeline = run_action(repo, "push", push_payload(base, head), sha=head, env=github(fake_github))
     assert pipeline.proc.returncode == 0, pipeline.proc.stderr + pipeline.proc.stdout
     assert (pipeline.outputs["result"], pipeline.outputs["deploy"]) == ("passed", "false")
+    # The release job evaluates the gate; the pipeline job only reports its stages.
+    assert "deploys once the pull request is approved" in pipeline.summary, pipeline.summary
+    assert {(r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in fake_github.requests} == {("POST", "check-runs")}
 
     release = run_action(repo, "push", push_payload(base, head), sha=head,
                          env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))

@@ -432,9 +432,9 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
     handlers. `command: deploy` deploys here (every gate checked again right before);
     for review approval it first opens or moves the release pull request, and an
     approval still missing means "waiting", not failure. Otherwise this decides the
-    `deploy` output for a later job: in deployment mode and for review approval when
-    every gate holds now; for environment approval when the stages passed, since
-    GitHub holds the deploy job until a required reviewer approves.
+    `deploy` output for a later job: in deployment mode when every gate holds now; for
+    environment approval when the stages passed, since GitHub holds the deploy job until a
+    required reviewer approves; never for review approval, whose release job decides.
     """
     sha = decision.sha or env.sha or ""
     results, links = tuple(stage_results), dict(links or {})
@@ -449,6 +449,11 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
     from cdkit import release
 
     deploy_now = inputs.command == "deploy"
+    if _release_job_decides(inputs, decision, target):
+        note = (f"{sha[:12]} passed; the release job (`command: deploy`) opens or moves {target.name}'s release "
+                "pull request and checks every gate, and it deploys once the pull request is approved")
+        return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
+                       notes=(*notes, note), links=links)
     with open_ledger(ws.repo) as ledger:
         ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
         if decision.event in ("pull_request_review", "deployment"):
@@ -492,6 +497,18 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
     waiting = [f"not deployed to {target.name} yet: {problem}" for problem in check.problems]
     return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
                    notes=(*notes, *waiting), links=links)
+
+
+def _release_job_decides(inputs: ActionInputs, decision: Decision, target: Environment) -> bool:
+    """A pipeline job whose commit asks for review approval: its `deploy` output stays false, unjudged.
+
+    Review approval needs a release pull request, which only the release job opens, so the
+    gate is evaluated there (once), and this job reads nothing from GitHub for it. Taking the
+    commit's word for the approval method is safe here: the answer can only hold a deploy back,
+    and the release job judges by the governing rules.
+    """
+    return (inputs.command != "deploy" and decision.action == RUN and decision.event not in
+            ("pull_request_review", "deployment") and target.mode == "delivery" and target.approval.via == "review")
 
 
 def _governed_target(ctx: ReleaseContext, target: Environment) -> Environment:
