@@ -87,6 +87,30 @@ def test_a_cdkit_deploy_on_github_shows_with_its_payload_and_job_deployments_do_
     assert metrics["github_requests"] == 1 + 2
 
 
+def test_an_adoption_on_github_is_a_baseline_as_in_the_ledger_and_its_statuses_are_not_read(
+        tmp_path: Path, fake_github: FakeGitHub) -> None:
+    repo = make_repo(tmp_path / "repo")
+    adopted = commit(repo, {"a": "1"})
+    sha = commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages: [{name: build, run: "true"}]
+        environments:
+          - {name: staging, mode: deployment, deploy: "true"}
+    """)})
+    env = env_for(fake_github)
+    adopt = cdkit("adopt", "--env", "staging", "--sha", adopted, cwd=repo, env=env)
+    assert adopt.returncode == 0, adopt.stderr
+    assert cdkit("run", "--deploy", cwd=repo, env=env).returncode == 0
+    local = json.loads(cdkit("history", "--json", cwd=repo).stdout)["deployments"]
+    data = json.loads(cdkit("history", "--source", "github", "--json", cwd=repo, env=env).stdout)
+    rows = data["deployments"]
+    assert [(r["sha"], r["outcome"]) for r in rows] == [(sha, "deployed"), (adopted, "baseline")]
+    assert [(r["sha"], r["outcome"]) for r in local] == [(sha, "deployed"), (adopted, "baseline")]
+    assert data["github_requests"] == 1 + 1  # the deployments, the statuses of the deploy (the control)
+    metrics = json.loads(cdkit("metrics", "--source", "github", "--json", cwd=repo, env=env).stdout)
+    assert metrics["environments"]["staging"]["deployment_frequency"]["deployments"] == 1
+
+
 def test_github_source_without_a_token_is_a_usage_error(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     commit(repo, {"a": "1"})

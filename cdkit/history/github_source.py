@@ -43,6 +43,13 @@ def _statuses(client: GitHubClient, repo: str, deployment_id: int) -> list[dict[
                                    scope="deployments: read"))
 
 
+def _is_adoption(item: Mapping[str, Any]) -> bool:
+    """cdkit's record of what an environment ran before its first cdkit deployment (`cdkit adopt`): a
+    baseline, as in the ledger, never a deployment of its own (whatever state GitHub gives it)."""
+    payload = item.get("payload")
+    return isinstance(payload, Mapping) and "cdkit_deployment_id" in payload and payload.get("adopted") is True
+
+
 def _is_job_deployment(item: Mapping[str, Any], statuses: list[dict[str, Any]]) -> bool:
     payload = item.get("payload")
     if isinstance(payload, Mapping) and "cdkit_token" in payload:
@@ -57,11 +64,15 @@ def to_deployment(item: Mapping[str, Any], statuses: list[dict[str, Any]]) -> De
     latest = statuses[0] if statuses else {}
     state = str(latest.get("state") or "pending")
     status = {"failure": "failure", "error": "failure", "success": "success", "inactive": "inactive"}.get(state, state)
+    if _is_adoption(item):
+        status = "adopted"
     if state in ("failure", "error") and "started first" in str(latest.get("description") or ""):
         status = "refused"  # cdkit set it to failure before deploying anything: another deploy started first
     started = parse_iso(item.get("created_at")) or 0.0
     finished = None
-    if state in TERMINAL:
+    if status == "adopted":
+        finished = parse_iso(item.get("created_at"))  # as the ledger records it: over as it begins
+    elif state in TERMINAL:
         # `inactive` comes later, when a newer deployment replaces this one: the finish was the success before it.
         finishing = next((s for s in statuses if s.get("state") in ("success", "failure", "error")), latest)
         finished = parse_iso(finishing.get("created_at"))
@@ -88,7 +99,8 @@ def load_github(client: GitHubClient, repo: str, *, environment: str | None,
     """
     found = []
     for item in _deployments(client, repo, environment, since, limit):
-        statuses = _statuses(client, repo, int(item["id"]))
+        # An adoption deployed nothing, so its statuses say nothing the history uses.
+        statuses = [] if _is_adoption(item) else _statuses(client, repo, int(item["id"]))
         found.append((item, statuses, _is_job_deployment(item, statuses)))
     with_cdkit = {str(item.get("environment")) for item, _s, job in found if not job}
     kept = [to_deployment(item, statuses) for item, statuses, job in found
