@@ -33,6 +33,8 @@ why. Both are `CdkitError`s with the token already redacted.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -397,6 +399,18 @@ class GitHubClient:
                 retry=None,
             )
         return self._github
+
+    @contextlib.contextmanager
+    def waiting_at_most(self, seconds: float) -> Iterator[None]:
+        """Within: the client loses at most `seconds` more to waits and failed attempts, or what its
+        own budget has left if that is less (a summary read after a release must not hold the job)."""
+        saved = self.policy
+        spent = self.stats.slept + self.stats.lost
+        self.policy = dataclasses.replace(saved, max_wait=min(saved.max_wait, spent + seconds))
+        try:
+            yield
+        finally:
+            self.policy = saved
 
     def close(self) -> None:
         if self._github is not None:

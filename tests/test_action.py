@@ -459,11 +459,18 @@ def test_review_mode_opens_a_release_pull_request_then_deploys_on_an_approving_r
     assert "deploys once the pull request is approved" in pipeline.summary, pipeline.summary
     assert {(r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in fake_github.requests} == {("POST", "check-runs")}
 
+    before = len(fake_github.requests)
     release = run_action(repo, "push", push_payload(base, head), sha=head,
                          env=github(fake_github, INPUT_COMMAND="deploy", INPUT_ENVIRONMENT="production"))
     assert release.proc.returncode == 0, release.proc.stderr + release.proc.stdout
     assert (release.outputs["result"], release.outputs["deploy"]) == ("waiting", "false")
     assert "release pull request \\#1 for production opened" in release.summary
+    # The summary's history is answered by the gate's read of the deployments (nothing deployed since),
+    # and the pull request opened this instant is not asked for reviews.
+    made = [(r.method, r.path) for r in fake_github.requests[before:]]
+    assert made.count(("GET", "/repos/octo-org/octo-repo/deployments")) == 1
+    assert ("GET", "/repos/octo-org/octo-repo/pulls/1/reviews") not in made
+    assert "no deployments on GitHub yet" in release.summary
     pull = extra["pulls"][1]
     assert pull["head"]["sha"] == head and not extra.get("deployments")
     # Nobody approved yet, so who wrote and brought in the release is not asked (requests per commit) ...

@@ -33,11 +33,16 @@ def ago(days: float) -> str:
     return datetime.fromtimestamp(time.time() - days * DAY, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def finished(req: Request) -> bool:
+    """The deploy's final status: what the summary's history is read after."""
+    return req.method == "POST" and req.path.endswith("/statuses") and \
+        (req.body or {}).get("state") in ("success", "failure", "error")
+
+
 def history_requests(server: FakeGitHub) -> list[Request]:
-    """The summary's reads: its one short page of deployments, and the statuses it asks for after it."""
-    pages = [i for i, r in enumerate(server.requests) if r.method == "GET" and r.path.endswith("/deployments")
-             and r.query.get("per_page") == str(MAX_DEPLOYMENTS)]
-    return server.requests[pages[0]:] if pages else []
+    """The summary's reads: its one page of deployments, and the statuses it asks for after it."""
+    ends = [i for i, r in enumerate(server.requests) if finished(r)]
+    return server.requests[ends[-1] + 1:] if ends else []
 
 
 def deploy_job(repo: Path, server: FakeGitHub) -> tuple[str, str]:
@@ -85,16 +90,17 @@ def test_the_history_read_is_bounded(repo: Path, fake_github: FakeGitHub) -> Non
 
 
 class FailHistoryReads:
-    """A fault for the fake: every read of the summary's page fails with a 500; other requests go through."""
+    """A fault for the fake: every read of deployments after the deploy (the summary's) fails with a 500."""
 
     def __init__(self, server: FakeGitHub) -> None:
         self.server = server
         self.failed = 0
+        self.deployed = False
 
     def __call__(self, req: Request) -> Reply | None:
         self.server.faults.insert(0, self)  # stays armed for the requests after this one
-        if req.method == "GET" and req.path.endswith("/deployments") and req.query.get("per_page") == \
-                str(MAX_DEPLOYMENTS):
+        self.deployed = self.deployed or finished(req)
+        if self.deployed and req.method == "GET" and req.path.endswith("/deployments"):
             self.failed += 1
             return Reply(500, {"message": "Server Error"})
         return None

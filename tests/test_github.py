@@ -201,6 +201,21 @@ def test_a_wait_longer_than_max_wait_defers_without_sleeping() -> None:
     assert "--max-wait" in str(caught.value)
 
 
+@responses.activate
+def test_a_shared_client_waits_at_most_what_its_borrower_allows_and_then_its_own_budget_again() -> None:
+    limited = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1000020"}  # a 21 s wait
+    responses.post(status_url(), status=429, json={"message": "API rate limit exceeded"}, headers=limited)
+    sleeper = Sleeper()
+    client = make_client(sleeper, max_wait=60, now=1_000_000.0)
+    with client.waiting_at_most(10), pytest.raises(GitHubDeferred):
+        post_status(client)
+    assert sleeper.calls == []
+    responses.post(status_url(), status=429, json={"message": "API rate limit exceeded"}, headers=limited)
+    responses.post(status_url(), json={"id": 7}, status=201)
+    assert post_status(client) == 7  # the control: outside, its own 60 s allow the wait
+    assert sleeper.calls == [21.0]
+
+
 # --- the commit is not on GitHub yet ---------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ and removed from every stage's environment.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from cdkit.secrets import redact
 from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, load_pipeline_at, open_ledger, run_trigger
 
 if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run needs them
+    from cdkit.github import GitHubClient
     from cdkit.ledger import Ledger
     from cdkit.release import DeployResult, ReleaseContext
     from cdkit.report.checks import ChecksReporter
@@ -105,6 +107,7 @@ class Outcome:
     notes: tuple[str, ...] = ()
     links: Mapping[str, str] = field(default_factory=dict)
     run_stages: tuple[str, ...] = ()  # command fan-out: the stages whose jobs run
+    github: GitHubClient | None = field(default=None, compare=False)  # the release's client, for the summary
 
     def outputs(self) -> dict[str, str]:
         stages = [{"name": r.stage, "status": r.status, "reason": r.reason,
@@ -151,7 +154,8 @@ def action(*, environ: Mapping[str, str] = os.environ, cwd: str | os.PathLike[st
     actions.set_outputs(outcome.outputs())
     summary = render_summary(outcome, env, decision, pipeline)
     if is_release(inputs, outcome):
-        summary += "\n" + "\n".join(release_history_lines(ws, environ, outcome.environment, inputs.token, clock())) + "\n"
+        history = release_history_lines(ws, environ, outcome.environment, inputs.token, clock(), client=outcome.github)
+        summary += "\n" + "\n".join(history) + "\n"
     actions.append_summary(summary)
     return outcome.exit_code
 
@@ -163,12 +167,12 @@ def is_release(inputs: ActionInputs, outcome: Outcome) -> bool:
 
 
 def release_history_lines(ws: Workspace, environ: Mapping[str, str], environment: str, token: str | None,
-                          now: float) -> list[str]:
+                          now: float, *, client: GitHubClient | None = None) -> list[str]:
     """The environment's last deployments and 30 days of DORA keys from GitHub, and this job's chain head."""
     from cdkit.history.chain import head
     from cdkit.history.ci_summary import delivery_lines
 
-    lines = delivery_lines(ws.root, environ, environment=environment, token=token, now=now)
+    lines = delivery_lines(ws.root, environ, environment=environment, token=token, now=now, client=client)
     try:
         with open_ledger(ws.repo) as ledger:
             lines.append(f"- Ledger audit chain head (this job): {md_code(head(ledger.db))}")
@@ -446,8 +450,6 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
             actions.annotate("error", note, title="cdkit: release refused")
             return Outcome("refused", EXIT_FAILED, sha=sha, results=results, notes=(*notes, note), links=links)
         return Outcome(passed, EXIT_OK, sha=sha, results=results, notes=(*notes, note), links=links)
-    from cdkit import release
-
     deploy_now = inputs.command == "deploy"
     if _release_job_decides(inputs, decision, target):
         note = (f"{sha[:12]} passed; the release job (`command: deploy`) opens or moves {target.name}'s release "
@@ -456,36 +458,48 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
                        notes=(*notes, note), links=links)
     with open_ledger(ws.repo) as ledger:
         ctx = _release_context(actions, ws, pipeline, ledger, env, decision, environ, token=inputs.token)
-        if decision.event in ("pull_request_review", "deployment"):
-            return _release_event(actions, ctx, decision, notes, links)
-        target = _governed_target(ctx, target)
-        if deploy_now and target.mode == "delivery" and target.approval.via == "review":
-            return _review_release(actions, ctx, target, sha, results, notes, links)
-        if deploy_now:
-            result = release.deploy_if_approved(ctx, target.name, sha)
-            return _deploy_outcome(actions, result, results, notes, links)
-        if target.mode == "delivery" and target.approval.via == "environment" and decision.action == RUN:
-            if env.sha and sha != env.sha:
-                # GitHub's reviewers approve the run, which is bound to GITHUB_SHA: an approval
-                # there would be for another commit than the one this run judged.
-                note = (f"{sha[:12]} is not this run's commit ({env.sha[:12]}), and {target.name}'s reviewers "
-                        "approve the run's commit: dispatch the workflow on a branch whose head is the commit")
-                return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
-                               notes=(*notes, f"not deployed to {target.name}: {note}"), links=links)
-            if ctx.remote is not None:
-                # Before deploy=true: the deploy job's `environment:` would make GitHub create a
-                # missing environment, unprotected, and nothing would wait for an approval.
-                try:
-                    ctx.remote.preflight(target)
-                except GateFailed as exc:
-                    actions.annotate("error", str(exc), title=f"cdkit: {target.name} cannot wait for approval")
-                    return Outcome("refused", EXIT_FAILED, sha=sha, results=results, environment=target.name,
-                                   notes=(*notes, str(exc)), links=links)
-            note = (f"{sha[:12]} passed; the deploy job waits for a required reviewer of the {target.name} "
-                    "environment, then cdkit checks every gate again")
-            return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
-                           notes=(*notes, note), links=links)
-        check = release.check(ctx, target, sha)
+        outcome = _judge_release(actions, ctx, env, decision, target, sha=sha, deploy_now=deploy_now,
+                                 results=results, notes=notes, links=links)
+    # The summary's history reads GitHub next: through the same client, it reuses what is still current.
+    return dataclasses.replace(outcome, github=getattr(ctx.remote, "client", None))
+
+
+def _judge_release(actions: Actions, ctx: ReleaseContext, env: RunnerEnv, decision: Decision, target: Environment, *,
+                   sha: str, deploy_now: bool, results: tuple[StageResult, ...], notes: Sequence[str],
+                   links: dict[str, str]) -> Outcome:
+    from cdkit import release
+
+    passed = "passed" if results else "skipped"
+    if decision.event in ("pull_request_review", "deployment"):
+        return _release_event(actions, ctx, decision, notes, links)
+    target = _governed_target(ctx, target)
+    if deploy_now and target.mode == "delivery" and target.approval.via == "review":
+        return _review_release(actions, ctx, target, sha, results, notes, links)
+    if deploy_now:
+        result = release.deploy_if_approved(ctx, target.name, sha)
+        return _deploy_outcome(actions, result, results, notes, links)
+    if target.mode == "delivery" and target.approval.via == "environment" and decision.action == RUN:
+        if env.sha and sha != env.sha:
+            # GitHub's reviewers approve the run, which is bound to GITHUB_SHA: an approval
+            # there would be for another commit than the one this run judged.
+            note = (f"{sha[:12]} is not this run's commit ({env.sha[:12]}), and {target.name}'s reviewers "
+                    "approve the run's commit: dispatch the workflow on a branch whose head is the commit")
+            return Outcome(passed, EXIT_OK, sha=sha, results=results, environment=target.name,
+                           notes=(*notes, f"not deployed to {target.name}: {note}"), links=links)
+        if ctx.remote is not None:
+            # Before deploy=true: the deploy job's `environment:` would make GitHub create a
+            # missing environment, unprotected, and nothing would wait for an approval.
+            try:
+                ctx.remote.preflight(target)
+            except GateFailed as exc:
+                actions.annotate("error", str(exc), title=f"cdkit: {target.name} cannot wait for approval")
+                return Outcome("refused", EXIT_FAILED, sha=sha, results=results, environment=target.name,
+                               notes=(*notes, str(exc)), links=links)
+        note = (f"{sha[:12]} passed; the deploy job waits for a required reviewer of the {target.name} "
+                "environment, then cdkit checks every gate again")
+        return Outcome(passed, EXIT_OK, sha=sha, results=results, deploy=True, environment=target.name,
+                       notes=(*notes, note), links=links)
+    check = release.check(ctx, target, sha)
     rules = check.governed_by
     if rules:
         notes = (*notes, f"{target.name} is governed by {rules['path']}@{rules['sha'][:12]} ({rules['why']})",

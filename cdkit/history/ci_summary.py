@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdkit.history.metrics import band, compute
 from cdkit.history.records import in_window
 from cdkit.history.timeutil import iso, span
 from cdkit.report.actions import md_code, md_escape
+
+if TYPE_CHECKING:
+    from cdkit.github import GitHubClient
 
 WINDOW_DAYS = 30
 MAX_DEPLOYMENTS = 30  # requests stay at most MAX_DEPLOYMENTS + 1
@@ -22,14 +26,16 @@ MAX_WAIT = 10.0  # seconds of rate-limit or retry waits: the release is done, it
 
 
 def delivery_lines(root: Path, environ: Mapping[str, str], *, environment: str, token: str | None,
-                   now: float) -> list[str]:
-    """Markdown lines for `$GITHUB_STEP_SUMMARY`; every value from GitHub escaped or in a code span."""
+                   now: float, client: GitHubClient | None = None) -> list[str]:
+    """Markdown lines for `$GITHUB_STEP_SUMMARY`; every value from GitHub escaped or in a code span.
+
+    `client`: the release's, so reads it made that are still current are not made again."""
     from cdkit.history.source import from_github
 
     since = now - WINDOW_DAYS * 86400.0
     try:
         found = from_github(root, environ, token=token, environment=environment, since=since, max_wait=MAX_WAIT,
-                            limit=MAX_DEPLOYMENTS)
+                            limit=MAX_DEPLOYMENTS, client=client)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the release it follows stands
         return [f"**Delivery:** the deployment history could not be read from GitHub "
                 f"({md_escape(str(exc) or type(exc).__name__, limit=300)}); the release is not affected"]

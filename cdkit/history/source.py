@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdkit import git
 from cdkit.errors import UsageError
@@ -15,6 +16,9 @@ from cdkit.history import chain
 from cdkit.history.changes import Change, changes_by_deployment
 from cdkit.history.records import Deployment, load_ledger
 from cdkit.ledger import Ledger
+
+if TYPE_CHECKING:
+    from cdkit.github import GitHubClient
 
 SOURCES = ("ledger", "github")
 
@@ -62,25 +66,34 @@ def from_ledger(ledger: Ledger, root: Path, *, environment: str | None) -> Histo
 
 
 def from_github(root: Path, environ: Mapping[str, str], *, token: str | None, environment: str | None,
-                since: float | None, max_wait: float = 60.0, limit: int | None = None) -> History:
-    """GitHub's deployments of the repository (GITHUB_REPOSITORY, else origin's URL) with `--token`/GITHUB_TOKEN."""
+                since: float | None, max_wait: float = 60.0, limit: int | None = None,
+                client: GitHubClient | None = None) -> History:
+    """GitHub's deployments of the repository (GITHUB_REPOSITORY, else origin's URL) with `--token`/GITHUB_TOKEN.
+
+    `client`: one this process already talks to GitHub through (the release's), whose
+    remembered reads answer what is still current; left open. `requests` counts this read's only.
+    """
     from cdkit.github import GitHubClient, resolve_repository
     from cdkit.history.github_source import load_github
 
-    client = GitHubClient.from_environment(environ, token=token, max_wait=max_wait)
+    own = client is None
+    client = client or GitHubClient.from_environment(environ, token=token, max_wait=max_wait)
     if client is None:
         raise UsageError("--source github needs a token: set GITHUB_TOKEN (or GH_TOKEN), or pass --token")
     repository = resolve_repository(environ, cwd=root)
     if repository is None:
         raise UsageError("--source github needs the repository: set GITHUB_REPOSITORY=owner/name, "
                          "or add a GitHub `origin` remote")
+    before = client.stats.requests
     try:
-        deployments = load_github(client, repository, environment=environment, since=since, limit=limit)
+        with client.waiting_at_most(max_wait):
+            deployments = load_github(client, repository, environment=environment, since=since, limit=limit)
     finally:
-        client.close()
+        if own:
+            client.close()
     graph = _graph(root, deployments)
     return History("github", deployments, changes_by_deployment(deployments, graph), graph, root,
-                   repository=repository, requests=client.stats.requests)
+                   repository=repository, requests=client.stats.requests - before)
 
 
 def load(root: Path, ledger_dir: Path, *, source: str, environment: str | None, since: float | None,
