@@ -419,6 +419,32 @@ class StageRecord(NamedTuple):
         return self.finished_at - self.started_at
 
 
+ROWS_PER_STATEMENT = 100  # 9 parameters a row: SQLite before 3.32 allows 999 in one statement
+
+
+def _stage_rows_insert(run_id: int, rows: Sequence[StageRow]) -> tuple[str, list[Any]]:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+    return ("INSERT OR REPLACE INTO stage_results"
+            " (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command)"
+            f" VALUES {values}",
+            [value for row in rows for value in (
+                run_id, row.stage, row.status, _storable(row.reason), row.exit_code, row.started_at,
+                row.finished_at, _storable(row.log_path), _storable(row.command))])
+
+
+class StageRow(NamedTuple):
+    """One stage's row as the runner reports it (`record_stages`)."""
+
+    stage: str
+    status: str
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str | None = None
+    command: str | None = None
+
+
 class OutboxItem(NamedTuple):
     id: int
     key: str
@@ -576,7 +602,7 @@ class Ledger:
     def _write_one(self, sql: str, args: Sequence[Any]) -> None:
         """One write statement, in a transaction of its own: a writing statement takes the write lock
         before it reads (as BEGIN IMMEDIATE does), so this is `transaction()` at a third of the calls.
-        A stage's start and end are recorded this way: two per stage, on the runner's path."""
+        Stage rows are recorded this way, on the runner's path (`record_stages`)."""
         try:
             self.db.execute(sql, args)
         except sqlite3.Error as exc:
@@ -632,13 +658,21 @@ class Ledger:
         command: str | None = None,
     ) -> None:
         """Insert or replace one stage's result (first as `running`, then its outcome)."""
-        self._write_one(
-            "INSERT OR REPLACE INTO stage_results"
-            " (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, stage, status, _storable(reason), exit_code, started_at, finished_at,
-             _storable(log_path), _storable(command)),
-        )
+        self.record_stages(run_id, [StageRow(stage, status, reason, exit_code, started_at, finished_at, log_path,
+                                             command)])
+
+    def record_stages(self, run_id: int, rows: Sequence[StageRow]) -> None:
+        """Insert or replace stages' results (one row per stage) in one commit: one statement for up to
+        ROWS_PER_STATEMENT rows (within SQLite's oldest limit on parameters), a transaction beyond."""
+        chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
+        if not chunks:
+            return
+        if len(chunks) == 1:
+            self._write_one(*_stage_rows_insert(run_id, chunks[0]))
+            return
+        with self.transaction() as db:
+            for chunk in chunks:
+                db.execute(*_stage_rows_insert(run_id, chunk))
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self.transaction() as db:

@@ -78,12 +78,15 @@ class Reporter(Protocol):
     """Told of every stage event, from one thread, in order; must return quickly (never wait on a reader).
 
     `stage_output` gets a chunk of one or more whole lines, each ending in b"\\n"; only a
-    stage's last chunk may end without one. `run_finished` comes last, however the run ended.
+    stage's last chunk may end without one. `waiting` comes each time the runner is about to
+    wait for its stages: what a reporter holds back (to write several events at once) must be
+    out by then. `run_finished` comes last, however the run ended.
     """
 
     def stage_started(self, stage: Stage, started_at: float) -> None: ...
     def stage_output(self, stage: Stage, chunk: bytes) -> None: ...
     def stage_finished(self, stage: Stage, result: StageResult) -> None: ...
+    def waiting(self) -> None: ...
     def run_finished(self) -> None: ...
 
 
@@ -439,6 +442,8 @@ class Runner:
                     reporter.stage_started(stage, running.started_at)
 
     def _wait_for_event(self) -> None:
+        for reporter in self.reporters:
+            reporter.waiting()
         timeout = self._next_deadline() - time.monotonic()
         try:
             kind, name, payload = self.events.get(timeout=max(0.0, min(timeout, 1.0)))

@@ -161,6 +161,45 @@ def test_interrupt_cancels_every_stage_and_records_it(repo: Path, tmp_path: Path
         assert {r.stage: r.status for r in ledger.stage_results(run.id)} == {"long": "cancelled", "next": "cancelled"}
 
 
+def test_the_ledger_shows_a_stage_running_while_it_runs_and_every_stage_once_it_ends(repo: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Stage rows are written in batches when the runner waits: never later than that."""
+    started = tmp_path / "started"
+    dependents = "".join(f"  - {{name: d{i}, run: 'true', needs: [gate]}}\n" for i in range(150))
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n"
+                  f"  - {{name: long, run: 'touch {started}; sleep 30', timeout: 20m}}\n"
+                  "  - {name: gate, run: 'exit 4', needs: [long]}\n" + dependents})
+    proc = subprocess.Popen([sys.executable, "-m", "cdkit", "run", "--json"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(started.exists)
+
+        def long_is_running() -> bool:
+            with ledger_of(repo) as ledger:
+                run = ledger.recent_runs(1)[0]
+                return {r.stage: r.status for r in ledger.stage_results(run.id)}.get("long") == "running"
+        assert wait_until(long_is_running)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    with ledger_of(repo) as ledger:
+        run = ledger.recent_runs(1)[0]
+        recorded = {r.stage: r.status for r in ledger.stage_results(run.id)}
+    assert recorded == {"long": "cancelled", "gate": "cancelled", **{f"d{i}": "cancelled" for i in range(150)}}
+
+    # The control, and more rows at once than one statement takes: 150 dependents skipped together.
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: gate, run: 'exit 4'}\n" + dependents})
+    code, doc = run_json(repo)
+    assert code == 1
+    with ledger_of(repo) as ledger:
+        run = ledger.recent_runs(1)[0]
+        rows = {r.stage: (r.status, r.reason) for r in ledger.stage_results(run.id)}
+    assert rows == {"gate": ("failed", "exit code 4"),
+                    **{f"d{i}": ("skipped", "needs 'gate', which failed") for i in range(150)}}
+    assert {s["name"]: s["status"] for s in doc["stages"]} == {k: v[0] for k, v in rows.items()}
+
+
 def test_paths_filter_over_a_real_range(repo: Path) -> None:
     base = commit(repo, {".cdkit.yml": config("""
         version: 1

@@ -270,6 +270,9 @@ class ChecksReporter:
             else:
                 log.dropped_annotations += 1
 
+    def waiting(self) -> None:
+        pass  # holds nothing back
+
     def run_finished(self) -> None:
         pass  # each stage's report is queued as it ends; `finish` delivers them
 
