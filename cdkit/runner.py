@@ -79,14 +79,15 @@ class Reporter(Protocol):
 
     `stage_output` gets a chunk of one or more whole lines, each ending in b"\\n"; only a
     stage's last chunk may end without one. `waiting` comes each time the runner is about to
-    wait for its stages: what a reporter holds back (to write several events at once) must be
-    out by then. `run_finished` comes last, however the run ended.
+    wait for its stages; a reporter that holds events back (to write several at once) returns
+    the seconds within which it must be asked again, and the runner waits no longer than that.
+    `run_finished` comes last, however the run ended: nothing may stay held after it.
     """
 
     def stage_started(self, stage: Stage, started_at: float) -> None: ...
     def stage_output(self, stage: Stage, chunk: bytes) -> None: ...
     def stage_finished(self, stage: Stage, result: StageResult) -> None: ...
-    def waiting(self) -> None: ...
+    def waiting(self) -> float | None: ...
     def run_finished(self) -> None: ...
 
 
@@ -442,11 +443,10 @@ class Runner:
                     reporter.stage_started(stage, running.started_at)
 
     def _wait_for_event(self) -> None:
-        for reporter in self.reporters:
-            reporter.waiting()
-        timeout = self._next_deadline() - time.monotonic()
+        asked = [again for again in (r.waiting() for r in self.reporters) if again is not None]
+        timeout = min(self._next_deadline() - time.monotonic(), 1.0, *asked)
         try:
-            kind, name, payload = self.events.get(timeout=max(0.0, min(timeout, 1.0)))
+            kind, name, payload = self.events.get(timeout=max(0.0, timeout))
         except queue.Empty:
             self._enforce_deadlines()
             return

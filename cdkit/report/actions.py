@@ -229,8 +229,8 @@ class ActionsReporter:
         out.write(text if text.endswith("\n") else text + "\n")
         out.flush()
 
-    def waiting(self) -> None:
-        pass  # holds nothing back
+    def waiting(self) -> float | None:
+        return None  # holds nothing back
 
     def run_finished(self) -> None:
         pass  # every stage's group is closed as it ends

@@ -270,8 +270,8 @@ class ChecksReporter:
             else:
                 log.dropped_annotations += 1
 
-    def waiting(self) -> None:
-        pass  # holds nothing back
+    def waiting(self) -> float | None:
+        return None  # holds nothing back
 
     def run_finished(self) -> None:
         pass  # each stage's report is queued as it ends; `finish` delivers them

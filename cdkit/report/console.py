@@ -139,8 +139,8 @@ class ConsoleReporter:
             return  # planned out (trigger, paths): the summary lists it; no noise while running
         self.writer.write(self.result_line(result) + "\n")
 
-    def waiting(self) -> None:
-        pass  # holds nothing back
+    def waiting(self) -> float | None:
+        return None  # holds nothing back
 
     def run_finished(self) -> None:
         self.writer.close()  # everything written, the live line erased: the summary can follow
