@@ -140,22 +140,31 @@ CHUNKS_IN_FLIGHT = 4  # per stage, handed over but not yet reported: at most 4 x
 
 
 def pump_chunks(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
-                exited: threading.Event) -> None:
+                exited: threading.Event, *, pidfd: int | None = None,
+                on_exit: Callable[[], None] | None = None) -> None:
     """Copy a process group's output to its log and, in chunks of whole lines, to `emit`.
 
     Reads until end of file, or until `exited` is set and the pipe has gone quiet: a
     process that left the group (`setsid`, a daemon) may hold the pipe open forever, and
-    must not keep the run waiting.
+    must not keep the run waiting. With `pidfd` (the process's, Linux), this thread also
+    watches for the exit: once it is readable `on_exit` runs here, and must set `exited`.
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     _widen_pipe(fd)
     partial = b""
     stop_at: float | None = None
+    watched = [fd] if pidfd is None else [fd, pidfd]
     while True:
         if stop_at is None and exited.is_set():
             stop_at = time.monotonic() + QUIET_AFTER_EXIT
-        ready, _, _ = select.select([fd], [], [], 0.1)
+        ready, _, _ = select.select(watched, [], [], 0.1)
+        if pidfd is not None and pidfd in ready:
+            watched.remove(pidfd)
+            pidfd = None
+            if on_exit is not None:
+                on_exit()
+            continue
         if not ready:
             if stop_at is not None:
                 break
@@ -272,19 +281,41 @@ def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
         events.put(("output", name, chunk))
 
     exited = threading.Event()
-    with log_path.open("wb") as log:
-        read = threading.Event()
-        _WORKERS.submit(_pump_then_set, read, proc, log, hand_over, exited)
+    ended: list[tuple[int, float]] = []
+
+    def on_exit() -> None:
         code = proc.wait()
-        exited_at = clock()  # the stage's end: whatever output is still in flight is not its time
+        ended.append((code, clock()))  # the stage's end: whatever output is still in flight is not its time
         # The shell is gone; anything it left behind in its group would hold the pipe open
-        # (and outlive the run), so end it before waiting for the reader.
+        # (and outlive the run), so end it before the rest is read.
         signal_group(proc.pid, signal.SIGKILL)
         exited.set()
-        read.wait()
+
+    with open(log_path, "wb") as log:
+        pidfd = _pidfd(proc.pid)
+        if pidfd is not None:  # one thread reads the pipe and sees the exit
+            try:
+                pump_chunks(proc, log, hand_over, exited, pidfd=pidfd, on_exit=on_exit)
+            finally:
+                os.close(pidfd)
+            if not ended:
+                on_exit()  # the pipe closed first (`exec >&-`): the exit is still to come
+        else:  # a second thread waits for the exit while this one reads
+            read = threading.Event()
+            _WORKERS.submit(_pump_then_set, read, proc, log, hand_over, exited)
+            on_exit()
+            read.wait()
     if proc.stdout is not None:
         proc.stdout.close()
-    events.put(("exit", name, (code, exited_at)))
+    events.put(("exit", name, ended[0]))
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when `pid` exits (Linux 5.3+), or None elsewhere."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd_open (macOS, old kernels), or refused by a sandbox
+        return None
 
 
 def _pump_then_set(done: threading.Event, *args: object) -> None:

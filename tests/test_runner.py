@@ -133,6 +133,34 @@ def test_background_leftovers_are_ended_when_the_stage_exits(repo: Path, tmp_pat
     assert wait_until(lambda: not pid_alive(int(pidfile.read_text())))
 
 
+# Where os.pidfd_open is missing (macOS, Linux before 5.3), a second thread waits for each stage's exit.
+WITHOUT_PIDFD = "import os, sys; del os.pidfd_open; from cdkit.entry import main; sys.argv[0] = 'cdkit'; main()"
+
+
+@pytest.mark.parametrize("watch", ["pidfd", "thread"])
+def test_a_stage_s_exit_output_and_leftovers_are_seen_however_its_exit_is_watched(
+        repo: Path, tmp_path: Path, watch: str) -> None:
+    pidfile = tmp_path / "bg.pid"
+    commit(repo, {".cdkit.yml": config(f"""
+        version: 1
+        stages:
+          - {{name: talks, run: "echo one; printf 'two'"}}
+          - {{name: leaky, run: "sleep 60 & echo $! > {pidfile}; echo left", needs: []}}
+          - {{name: closes-early, run: "echo bye; exec >&- 2>&-; sleep 0.3; exit 3", needs: []}}
+    """)})
+    start = [sys.executable, "-m", "cdkit"] if watch == "pidfd" else [sys.executable, "-c", WITHOUT_PIDFD]
+    done = subprocess.run([*start, "run", "--json"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    stages = stages_by_name(json.loads(done.stdout))
+    assert stages["talks"]["status"] == "passed" and Path(str(stages["talks"]["log"])).read_text() == "one\ntwo"
+    assert stages["leaky"]["status"] == "passed" and Path(str(stages["leaky"]["log"])).read_text() == "left\n"
+    early = stages["closes-early"]
+    assert (early["status"], early["exit_code"]) == ("failed", 3)
+    assert early["duration"] >= 0.3  # type: ignore[operator]  # its end is its exit, not its pipe's closing
+    assert Path(str(early["log"])).read_text() == "bye\n"
+    assert wait_until(lambda: not pid_alive(int(pidfile.read_text())))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cancels_every_stage_and_records_it(repo: Path, tmp_path: Path, sig: signal.Signals) -> None:
     pidfile = tmp_path / "child.pid"
