@@ -184,7 +184,9 @@ def main() -> None:
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="cdkit-bench-") as tmp:
         root = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CDKIT", "PRE_COMMIT", "LEFTHOOK"))}
+        # Without PYTHONDONTWRITEBYTECODE: the warm-up writes the bytecode caches, as `pip install` does.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GIT_", "CDKIT", "PRE_COMMIT", "LEFTHOOK", "PYTHONDONTWRITEBYTECODE"))}
         env.update({"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b",
                     "GIT_COMMITTER_EMAIL": "b@example.com", "NO_COLOR": "1", "HOME": str(root),
                     "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,

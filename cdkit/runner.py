@@ -107,7 +107,7 @@ class _Running:
                  "in_flight")
 
     def __init__(self, stage: Stage, proc: subprocess.Popen[bytes], started_at: float, deadline: float,
-                 log_path: Path) -> None:
+                 log_path: str) -> None:
         self.stage = stage
         self.proc = proc
         self.started_at = started_at
@@ -273,7 +273,7 @@ class _Workers:
 _WORKERS = _Workers()
 
 
-def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
+def _watch(proc: subprocess.Popen[bytes], log_path: str, name: str,
            events: queue.SimpleQueue[tuple[str, str, object]], in_flight: threading.Semaphore,
            clock: Callable[[], float]) -> None:
     def hand_over(chunk: bytes) -> None:
@@ -308,6 +308,16 @@ def _watch(proc: subprocess.Popen[bytes], log_path: Path, name: str,
     if proc.stdout is not None:
         proc.stdout.close()
     events.put(("exit", name, ended[0]))
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """/dev/null, opened once for every stage's stdin (Popen's DEVNULL opens and closes it per process)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY))  # not inheritable: only as a stage's fd 0
+    return _DEVNULL[0]
 
 
 def _pidfd(pid: int) -> int | None:
@@ -356,14 +366,15 @@ def _working_directory_problem(stage: Stage, workdir: Path) -> str | None:
 
 def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
            events: queue.SimpleQueue[tuple[str, str, object]], clock: Callable[[], float]) -> _Running:
-    log_path = ctx.log_dir / f"{stage.name}.log"
-    cwd = ctx.workdir / stage.working_directory if stage.working_directory else ctx.workdir
+    # Strings, not Paths: joined once per stage on the runner's one thread, they cost less.
+    log_path = os.path.join(ctx.log_dir, f"{stage.name}.log")
+    cwd = os.path.join(ctx.workdir, stage.working_directory) if stage.working_directory else ctx.workdir
     started = clock()
     proc = subprocess.Popen(
         ["/bin/sh", "-c", stage.run],
         cwd=cwd,
         env=_stage_env(stage, ctx, extra_env),
-        stdin=subprocess.DEVNULL,
+        stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -534,7 +545,7 @@ class Runner:
             status = FAILED
             reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         result = StageResult(name, status, reason, exit_code=code, started_at=running.started_at,
-                             finished_at=exited_at, log_path=str(running.log_path), command=running.stage.run)
+                             finished_at=exited_at, log_path=running.log_path, command=running.stage.run)
         if self.check_result is not None and not running.cancelled:
             result = self.check_result(running.stage, result)
         self._finish(running.stage, result)
