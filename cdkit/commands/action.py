@@ -27,7 +27,7 @@ from cdkit import output
 from cdkit.commands.action_fanout import FAN_OUT_COMMANDS
 from cdkit.config import Environment, Pipeline
 from cdkit.errors import EXIT_FAILED, EXIT_OK, ConfigError, GateFailed, UsageError
-from cdkit.github import MAX_WAIT_ENV
+from cdkit.github import MAX_WAIT_ENV, GitHubClient
 from cdkit.github_events import DEFAULT_MAX_WAIT, NOTHING, REFUSE, RELEASE, RUN, Decision, RunnerEnv, read_event
 from cdkit.plan import make_plan, parse_skip
 from cdkit.report.actions import Actions, ActionsReporter, md_code, md_escape, safe_url, summary_table
@@ -37,7 +37,6 @@ from cdkit.secrets import redact
 from cdkit.session import RunOutcome, Workspace, find_workspace, load_pipeline, load_pipeline_at, open_ledger, run_trigger
 
 if TYPE_CHECKING:  # PyGithub and the release machinery load only when a run needs them
-    from cdkit.github import GitHubClient
     from cdkit.ledger import Ledger
     from cdkit.release import DeployResult, ReleaseContext
     from cdkit.report.checks import ChecksReporter
@@ -461,12 +460,14 @@ def release_step(actions: Actions, inputs: ActionInputs, ws: Workspace, pipeline
         outcome = _judge_release(actions, ctx, env, decision, target, sha=sha, deploy_now=deploy_now,
                                  results=results, notes=notes, links=links)
     # The summary's history reads GitHub next: through the same client, it reuses what is still current.
-    return dataclasses.replace(outcome, github=getattr(ctx.remote, "client", None))
+    client = getattr(ctx.remote, "client", None)
+    return dataclasses.replace(outcome, github=client if isinstance(client, GitHubClient) else None)
 
 
 def _judge_release(actions: Actions, ctx: ReleaseContext, env: RunnerEnv, decision: Decision, target: Environment, *,
                    sha: str, deploy_now: bool, results: tuple[StageResult, ...], notes: Sequence[str],
                    links: dict[str, str]) -> Outcome:
+    """`release_step` once the release context is built: the event handlers, a deploy, or the `deploy` output."""
     from cdkit import release
 
     passed = "passed" if results else "skipped"
