@@ -350,6 +350,11 @@ class CommitInfo(NamedTuple):
     subject: str
 
 
+def root_commits(head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """The commits of `head`'s history without a parent: one, unless unrelated histories were merged."""
+    return git("rev-list", "--max-parents=0", "--end-of-options", head, "--", cwd=cwd).split()
+
+
 def commits_in_range(base: str | None, head: str, cwd: str | os.PathLike[str] | None = None,
                      *, limit: int | None = None) -> list[CommitInfo]:
     """Commits reachable from `head` but not from `base` (all of `head`'s history without a base), newest first.

@@ -463,13 +463,15 @@ class GitHubRemote:
         """Each released commit with its linked accounts, the pull requests that brought it in, and its pushers.
 
         Accounts come from compare (every page: a range of any length) or, for commits
-        compare did not list (no base), from the commit itself. Every read that fails
-        raises, so the approval fails closed.
+        compare did not list, from the commit itself. A range without a base (a first
+        release of the whole history) is compared from its root commit, which is then the
+        only one read alone. Every read that fails raises, so the approval fails closed.
         """
         key = (base, head, tuple(c.sha for c in commits))
         if key in self._people_read:  # a deploy checks twice (before the lock and right before deploying)
             return self._people_read[key]
-        accounts = self._range_accounts(base, head) if base else {}
+        start = base or self._root_to_compare_from(head, commits)
+        accounts = self._range_accounts(start, head) if start else {}
         with_pulls = []
         for c in commits:
             author, committer = accounts[c.sha] if c.sha in accounts else self._commit_accounts(c.sha)
@@ -480,6 +482,14 @@ class GitHubRemote:
         out = [dataclasses.replace(c, pushers=tuple(pushers.get(c.sha, ()))) for c in with_pulls]
         self._people_read[key] = tuple(out)
         return self._people_read[key]
+
+    def _root_to_compare_from(self, head: str, commits: tuple[CommitPeople, ...]) -> str | None:
+        """A root of `head`'s history among `commits`, when comparing from it saves reads: compare lists
+        100 commits a request, where each commit read alone is one. None for 2 commits or fewer."""
+        if len(commits) <= 2:
+            return None
+        in_range = {c.sha for c in commits}
+        return next((r for r in git.root_commits(head, cwd=self.root) if r in in_range and r != head), None)
 
     def _range_accounts(self, base: str, head: str) -> dict[str, tuple[Identity | None, Identity | None]]:
         commits = self._all(f"/compare/{base}...{head}", f"compare {base[:12]}...{head[:12]}", "contents: read",

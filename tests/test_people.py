@@ -262,6 +262,35 @@ def test_a_push_record_from_another_app_is_not_counted(tmp_path: Path, fake_gith
 # --- a range longer than a pull request's 250-commit list -------------------------------------------------------
 
 
+@pytest.mark.parametrize("approver", [CAROL, BOB], ids=["root-author", "control"])
+def test_a_first_release_of_the_whole_history_is_compared_from_its_root(
+        tmp_path: Path, fake_github: FakeGitHub, approver: dict[str, Any]) -> None:
+    """No base (adopted as running nothing): the accounts come from one compare, and only the root is read alone."""
+    repo = make_repo(tmp_path / "repo")
+    root = commit_as(repo, "Carol <carol@corp.example>", "carol's first commit")
+    for n in range(4):
+        git(repo, "commit", "-q", "--allow-empty", "-m", f"ada {n}")
+    sha = commit(repo, {".cdkit.yml": delivery_pipeline("review", "")}, "the pipeline")
+    link_git(fake_github, repo, LINKED)
+    fake_github.state.extra["permissions"] = {login: "write" for login in ("ada", "bob", "carol")}
+    env = gh_env(fake_github, sha)
+    assert cdkit("adopt", "--env", "prod", "--empty", cwd=repo, env=env).returncode == 0
+    assert cdkit("run", cwd=repo).returncode == 0
+    assert cdkit("release", "open", "--env", "prod", cwd=repo, env=env).returncode == 0
+    fake_github.state.extra["reviews"] = {1: [review(1, approver, sha)]}
+    before = len(fake_github.requests)
+    result = cdkit("release", "check", "--env", "prod", "--json", cwd=repo, env=env)
+    data = json.loads(result.stdout)
+    paths = [r.path for r in fake_github.requests[before:] if r.method == "GET"]
+    assert [p for p in paths if "/compare/" in p] == [f"/repos/{REPO}/compare/{root}...{sha}"]
+    assert [p for p in paths if p.startswith(f"/repos/{REPO}/commits/") and p.count("/") == 5] == \
+        [f"/repos/{REPO}/commits/{root}"]  # the root alone; the 5 others came with the compare
+    if approver is CAROL:  # she wrote the root commit, 6 commits deep: her approval does not count
+        assert result.returncode == 1 and refused_because(data, "carol authored or committed a commit being released")
+    else:
+        assert result.returncode == 0 and data["released"], data
+
+
 def test_a_release_of_more_than_250_commits_is_read_completely(tmp_path: Path, fake_github: FakeGitHub) -> None:
     world = World(tmp_path, fake_github)
     carols = commit_as(world.repo, "Carol <carol@corp.example>", "carol's change, 270 commits deep")
