@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,9 +29,38 @@ def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("NO_COLOR", "1")
-    for key in ("CDKIT_SKIP", "CDKIT", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_ACTIONS", "GITHUB_REPOSITORY",
-                "GITHUB_API_URL", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_EVENT_NAME", "GITHUB_EVENT_PATH"):
+    for key in ISOLATION_DROPPED:
         monkeypatch.delenv(key, raising=False)
+
+
+ISOLATION_DROPPED = ("CDKIT_SKIP", "CDKIT", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_ACTIONS", "GITHUB_REPOSITORY",
+                     "GITHUB_API_URL", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_EVENT_NAME",
+                     "GITHUB_EVENT_PATH")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    result: subprocess.CompletedProcess[str]
+    cwd_before: list[Path]
+    cwd_after: list[Path]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One `cdkit demo` per test process, read by each test about the demo (it takes ~15 s).
+
+    The tests that read it share an xdist group, so a parallel run makes one. Run as
+    `_isolated_git` isolates a test: its own HOME, no git config, no colour, no token.
+    """
+    home, cwd = tmp_path_factory.mktemp("demo-home"), tmp_path_factory.mktemp("demo-cwd")
+    env = {k: v for k, v in os.environ.items() if k not in ISOLATION_DROPPED}
+    env.update({"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+                "NO_COLOR": "1", "GIT_AUTHOR_NAME": "Ada Author", "GIT_AUTHOR_EMAIL": "ada@example.com",
+                "GIT_COMMITTER_NAME": "Ada Author", "GIT_COMMITTER_EMAIL": "ada@example.com"})
+    before = sorted(cwd.iterdir())
+    result = subprocess.run([sys.executable, "-m", "cdkit", "demo"], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=300)
+    return DemoRun(result, before, sorted(cwd.iterdir()))
 
 
 @pytest.fixture

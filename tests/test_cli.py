@@ -12,6 +12,7 @@ import pytest
 
 from cdkit.cli import cli
 from cdkit.ledger import SCHEMA_VERSION
+from tests.conftest import DemoRun
 from tests.helpers import ROOT, cdkit, commit
 
 
@@ -96,13 +97,13 @@ def test_a_plain_run_imports_neither_yaml_nor_the_github_or_release_code(repo: P
     assert heavy() == "yaml"  # an edit is a cache miss, parsed and validated again
 
 
-def test_demo_runs_offline_and_touches_nothing_here(tmp_path: Path) -> None:
-    before = sorted(tmp_path.iterdir())
-    result = cdkit("demo", cwd=tmp_path, env={"GITHUB_TOKEN": "", "GH_TOKEN": ""})
+@pytest.mark.xdist_group("demo")
+def test_demo_runs_offline_and_touches_nothing_here(demo_run: DemoRun) -> None:
+    result = demo_run.result  # with no token in its environment
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✗ test" in result.stdout or "XX test" in result.stdout
     assert "run #2 passed" in result.stdout
-    assert sorted(tmp_path.iterdir()) == before
+    assert demo_run.cwd_after == demo_run.cwd_before
     # the stages show their commands as written in .cdkit.yml, and the demo says what becomes of its repository
     assert "it is deleted at the end; `cdkit demo --keep` keeps it" in result.stdout
     started = [line for line in result.stdout.splitlines() if "started:" in line]

@@ -23,6 +23,7 @@ from cdkit.errors import ConfigError
 from cdkit.hook import LEGACY_NAME, MARKER
 from cdkit.hook_entry import load_pipeline_cached
 from cdkit.ledger import Ledger
+from tests.conftest import DemoRun
 from tests.helpers import ROOT, cdkit, commit, config, git, make_bare, make_repo, write
 
 PIPELINE = config("""
@@ -800,8 +801,9 @@ def test_pipeline_cache_misses_when_schema_json_changes(tmp_path: Path, monkeypa
         load_pipeline_cached(path, cache)
 
 
-def test_demo_shows_a_push_blocked_then_let_through(tmp_path: Path) -> None:
-    result = cdkit("demo", cwd=tmp_path)
+@pytest.mark.xdist_group("demo")
+def test_demo_shows_a_push_blocked_then_let_through(demo_run: DemoRun) -> None:
+    result = demo_run.result
     assert result.returncode == 0, result.stderr
     hook_part = result.stdout[result.stdout.index("The pre-push hook"):].split("── 15.", 1)[0]  # before windows
     assert "cdkit: installed the pre-push hook" in hook_part

@@ -19,6 +19,7 @@ from cdkit.config import load
 from cdkit.errors import GateFailed
 from cdkit.ledger import Ledger
 from cdkit.release import ReleaseContext, deploy
+from tests.conftest import DemoRun
 from tests.helpers import adopt_new, allowed_signers, cdkit, commit, config, git, make_repo, signing_env
 
 BOB = {"GIT_COMMITTER_NAME": "Bob Reviewer", "GIT_COMMITTER_EMAIL": "bob@example.com",
@@ -554,8 +555,9 @@ def test_review_mode_without_github_fails_closed(tmp_path: Path) -> None:
     assert cdkit("approve", "HEAD", "--env", "prod", cwd=repo, env=BOB).returncode == 2
 
 
-def test_the_demo_never_deploys_the_commit_whose_stage_failed(tmp_path: Path) -> None:
-    result = cdkit("demo", cwd=tmp_path, timeout=300)
+@pytest.mark.xdist_group("demo")
+def test_the_demo_never_deploys_the_commit_whose_stage_failed(demo_run: DemoRun) -> None:
+    result = demo_run.result
     assert result.returncode == 0, result.stderr
     text = result.stdout
     broken = text.split("A commit whose test fails is never released anywhere", 1)[1].split("── ", 1)[0]
