@@ -22,6 +22,23 @@ def git(repo: Path, *args: str, input: bytes | None = None, check: bool = True) 
     return proc.stdout.decode("utf-8", "surrogateescape").strip()
 
 
+def empty_commits(repo: Path, count: int, message: str) -> str:
+    """`count` empty commits on the current branch, as `git commit --allow-empty` by the test's identity would
+    make them (messages `message 0`, `message 1`...), written by one `git fast-import`; the new tip."""
+    branch, parent = git(repo, "symbolic-ref", "HEAD"), git(repo, "rev-parse", "HEAD")
+    author = f"{os.environ['GIT_AUTHOR_NAME']} <{os.environ['GIT_AUTHOR_EMAIL']}>"
+    committer = f"{os.environ['GIT_COMMITTER_NAME']} <{os.environ['GIT_COMMITTER_EMAIL']}>"
+    start = int(git(repo, "log", "-1", "--format=%ct"))
+    stream = []
+    for n in range(count):
+        text = f"{message} {n}\n".encode()
+        stream += [f"commit {branch}\n".encode(), f"author {author} {start + n + 1} +0000\n".encode(),
+                   f"committer {committer} {start + n + 1} +0000\n".encode(), b"data %d\n" % len(text), text,
+                   *([f"from {parent}\n".encode()] if n == 0 else []), b"\n"]
+    git(repo, "fast-import", "--quiet", input=b"".join(stream))
+    return git(repo, "rev-parse", "HEAD")
+
+
 def make_repo(path: Path, *, branch: str = "main") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", branch)

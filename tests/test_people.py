@@ -19,7 +19,7 @@ import tests.fake_github_release  # noqa: F401 - registers the release endpoints
 from tests import event_payloads as ev
 from tests.fake_github import FakeGitHub
 from tests.fake_github_release import add_deployment, brought_in_by, link_git
-from tests.helpers import cdkit, commit, delivery_pipeline, git, make_repo, write
+from tests.helpers import cdkit, commit, delivery_pipeline, empty_commits, git, make_repo, write
 from tests.test_action import run_action, run_workflow
 
 ADA = {"login": "ada", "id": 1, "type": "User"}
@@ -294,9 +294,7 @@ def test_a_first_release_of_the_whole_history_is_compared_from_its_root(
 def test_a_release_of_more_than_250_commits_is_read_completely(tmp_path: Path, fake_github: FakeGitHub) -> None:
     world = World(tmp_path, fake_github)
     carols = commit_as(world.repo, "Carol <carol@corp.example>", "carol's change, 270 commits deep")
-    for n in range(269):
-        git(world.repo, "commit", "-q", "--allow-empty", "-m", f"ada {n}")
-    sha = git(world.repo, "rev-parse", "HEAD")
+    sha = empty_commits(world.repo, 269, "ada")
     code, data = world.release(sha, CAROL)
     assert code == 1
     assert refused_because(data, "carol's approval does not count: carol authored or committed a commit being "
@@ -310,8 +308,6 @@ def test_control_a_release_of_more_than_250_commits_is_approved_by_someone_else(
         tmp_path: Path, fake_github: FakeGitHub) -> None:
     world = World(tmp_path, fake_github)
     commit_as(world.repo, "Carol <carol@corp.example>", "carol's change")
-    for n in range(269):
-        git(world.repo, "commit", "-q", "--allow-empty", "-m", f"ada {n}")
-    sha = git(world.repo, "rev-parse", "HEAD")
+    sha = empty_commits(world.repo, 269, "ada")
     code, data = world.release(sha, BOB)
     assert code == 0 and data["released"], data
