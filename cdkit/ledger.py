@@ -24,6 +24,8 @@ from cdkit.util import HOST, local_process_gone
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NamedTuple
+
+    from cdkit.runner import StageResult
 else:
     from cdkit.ntuple import NamedTuple
 
@@ -422,27 +424,18 @@ class StageRecord(NamedTuple):
 ROWS_PER_STATEMENT = 100  # 9 parameters a row: SQLite before 3.32 allows 999 in one statement
 
 
-def _stage_rows_insert(run_id: int, rows: Sequence[StageRow]) -> tuple[str, list[Any]]:
+# A stage row's columns after run_id, in the order record_stage and record_stages give them.
+StageValues = tuple[str, str, str, "int | None", "float | None", "float | None", "str | None", "str | None"]
+
+
+def _stage_rows_insert(run_id: int, rows: Sequence[StageValues]) -> tuple[str, list[Any]]:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
     return ("INSERT OR REPLACE INTO stage_results"
             " (run_id, stage, status, reason, exit_code, started_at, finished_at, log_path, command)"
             f" VALUES {values}",
-            [value for row in rows for value in (
-                run_id, row.stage, row.status, _storable(row.reason), row.exit_code, row.started_at,
-                row.finished_at, _storable(row.log_path), _storable(row.command))])
-
-
-class StageRow(NamedTuple):
-    """One stage's row as the runner reports it (`record_stages`)."""
-
-    stage: str
-    status: str
-    reason: str = ""
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    log_path: str | None = None
-    command: str | None = None
+            [value for (stage, status, reason, exit_code, started_at, finished_at, log_path, command) in rows
+             for value in (run_id, stage, status, _storable(reason), exit_code, started_at, finished_at,
+                           _storable(log_path), _storable(command))])
 
 
 class OutboxItem(NamedTuple):
@@ -658,12 +651,15 @@ class Ledger:
         command: str | None = None,
     ) -> None:
         """Insert or replace one stage's result (first as `running`, then its outcome)."""
-        self.record_stages(run_id, [StageRow(stage, status, reason, exit_code, started_at, finished_at, log_path,
-                                             command)])
+        self._write_one(*_stage_rows_insert(
+            run_id, [(stage, status, reason, exit_code, started_at, finished_at, log_path, command)]))
 
-    def record_stages(self, run_id: int, rows: Sequence[StageRow]) -> None:
-        """Insert or replace stages' results (one row per stage) in one commit: one statement for up to
-        ROWS_PER_STATEMENT rows (within SQLite's oldest limit on parameters), a transaction beyond."""
+    def record_stages(self, run_id: int, results: Sequence[StageResult]) -> None:
+        """Insert or replace stages' results (one row per stage; `running` for a stage that started) in one
+        commit: one statement for up to ROWS_PER_STATEMENT rows (within SQLite's oldest limit on
+        parameters), a transaction beyond."""
+        rows = [(r.stage, r.status, r.reason, r.exit_code, r.started_at, r.finished_at, r.log_path, r.command)
+                for r in results]
         chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
         if not chunks:
             return

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 
 from cdkit.config import Stage
-from cdkit.ledger import Ledger, StageRow
+from cdkit.ledger import Ledger
 from cdkit.runner import StageResult
 
 HOLD = 0.05  # seconds a stage's start or end may wait to be written with others
@@ -25,25 +25,22 @@ class LedgerReporter:
         self.ledger = ledger
         self.run_id = run_id
         self.clock = clock
-        self._held: dict[str, StageRow] = {}  # by stage: a later event replaces an earlier one
+        self._held: dict[str, StageResult] = {}  # by stage: a later event replaces an earlier one
         self._since = 0.0  # when the oldest held row came
 
-    def _hold(self, row: StageRow) -> None:
+    def _hold(self, row: StageResult) -> None:
         if not self._held:
             self._since = self.clock()
         self._held[row.stage] = row
 
     def stage_started(self, stage: Stage, started_at: float) -> None:
-        self._hold(StageRow(stage.name, "running", started_at=started_at, command=stage.run))
+        self._hold(StageResult(stage.name, "running", started_at=started_at, command=stage.run))
 
     def stage_output(self, stage: Stage, chunk: bytes) -> None:
         pass  # the runner keeps the full log file; the ledger keeps its path
 
     def stage_finished(self, stage: Stage, result: StageResult) -> None:
-        self._hold(StageRow(
-            stage.name, result.status, reason=result.reason, exit_code=result.exit_code,
-            started_at=result.started_at, finished_at=result.finished_at, log_path=result.log_path,
-            command=result.command))
+        self._hold(result)
 
     def waiting(self) -> float | None:
         if not self._held:
