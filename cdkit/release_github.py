@@ -33,6 +33,7 @@ from cdkit import evidence
 from cdkit.config import Environment, Evidence, Pipeline
 from cdkit.errors import GateFailed, UsageError
 from cdkit.github import GitHubClient, GitHubRefused, actions_run_url, resolve_repository
+from cdkit.history.records import is_adoption
 from cdkit.ledger import Ledger
 from cdkit.people import PUSH_RECORD_NAME, CommitPeople, PullRequest, ReleasePeople, parse_push_record
 from cdkit.release import (
@@ -55,16 +56,10 @@ def _epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _adopted(deployment: Mapping[str, Any]) -> bool:
-    """A cdkit deployment that records an adoption (`cdkit adopt`): nothing was deployed or verified."""
-    payload = deployment.get("payload")
-    return isinstance(payload, Mapping) and payload.get("adopted") is True
-
-
 def _adopted_empty(deployment: Mapping[str, Any]) -> bool:
     """An adoption of "nothing runs here": its ref is a placeholder (GitHub needs one), never what runs."""
     payload = deployment.get("payload")
-    return _adopted(deployment) and isinstance(payload, Mapping) and payload.get("adopted_empty") is True
+    return is_adoption(deployment) and isinstance(payload, Mapping) and payload.get("adopted_empty") is True
 
 
 def _identity(user: Mapping[str, Any] | None) -> Identity | None:
@@ -249,7 +244,7 @@ class GitHubRemote:
 
     def has_deployed(self, environment: str, sha: str) -> bool:
         for deployment in self._deployments(environment, sha):
-            if not self._says_what_runs(deployment) or _adopted(deployment):
+            if not self._says_what_runs(deployment) or is_adoption(deployment):
                 continue
             statuses = self._statuses(int(deployment["id"]))
             if self._is_job_deployment(deployment, statuses):
@@ -275,7 +270,7 @@ class GitHubRemote:
         """When cdkit's deployment of `sha` last reached `success` (set only once verified), and until when it ran."""
         newer_success: float | None = None
         for deployment in self._cdkit_deployments(environment):
-            if _adopted(deployment):
+            if is_adoption(deployment):
                 break  # the start of its record: an adopted SHA was never verified by cdkit
             state, _, when = self._final_state(int(deployment["id"]))
             if deployment.get("sha") == sha and state in ("success", "inactive") and when is not None:
@@ -296,7 +291,7 @@ class GitHubRemote:
                     return f"{environment} was rolled back from it {how} (GitHub deployment {deployment['id']})"
             if deployment.get("sha") != sha or _adopted_empty(deployment):
                 continue  # another SHA's, or an adoption of nothing, whose ref is a placeholder
-            if _adopted(deployment):
+            if is_adoption(deployment):
                 return None  # an adoption deployed nothing, so nothing of it failed: no status to read
             state, description, _ = self._final_state(int(deployment["id"]))
             if state in ("success", "inactive"):
@@ -323,7 +318,7 @@ class GitHubRemote:
         first = mine[-1]  # newest first
         payload = first["payload"]
         where = f"GitHub deployment {first['id']}"
-        if _adopted(first):
+        if is_adoption(first):
             return Adoption(None if _adopted_empty(first) else str(first.get("sha")), where=where,
                             by=payload.get("adopted_by"), reason=payload.get("reason"))
         return Adoption(str(first.get("sha")), adopted=False, where=where)
@@ -374,7 +369,7 @@ class GitHubRemote:
             created = _epoch(deployment.get("created_at")) or now
             if now - created > STALE_DEPLOY_SECONDS:
                 break  # newest first: everything further is older still
-            if _adopted(deployment) and self._says_what_runs(deployment):
+            if is_adoption(deployment) and self._says_what_runs(deployment):
                 continue  # cdkit's record of an adoption runs nothing: never a deploy in progress
             statuses = self._statuses(deployment_id)
             if self._of_this_run(statuses):
@@ -730,7 +725,7 @@ class GitHubRemote:
     def never_released(self, environment: str) -> bool:
         """Whether every cdkit deployment of `environment` is its adoption: no release pull request ever deployed
         there, so its release branches most likely do not exist yet."""
-        return all(_adopted(d) for d in self._cdkit_deployments(environment))
+        return all(is_adoption(d) for d in self._cdkit_deployments(environment))
 
     def open_release_pull(self, environment: str, *, title: str, body: str,
                           listed: tuple[dict[str, Any] | None] | None = None) -> tuple[int, bool]:

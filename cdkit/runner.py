@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import queue
 import select
@@ -310,14 +311,10 @@ def _watch(proc: subprocess.Popen[bytes], log_path: str, name: str,
     events.put(("exit", name, ended[0]))
 
 
-_DEVNULL: list[int] = []
-
-
+@functools.cache
 def _devnull() -> int:
     """/dev/null, opened once for every stage's stdin (Popen's DEVNULL opens and closes it per process)."""
-    if not _DEVNULL:
-        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY))  # not inheritable: only as a stage's fd 0
-    return _DEVNULL[0]
+    return os.open(os.devnull, os.O_RDONLY)  # not inheritable: only as a stage's fd 0
 
 
 def _pidfd(pid: int) -> int | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cdkit.github import GitHubClient
-from cdkit.history.records import Deployment, approvals_of, outcome_of, with_previous
+from cdkit.history.records import Deployment, approvals_of, is_adoption, outcome_of, with_previous
 from cdkit.history.timeutil import parse_iso
 
 _JOB_LINK = re.compile(r"/actions/runs/\d+/job/\d+")
@@ -46,8 +46,7 @@ def _statuses(client: GitHubClient, repo: str, deployment_id: int) -> list[dict[
 def _is_adoption(item: Mapping[str, Any]) -> bool:
     """cdkit's record of what an environment ran before its first cdkit deployment (`cdkit adopt`): a
     baseline, as in the ledger, never a deployment of its own (whatever state GitHub gives it)."""
-    payload = item.get("payload")
-    return isinstance(payload, Mapping) and "cdkit_deployment_id" in payload and payload.get("adopted") is True
+    return is_adoption(item) and "cdkit_deployment_id" in item["payload"]
 
 
 def _is_job_deployment(item: Mapping[str, Any], statuses: list[dict[str, Any]]) -> bool:

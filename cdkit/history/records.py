@@ -50,6 +50,12 @@ NOT_COUNTED = frozenset({"in progress", "refused", "baseline"})
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+
+def is_adoption(deployment: Mapping[str, Any]) -> bool:
+    """A GitHub deployment whose payload records an adoption (`cdkit adopt`): nothing was deployed or verified."""
+    payload = deployment.get("payload")
+    return isinstance(payload, Mapping) and payload.get("adopted") is True
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from cdkit.config import Stage
 from cdkit.ledger import Ledger
@@ -21,16 +20,15 @@ class LedgerReporter:
     rows of a run that is then shown as interrupted.
     """
 
-    def __init__(self, ledger: Ledger, run_id: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ledger: Ledger, run_id: int) -> None:
         self.ledger = ledger
         self.run_id = run_id
-        self.clock = clock
         self._held: dict[str, StageResult] = {}  # by stage: a later event replaces an earlier one
         self._since = 0.0  # when the oldest held row came
 
     def _hold(self, row: StageResult) -> None:
         if not self._held:
-            self._since = self.clock()
+            self._since = time.monotonic()
         self._held[row.stage] = row
 
     def stage_started(self, stage: Stage, started_at: float) -> None:
@@ -45,7 +43,7 @@ class LedgerReporter:
     def waiting(self) -> float | None:
         if not self._held:
             return None
-        left = HOLD - (self.clock() - self._since)
+        left = HOLD - (time.monotonic() - self._since)
         if left > 0:
             return left
         self._write()
