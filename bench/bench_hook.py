@@ -18,6 +18,10 @@ the remote is reset untimed between pushes.
 Then five independent `sleep 0.2` stages: cdkit (`needs: []`) against lefthook
 (`parallel: true`), in a second repository of the same shape.
 
+Last, pushes that run nothing, against a hook that only starts Python (`python -I -c pass`):
+a push deleting a branch, a push to a pipeline with no `on: pre-push` stage, and the hook
+run by hand with empty stdin (no `git push` around it).
+
 Run it from a virtualenv holding cdkit, pre-commit and lefthook (`pip install -e . pre-commit
 lefthook`): the hooks call that venv's python, and lefthook's own Go binary from its pip
 package is called by absolute path (--lefthook PATH picks another; without either, npm's
@@ -58,6 +62,8 @@ PRE_COMMIT_NOOP = """repos:
 LEFTHOOK_NOOP = "pre-push:\n  commands:\n    noop:\n      run: \"true\"\n"
 LEFTHOOK_SLEEP = "pre-push:\n  parallel: true\n  commands:\n" + "".join(
     f"    s{i}:\n      run: sleep 0.2\n" for i in range(5))
+CDKIT_CI_ONLY = "version: 1\nstages:\n  - name: test\n    run: \"true\"\n    on: [ci]\n"
+BARE_PYTHON_HOOK = "#!/bin/sh\nexec {python} -I -c pass\n"
 PYTHON_HOOK = """#!/bin/sh
 exec {python} -I -c 'import subprocess, sys; sys.stdin.buffer.read(); sys.exit(subprocess.run(["true"]).returncode)' "$@"
 """
@@ -119,6 +125,7 @@ class Bench:
         run("git", "add", "-A", cwd=self.repo, env=env)
         run("git", "commit", "-q", "-m", "change", cwd=self.repo, env=env)
         self.hooks: dict[str, Path] = {}
+        self.refspec = "main"
 
     def rev(self, rev: str) -> str:
         out = subprocess.run(["git", "rev-parse", rev], cwd=self.repo, env=self.env, capture_output=True, text=True)
@@ -145,11 +152,41 @@ class Bench:
     def push(self, name: str) -> float:
         self.reset_remote()
         start = time.perf_counter()
-        proc = subprocess.run(["git", "-c", f"core.hooksPath={self.hooks[name]}", "push", "-q", "origin", "main"],
+        proc = subprocess.run(["git", "-c", f"core.hooksPath={self.hooks[name]}", "push", "-q", "origin",
+                               self.refspec],
                               cwd=self.repo, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"push with {name} failed:\n{proc.stderr.decode(errors='replace')}")
+        return elapsed
+
+
+class DeleteBench(Bench):
+    """The same repository, pushing `:gone`: a branch deleted on the remote, which no stage judges."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.__dict__.update(bench.__dict__)
+        self.refspec = ":refs/heads/gone"
+
+    def reset_remote(self) -> None:
+        run("git", "update-ref", "refs/heads/gone", self.base, cwd=self.remote, env=self.env)
+        run("git", "update-ref", "refs/remotes/origin/gone", self.base, cwd=self.repo, env=self.env)
+
+
+class DirectRun(Bench):
+    """The hook itself run by hand with empty stdin, as git would with nothing to push (no `git push`)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.__dict__.update(bench.__dict__)
+
+    def push(self, name: str) -> float:
+        start = time.perf_counter()
+        proc = subprocess.run([str(self.hooks[name] / "pre-push"), "origin", str(self.remote)], cwd=self.repo,
+                              env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"{name} run by hand failed:\n{proc.stderr.decode(errors='replace')}")
         return elapsed
 
 
@@ -208,14 +245,29 @@ def main() -> None:
         sleep.add_hook("cdkit", install_cdkit(python, sleep.repo, env))
         sleep.add_hook("lefthook", install_script(lefthook_hook))
 
-        cases = [(noop, name) for name in noop.hooks] + [(sleep, name) for name in sleep.hooks]
-        times: dict[tuple[str, str], list[float]] = {(b.repo.name, n): [] for b, n in cases}
-        for bench, name in cases:  # warm-up, untimed: caches, .pyc files, the ledger
+        # Pushes that run nothing: the noop repository gets one more hook, and a pipeline with only CI stages.
+        bare_python = install_script(BARE_PYTHON_HOOK.format(python=python))
+        noop.add_hook("python -I -c pass", bare_python)
+        ci_only = Bench(root, "ci-only", {".cdkit.yml": CDKIT_CI_ONLY}, env)
+        for name, install in (("no hook", lambda _hooks: None), ("cdkit", install_cdkit(python, ci_only.repo, env)),
+                              ("python -I -c pass", bare_python)):
+            ci_only.add_hook(name, install)
+        nothing = {"a push deleting a branch": DeleteBench(noop), "a push with no `on: pre-push` stage": ci_only,
+                   "the hook run by hand, empty stdin": DirectRun(noop)}
+        quiet_hooks = ("no hook", "cdkit", "python -I -c pass")
+
+        cases: list[tuple[Bench, str, str]] = (
+            [(noop, "noop", n) for n in noop.hooks if n != "python -I -c pass"]
+            + [(sleep, "sleep", n) for n in sleep.hooks]
+            + [(bench, what, n) for what, bench in nothing.items() for n in quiet_hooks
+               if not (isinstance(bench, DirectRun) and n == "no hook")])
+        times: dict[tuple[str, str], list[float]] = {(what, n): [] for _, what, n in cases}
+        for bench, _what, name in cases:  # warm-up, untimed: caches, .pyc files, the ledger
             bench.push(name)
         for i in range(args.rounds):
             rotated = cases[i % len(cases):] + cases[:i % len(cases)]
-            for bench, name in rotated:
-                times[(bench.repo.name, name)].append(bench.push(name))
+            for bench, what, name in rotated:
+                times[(what, name)].append(bench.push(name))
 
     med = {key: statistics.median(values) * 1000 for key, values in times.items()}
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, git "
@@ -227,8 +279,8 @@ def main() -> None:
           "| added vs lefthook |")
     print("|---|---:|---:|---:|---:|---:|")
     base = med[("noop", "no hook")]
-    added = {name: med[("noop", name)] - base for name in noop.hooks}
-    for name in noop.hooks:
+    added = {name: med[("noop", name)] - base for name in noop.hooks if name != "python -I -c pass"}
+    for name in (n for n in noop.hooks if n != "python -I -c pass"):
         if name == "no hook":
             print(f"| no hook | {base:.0f} | - | - | - | - |")
             continue
@@ -245,6 +297,15 @@ def main() -> None:
     for name in sleep.hooks:
         value = med[("sleep", name)]
         print(f"| {name} | {value:.0f} | {'-' if name == 'no hook' else f'{value - sleep_base:.0f}'} |")
+    print("\nPushes that run nothing, against a hook that only starts Python (`python -I -c pass`); run by hand, "
+          "the whole hook is timed:\n")
+    print("| push | no hook (ms) | cdkit adds (ms) | `python -I -c pass` adds (ms) | cdkit vs `python -I -c pass` |")
+    print("|---|---:|---:|---:|---:|")
+    for what, bench in nothing.items():
+        base_ms = 0.0 if isinstance(bench, DirectRun) else med[(what, "no hook")]
+        cdkit_ms, bare_ms = med[(what, "cdkit")] - base_ms, med[(what, "python -I -c pass")] - base_ms
+        shown = "-" if isinstance(bench, DirectRun) else f"{base_ms:.0f}"
+        print(f"| {what} | {shown} | {cdkit_ms:.0f} | {bare_ms:.0f} | {cdkit_ms / bare_ms:.2f}x |")
     print(f"\nreproduce: python bench/bench_hook.py --rounds {args.rounds}")
 
 

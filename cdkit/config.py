@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from cdkit import CONFIG_NAMES as CONFIG_NAMES  # re-exported: defined beside __version__ for the hook
+from cdkit import DEFAULT_CONFIG as DEFAULT_CONFIG
 from cdkit import __version__
 from cdkit.errors import ConfigError
 
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     # reuses a cached, already validated pipeline (see hook_entry) without parsing YAML.
     import yaml
 
-DEFAULT_CONFIG = ".cdkit.yml"
-CONFIG_NAMES = (DEFAULT_CONFIG, ".cdkit.yaml")  # both spellings are found; both at once is an error
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 DEFAULT_TIMEOUT = 30 * 60.0
 

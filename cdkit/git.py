@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cdkit.errors import GitError
+from cdkit.pushlines import is_zero_oid as is_zero_oid  # re-exported: git's "no object" id, also needed where git is not
 from cdkit.util import CalledProcessError, Started, cmd_output_b
 
 # Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
@@ -112,10 +113,6 @@ def git(*args: str, cwd: str | os.PathLike[str] | None = None) -> str:
 
 def _succeeds(*args: str, cwd: str | os.PathLike[str] | None = None) -> bool:
     return cmd_output_b("git", *args, cwd=cwd, check=False)[0] == 0
-
-
-def is_zero_oid(oid: str) -> bool:
-    return bool(oid) and not oid.strip("0")
 
 
 class Repo(NamedTuple):

@@ -21,13 +21,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, MutableMapping
     from pathlib import Path
-    from typing import IO, Any
+    from typing import IO, Any, TypeAlias
 
     from cdkit.config import Pipeline
     from cdkit.ledger import Ledger
     from cdkit.prepush import PushTarget
     from cdkit.runner import StageResult
     from cdkit.session import RunOutcome, Where, Workspace
+
+    CacheKey: TypeAlias = tuple[int, str, str, int, int, str, bytes]  # see _cache_key
 
 LEGACY_NAME = "pre-push.legacy"
 TOKEN_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
@@ -146,9 +148,9 @@ def _forget_git_environment(environ: MutableMapping[str, str]) -> None:
 
 def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: MutableMapping[str, str],
                 cwd: str | None) -> int:
-    from cdkit import prepush
+    from cdkit import pushlines
 
-    updates = prepush.parse_pre_push(stdin)
+    updates = pushlines.parse_pre_push(stdin)
     # pre-commit describes the push in PRE_COMMIT_* variables and gives us no stdin.
     from_pre_commit = not updates and bool(environ.get("PRE_COMMIT_REMOTE_NAME"))
     if not updates and not from_pre_commit:
@@ -164,7 +166,12 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         raise UsageError("REMOTE and URL are required with ref lines on stdin (git passes both to the hook): "
                          "cdkit hook run pre-push REMOTE URL")
 
-    from cdkit import git
+    quiet = None if from_pre_commit else _quiet_push(cwd, environ)
+    if quiet is not None:
+        _say(f"cdkit: {quiet}")
+        return EXIT_OK
+
+    from cdkit import git, prepush
     from cdkit.session import find_workspace
 
     ws = find_workspace(None, cwd)
@@ -268,28 +275,22 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
     is parsed and validated in full; a different cdkit, schema.json or Python is a miss too.
     It is a `marshal` of plain data: no import at all to read it.
     """
-    import marshal
-
-    from cdkit import __version__, config
+    from cdkit import config
 
     try:
         raw = path.read_bytes()
     except OSError:
         return config.load(path)  # the same error messages as everywhere else
-    # The validation rules live in schema.json as well as config.py: an edit to either (an editable
-    # install, an upgrade that keeps __version__) must re-validate, not reuse a pipeline it would reject.
-    key = (CACHE_FORMAT, __version__, sys.version, os.stat(config.__file__).st_mtime_ns,
-           os.stat(config.SCHEMA_PATH).st_mtime_ns, str(path), raw)
+    key = _cache_key(str(path), raw, config.__file__, str(config.SCHEMA_PATH))
     if os.path.islink(cache.parent):
         # cdkit never follows a link out of .git/cdkit (the ledger refuses such a directory and says so).
         return config.load_text(config.decode_config(raw, str(path)), str(path))
-    try:
-        cached_key, data = marshal.loads(cache.read_bytes())
-        if cached_key == key:
-            return _pipeline_from_data(data)
-    except Exception:  # noqa: BLE001 - a missing, stale or corrupt cache is only a miss
-        pass
+    data = _read_cache(str(cache), key)
+    if data is not None:
+        return _pipeline_from_data(data)
     pipeline = config.load_text(config.decode_config(raw, str(path)), str(path))
+    import marshal
+
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -298,6 +299,72 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
     except OSError:
         pass  # a read-only git dir: parse every time
     return pipeline
+
+
+def _cache_key(path: str, raw: bytes, config_file: str, schema_file: str) -> CacheKey:
+    # The validation rules live in schema.json as well as config.py: an edit to either (an editable
+    # install, an upgrade that keeps __version__) must re-validate, not reuse a pipeline it would reject.
+    from cdkit import __version__
+
+    return (CACHE_FORMAT, __version__, sys.version, os.stat(config_file).st_mtime_ns,
+            os.stat(schema_file).st_mtime_ns, path, raw)
+
+
+def _read_cache(cache: str, key: CacheKey) -> dict[str, Any] | None:
+    """The cached pipeline's data when it was built from `key`, else None (a miss)."""
+    import marshal
+
+    try:
+        with open(cache, "rb") as file:
+            cached_key, data = marshal.loads(file.read())
+    except Exception:  # noqa: BLE001 - a missing, stale or corrupt cache is only a miss
+        return None
+    return data if cached_key == key and isinstance(data, dict) else None
+
+
+def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
+    """What to say when the work tree's pipeline runs nothing on pre-push, known without git; else None.
+
+    git runs the hook at the top of the work tree (with GIT_DIR set in a linked worktree), so
+    from there the pipeline file and its cache are found with a few `stat`s: no git process,
+    and none of pathlib, subprocess or cdkit's pipeline modules imported. This is only a
+    shortcut: anything else (a subdirectory, GIT_WORK_TREE, both file names, a cache built
+    from other bytes or by another cdkit) is None, and the full path decides as it always did.
+    """
+    from cdkit import CONFIG_NAMES, DEFAULT_CONFIG
+
+    if environ.get("GIT_WORK_TREE") or environ.get("GIT_COMMON_DIR"):
+        return None
+    top = cwd or os.getcwd()
+    git_dir = os.path.join(top, environ.get("GIT_DIR") or ".git")
+    if not os.path.isdir(git_dir):
+        return None  # a `.git` file (a submodule) or no repository here: git knows where it is
+    try:
+        with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as file:
+            common_dir = os.path.normpath(os.path.join(git_dir, file.read().strip()))
+    except FileNotFoundError:
+        common_dir = git_dir
+    except (OSError, ValueError):
+        return None
+    present = [name for name in CONFIG_NAMES if os.path.isfile(os.path.join(top, name))]
+    if not present:
+        return f"no {DEFAULT_CONFIG} in {top}; nothing to check (create one with `cdkit init`, " \
+               "or remove the hook with `cdkit hook uninstall`)"
+    cdkit_dir = os.path.join(common_dir, "cdkit")
+    if len(present) > 1 or os.path.islink(cdkit_dir):
+        return None
+    path = os.path.join(top, present[0])
+    here = os.path.dirname(__file__)
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+        key = _cache_key(path, raw, os.path.join(here, "config.py"), os.path.join(here, "schema.json"))
+    except OSError:
+        return None
+    data = _read_cache(os.path.join(cdkit_dir, PIPELINE_CACHE), key)
+    if data is None or any("pre-push" in stage["on"] for stage in data["stages"]):
+        return None
+    return f"no stage of {present[0]} runs on pre-push (`on: [pre-push]`); nothing to check"
 
 
 def _pipeline_to_data(pipeline: Pipeline) -> dict[str, object]:

@@ -765,6 +765,72 @@ def test_hook_path_imports_neither_click_nor_github_nor_gitpython(repo: Path) ->
     assert result.stdout.strip() == "0 []", result.stderr
 
 
+# Imported by any push that runs a stage; a push that runs nothing needs none of them.
+PIPELINE_MACHINERY = ("pathlib", "subprocess", "sqlite3", "cdkit.git", "cdkit.config", "cdkit.session",
+                      "cdkit.prepush")
+
+
+def hook_in_fresh_python(repo: Path, stdin: bytes, env: Mapping[str, str] | None = None,
+                         ) -> tuple[int, list[str], str]:
+    """The hook's entry point in a new `python -I -S`, as the installed hook runs it: its exit code,
+    which of PIPELINE_MACHINERY it imported, and what it said."""
+    from cdkit.hook import import_paths
+
+    code = (
+        "import json, os, sys\n"
+        f"sys.path[:0] = {import_paths()!r}\n"
+        "from cdkit.hook_entry import run_pre_push\n"
+        f"code = run_pre_push('origin', 'url', {stdin!r}, hook_path=None, environ=os.environ)\n"
+        f"print(json.dumps([code, sorted(m for m in {PIPELINE_MACHINERY!r} if m in sys.modules)]))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=repo, env={**clean, **(env or {})},
+                            capture_output=True, text=True, timeout=120)
+    exit_code, imported = json.loads(result.stdout)
+    return exit_code, imported, result.stderr
+
+
+def test_a_push_that_runs_nothing_imports_no_pipeline_machinery(repo: Path) -> None:
+    sha = commit(repo, {"x.txt": "x"}, "x")
+    update = f"refs/heads/main {sha} refs/heads/main {git(repo, 'rev-parse', 'HEAD~1')}\n".encode()
+    # The control: a push with a stage to run needs all of it (so the empty lists below mean something).
+    code, imported, said = hook_in_fresh_python(repo, update)
+    assert (code, imported) == (0, sorted(PIPELINE_MACHINERY)), said
+    assert "run #1 passed: 1 passed" in said
+
+    delete = f"(delete) {'0' * 40} refs/heads/gone {sha}\n".encode()
+    assert hook_in_fresh_python(repo, delete)[:2] == (0, [])
+    code, imported, said = hook_in_fresh_python(repo, b"")
+    assert (code, imported) == (0, []) and "no refs to push (empty stdin)" in said
+
+    commit(repo, {".cdkit.yml": PIPELINE.replace("on: [pre-push]", "on: [ci]")}, "no pre-push stage")
+    assert push(repo, "origin", "main").returncode == 0  # builds the cache of the new pipeline
+    sha = commit(repo, {"BAD": "x"}, "bad, but no stage judges it on pre-push")
+    update = f"refs/heads/main {sha} refs/heads/main {git(repo, 'rev-parse', 'HEAD~1')}\n".encode()
+    code, imported, said = hook_in_fresh_python(repo, update)
+    assert (code, imported) == (0, []), said
+    assert "no stage of .cdkit.yml runs on pre-push (`on: [pre-push]`); nothing to check" in said
+
+
+def test_the_quiet_shortcut_never_hides_a_stage_the_pipeline_file_now_has(repo: Path, remote: Path) -> None:
+    commit(repo, {".cdkit.yml": PIPELINE.replace("on: [pre-push]", "on: [ci]")}, "no pre-push stage")
+    assert push(repo, "origin", "main").returncode == 0
+    before = tip(remote, "main")
+    # From a linked worktree (git sets GIT_DIR for its hook), the shortcut finds the shared cache.
+    worktree = repo.parent / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "linked", str(worktree))
+    for n in range(2):  # a miss (another path: another cache key), then the shortcut
+        commit(worktree, {"BAD": str(n)}, "bad, but no stage judges it on pre-push")
+        result = push(worktree, "origin", "linked")
+        assert result.returncode == 0 and "no stage of .cdkit.yml runs on pre-push" in result.stderr
+    # The pipeline file gains a pre-push stage: the cached answer is not reused.
+    for where, ref in ((repo, "main"), (worktree, "linked")):
+        commit(where, {".cdkit.yml": PIPELINE, "BAD": "x"}, "a pre-push stage, and a bad commit")
+        result = push(where, "origin", ref)
+        assert blocked(result) and "stage 'check' failed" in result.stderr, result.stderr
+    assert tip(remote, "main") == before
+
+
 def test_pipeline_cache_follows_every_edit_and_survives_corruption(repo: Path, remote: Path) -> None:
     cache = repo / ".git" / "cdkit" / "pipeline.cache"
     commit(repo, {"a.txt": "a"}, "a")
