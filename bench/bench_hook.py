@@ -18,9 +18,10 @@ the remote is reset untimed between pushes.
 Then five independent `sleep 0.2` stages: cdkit (`needs: []`) against lefthook
 (`parallel: true`), in a second repository of the same shape.
 
-Last, pushes that run nothing, against a hook that only starts Python (`python -I -c pass`):
-a push deleting a branch, a push to a pipeline with no `on: pre-push` stage, and the hook
-run by hand with empty stdin (no `git push` around it).
+Last, pushes that run nothing, against a hook that only starts Python (`python -I -c pass`, and
+`python -I -S -c pass`: cdkit's hook starts its interpreter with `-S` too): a push deleting a
+branch, a push to a pipeline with no `on: pre-push` stage, and the hook run by hand with empty
+stdin (no `git push` around it).
 
 Run it from a virtualenv holding cdkit, pre-commit and lefthook (`pip install -e . pre-commit
 lefthook`): the hooks call that venv's python, and lefthook's own Go binary from its pip
@@ -64,6 +65,8 @@ LEFTHOOK_SLEEP = "pre-push:\n  parallel: true\n  commands:\n" + "".join(
     f"    s{i}:\n      run: sleep 0.2\n" for i in range(5))
 CDKIT_CI_ONLY = "version: 1\nstages:\n  - name: test\n    run: \"true\"\n    on: [ci]\n"
 BARE_PYTHON_HOOK = "#!/bin/sh\nexec {python} -I -c pass\n"
+BARE_PYTHON_S_HOOK = "#!/bin/sh\nexec {python} -I -S -c pass\n"
+BARE = ("python -I -c pass", "python -I -S -c pass")
 PYTHON_HOOK = """#!/bin/sh
 exec {python} -I -c 'import subprocess, sys; sys.stdin.buffer.read(); sys.exit(subprocess.run(["true"]).returncode)' "$@"
 """
@@ -246,18 +249,19 @@ def main() -> None:
         sleep.add_hook("lefthook", install_script(lefthook_hook))
 
         # Pushes that run nothing: the noop repository gets one more hook, and a pipeline with only CI stages.
-        bare_python = install_script(BARE_PYTHON_HOOK.format(python=python))
-        noop.add_hook("python -I -c pass", bare_python)
+        bare = [install_script(text.format(python=python)) for text in (BARE_PYTHON_HOOK, BARE_PYTHON_S_HOOK)]
+        for name, install in zip(BARE, bare):
+            noop.add_hook(name, install)
         ci_only = Bench(root, "ci-only", {".cdkit.yml": CDKIT_CI_ONLY}, env)
         for name, install in (("no hook", lambda _hooks: None), ("cdkit", install_cdkit(python, ci_only.repo, env)),
-                              ("python -I -c pass", bare_python)):
+                              *zip(BARE, bare)):
             ci_only.add_hook(name, install)
         nothing = {"a push deleting a branch": DeleteBench(noop), "a push with no `on: pre-push` stage": ci_only,
                    "the hook run by hand, empty stdin": DirectRun(noop)}
-        quiet_hooks = ("no hook", "cdkit", "python -I -c pass")
+        quiet_hooks = ("no hook", "cdkit", *BARE)
 
         cases: list[tuple[Bench, str, str]] = (
-            [(noop, "noop", n) for n in noop.hooks if n != "python -I -c pass"]
+            [(noop, "noop", n) for n in noop.hooks if n not in BARE]
             + [(sleep, "sleep", n) for n in sleep.hooks]
             + [(bench, what, n) for what, bench in nothing.items() for n in quiet_hooks
                if not (isinstance(bench, DirectRun) and n == "no hook")])
@@ -279,8 +283,8 @@ def main() -> None:
           "| added vs lefthook |")
     print("|---|---:|---:|---:|---:|---:|")
     base = med[("noop", "no hook")]
-    added = {name: med[("noop", name)] - base for name in noop.hooks if name != "python -I -c pass"}
-    for name in (n for n in noop.hooks if n != "python -I -c pass"):
+    added = {name: med[("noop", name)] - base for name in noop.hooks if name not in BARE}
+    for name in (n for n in noop.hooks if n not in BARE):
         if name == "no hook":
             print(f"| no hook | {base:.0f} | - | - | - | - |")
             continue
@@ -299,13 +303,16 @@ def main() -> None:
         print(f"| {name} | {value:.0f} | {'-' if name == 'no hook' else f'{value - sleep_base:.0f}'} |")
     print("\nPushes that run nothing, against a hook that only starts Python (`python -I -c pass`); run by hand, "
           "the whole hook is timed:\n")
-    print("| push | no hook (ms) | cdkit adds (ms) | `python -I -c pass` adds (ms) | cdkit vs `python -I -c pass` |")
-    print("|---|---:|---:|---:|---:|")
+    print("| push | no hook (ms) | cdkit adds (ms) | `python -I -c pass` adds (ms) | cdkit vs `python -I -c pass` "
+          "| `python -I -S -c pass` adds (ms) | cdkit vs `python -I -S -c pass` |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for what, bench in nothing.items():
         base_ms = 0.0 if isinstance(bench, DirectRun) else med[(what, "no hook")]
-        cdkit_ms, bare_ms = med[(what, "cdkit")] - base_ms, med[(what, "python -I -c pass")] - base_ms
+        cdkit_ms = med[(what, "cdkit")] - base_ms
+        bare_ms = [med[(what, name)] - base_ms for name in BARE]
         shown = "-" if isinstance(bench, DirectRun) else f"{base_ms:.0f}"
-        print(f"| {what} | {shown} | {cdkit_ms:.0f} | {bare_ms:.0f} | {cdkit_ms / bare_ms:.2f}x |")
+        print(f"| {what} | {shown} | {cdkit_ms:.0f} | "
+              + " | ".join(f"{ms:.0f} | {cdkit_ms / ms:.2f}x" for ms in bare_ms) + " |")
     print(f"\nreproduce: python bench/bench_hook.py --rounds {args.rounds}")
 
 

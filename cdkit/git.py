@@ -174,8 +174,20 @@ def file_at(rev: str, path: str, cwd: str | os.PathLike[str] | None = None) -> b
 
 def changed_files(base: str, head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:
     """Files that differ between two commits; renames count as both paths."""
-    out = git_b("diff", "--name-only", "--no-renames", "-z", base, head, "--", cwd=cwd)
+    return changed_files_in(git_b(*_diff_names(base, head), cwd=cwd))
+
+
+def start_changed_files(base: str, head: str, cwd: str | os.PathLike[str] | None = None) -> Pending:
+    """`changed_files`, started now; `changed_files_in(pending.output())` collects it."""
+    return Pending(*_diff_names(base, head), cwd=cwd)
+
+
+def changed_files_in(out: bytes) -> list[str]:
     return [_decode(p) for p in out.split(b"\0") if p]
+
+
+def _diff_names(base: str, head: str) -> tuple[str, ...]:
+    return ("diff", "--name-only", "--no-renames", "-z", base, head, "--")
 
 
 def all_files(head: str, cwd: str | os.PathLike[str] | None = None) -> list[str]:

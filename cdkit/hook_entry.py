@@ -172,9 +172,8 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         return EXIT_OK
 
     from cdkit import git, prepush
-    from cdkit.session import find_workspace
 
-    ws = find_workspace(None, cwd)
+    ws = _workspace(cwd, environ)
     _forget_git_environment(environ)
     if environ is not os.environ:
         _forget_git_environment(os.environ)  # our own git calls read the process environment
@@ -213,6 +212,23 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         assert invalid is not None
         raise invalid  # the work tree's file is broken, not the pushed one: its own errors
     return _run_targets(ws, pipeline, plan.targets, remote=remote, url=url, environ=environ)
+
+
+def _workspace(cwd: str | None, environ: Mapping[str, str]) -> Workspace:
+    """`find_workspace`, without its `git rev-parse` where git runs the hook (see `_git_dirs`)."""
+    from cdkit.session import Workspace, find_workspace
+
+    dirs = _git_dirs(cwd, environ)
+    if dirs is None:
+        return find_workspace(None, cwd)
+    from pathlib import Path
+
+    from cdkit.config import find_config
+    from cdkit.git import Repo
+
+    top, git_dir, common_dir = map(Path, dirs)
+    return Workspace(repo=Repo(root=top, git_dir=git_dir, common_dir=common_dir), root=top,
+                     config_path=find_config(top))
 
 
 def _validate_pushed_pipeline(ws: Workspace, target: PushTarget) -> int:
@@ -322,23 +338,22 @@ def _read_cache(cache: str, key: CacheKey) -> dict[str, Any] | None:
     return data if cached_key == key and isinstance(data, dict) else None
 
 
-def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
-    """What to say when the work tree's pipeline runs nothing on pre-push, known without git; else None.
+def _git_dirs(cwd: str | None, environ: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """(the work tree's top, its git dir, the common git dir), as `git rev-parse` would say, found
+    with a few `stat`s where git runs a hook; None anywhere else (then git is asked).
 
-    git runs the hook at the top of the work tree (with GIT_DIR set in a linked worktree), so
-    from there the pipeline file and its cache are found with a few `stat`s: no git process,
-    and none of pathlib, subprocess or cdkit's pipeline modules imported. This is only a
-    shortcut: anything else (a subdirectory, GIT_WORK_TREE, both file names, a cache built
-    from other bytes or by another cdkit) is None, and the full path decides as it always did.
+    git runs a hook at the top of the work tree, with GIT_DIR set in a linked worktree (and
+    GIT_PREFIX set, empty, by git itself). A `.git` file (a submodule), GIT_WORK_TREE or
+    GIT_COMMON_DIR, or a subdirectory is left to git.
     """
-    from cdkit import CONFIG_NAMES, DEFAULT_CONFIG
-
     if environ.get("GIT_WORK_TREE") or environ.get("GIT_COMMON_DIR"):
         return None
+    if environ.get("GIT_DIR") and environ.get("GIT_PREFIX") != "":
+        return None  # not set by git for its hook: maybe run by hand from anywhere
     top = cwd or os.getcwd()
     git_dir = os.path.join(top, environ.get("GIT_DIR") or ".git")
     if not os.path.isdir(git_dir):
-        return None  # a `.git` file (a submodule) or no repository here: git knows where it is
+        return None
     try:
         with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as file:
             common_dir = os.path.normpath(os.path.join(git_dir, file.read().strip()))
@@ -346,6 +361,23 @@ def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
         common_dir = git_dir
     except (OSError, ValueError):
         return None
+    return os.path.abspath(top), os.path.normpath(git_dir), common_dir
+
+
+def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
+    """What to say when the work tree's pipeline runs nothing on pre-push, known without git; else None.
+
+    The pipeline file and its cache are found from `_git_dirs` with a few `stat`s: no git
+    process, and none of pathlib, subprocess or cdkit's pipeline modules imported. This is
+    only a shortcut: anything else (both file names, a cache built from other bytes or by
+    another cdkit) is None, and the full path decides as it always did.
+    """
+    from cdkit import CONFIG_NAMES, DEFAULT_CONFIG
+
+    dirs = _git_dirs(cwd, environ)
+    if dirs is None:
+        return None
+    top, _, common_dir = dirs
     present = [name for name in CONFIG_NAMES if os.path.isfile(os.path.join(top, name))]
     if not present:
         return f"no {DEFAULT_CONFIG} in {top}; nothing to check (create one with `cdkit init`, " \

@@ -72,9 +72,31 @@ def _range_for(update: RefUpdate, head: str, remote_base: str | None, remote: st
     return _Range(head, boundary, f"{why}; {len(new)} commit(s) not on {remote or 'the remote'}")
 
 
-def _changed(bases: Sequence[str], head: str, cwd: str | os.PathLike[str]) -> tuple[str, ...]:
+class _Guess(NamedTuple):
+    """The changed files of the push's one update, asked for before git said what its oids are."""
+
+    base: str
+    head: str
+    pending: git.Pending
+
+
+def _guess(updates: Sequence[RefUpdate], cwd: str | os.PathLike[str]) -> _Guess | None:
+    """The usual push (one branch moved forward) starts its `git diff` beside the `cat-file`
+    that checks its objects: the two overlap instead of paying for two git processes in a row.
+    The diff's output is used only when both oids turn out to be the commits that range is of."""
+    if len(updates) != 1 or updates[0].is_delete or updates[0].is_new:
+        return None
+    update = updates[0]
+    return _Guess(update.remote_oid, update.local_oid,
+                  git.start_changed_files(update.remote_oid, update.local_oid, cwd=cwd))
+
+
+def _changed(bases: Sequence[str], head: str, cwd: str | os.PathLike[str], guess: _Guess | None = None,
+             ) -> tuple[str, ...]:
     if not bases:
         return tuple(git.all_files(head, cwd=cwd))
+    if guess is not None and tuple(bases) == (guess.base,) and head == guess.head:
+        return tuple(git.changed_files_in(guess.pending.output()))
     # Several boundaries (a merge of two remote branches): the union over-approximates, so a
     # `paths` filter can only run more stages, never fewer.
     seen: dict[str, None] = {}
@@ -86,9 +108,18 @@ def _changed(bases: Sequence[str], head: str, cwd: str | os.PathLike[str]) -> tu
 def push_targets(updates: Iterable[RefUpdate], remote: str | None, cwd: str | os.PathLike[str]) -> PushPlan:
     """Group the updates by pushed commit and find each one's range with git."""
     updates = tuple(updates)
-    notes: list[str] = []
     oids = {o for u in updates if not u.is_delete for o in (u.local_oid, u.remote_oid) if not git.is_zero_oid(o)}
-    commits = git.peel_to_commits(sorted(oids), cwd=cwd)
+    guess = _guess(updates, cwd)
+    try:
+        return _plan(updates, remote, cwd, git.peel_to_commits(sorted(oids), cwd=cwd), guess)
+    finally:
+        if guess is not None:
+            guess.pending.abandon()  # collected already, or not needed: either way reaped
+
+
+def _plan(updates: tuple[RefUpdate, ...], remote: str | None, cwd: str | os.PathLike[str],
+          commits: Mapping[str, str], guess: _Guess | None) -> PushPlan:
+    notes: list[str] = []
     _refuse_missing_local_objects(updates, commits, cwd)
     ranges: dict[str, list[tuple[RefUpdate, _Range]]] = {}
     for update in updates:
@@ -106,7 +137,7 @@ def push_targets(updates: Iterable[RefUpdate], remote: str | None, cwd: str | os
             notes.append(f"{update.remote_ref}: {head[:12]} is already on {remote or 'the remote'}; nothing new to check")
             continue
         ranges.setdefault(head, []).append((update, found))
-    targets = tuple(_merge(head, entries, cwd) for head, entries in ranges.items())
+    targets = tuple(_merge(head, entries, cwd, guess) for head, entries in ranges.items())
     return PushPlan(targets, tuple(notes))
 
 
@@ -133,14 +164,15 @@ def _refuse_missing_local_objects(updates: Sequence[RefUpdate], commits: Mapping
         )
 
 
-def _merge(head: str, entries: list[tuple[RefUpdate, _Range]], cwd: str | os.PathLike[str]) -> PushTarget:
+def _merge(head: str, entries: list[tuple[RefUpdate, _Range]], cwd: str | os.PathLike[str],
+           guess: _Guess | None = None) -> PushTarget:
     """One target per commit: any update needing all files wins; otherwise all bases count."""
     refs = tuple(u.remote_ref for u, _ in entries)
     if any(not r.bases for _, r in entries):
         how = next(r.how for _, r in entries if not r.bases)
         return PushTarget(head, None, _changed((), head, cwd), refs, how)
     bases = tuple(dict.fromkeys(b for _, r in entries for b in r.bases))
-    return PushTarget(head, bases[0], _changed(bases, head, cwd), refs, entries[0][1].how)
+    return PushTarget(head, bases[0], _changed(bases, head, cwd, guess), refs, entries[0][1].how)
 
 
 # --- pre-commit's way in ------------------------------------------------------------------

@@ -94,3 +94,32 @@ def test_identity_matches_gitpython(repo: Path) -> None:
     assert git.identity(cwd=repo) == ("Ada Author", "ada@example.com")
     assert reader.get_value("user", "name") == "Config Person"
     assert gitpython.Actor.committer(reader) == gitpython.Actor("Ada Author", "ada@example.com")
+
+
+def test_a_push_s_changed_files_match_gitpython_however_its_oids_peel(repo: Path, history: list[str]) -> None:
+    """A one-ref push starts its `git diff` before `cat-file` has said what the oids are; the guess
+    counts only when both are the commits of the range (a moved branch), never for tags or a missing tip."""
+    from cdkit.prepush import parse_pre_push, push_targets
+
+    oracle = gitpython.Repo(repo)
+    base, head = history[1], history[-1]
+    expected = set(git.changed_files(base, head, cwd=repo))  # checked against gitpython above
+    run_git(repo, "tag", "-a", "-m", "old", "old", base)
+    run_git(repo, "tag", "-a", "-m", "new", "new", head)
+    old_tag, new_tag = (run_git(repo, "rev-parse", t).strip() for t in ("old", "new"))
+    never_fetched = "1" * 40
+    lines = {
+        "a branch moved forward": f"refs/heads/main {head} refs/heads/main {base}",
+        "an annotated tag moved to another commit": f"refs/tags/v1 {new_tag} refs/tags/v1 {old_tag}",
+        "a branch moved to a tag of the same commit": f"refs/heads/main {new_tag} refs/heads/main {base}",
+    }
+    for what, line in lines.items():
+        (target,) = push_targets(parse_pre_push(f"{line}\n".encode()), "origin", repo).targets
+        assert (target.head_sha, target.base_sha) == (head, base), what
+        assert set(target.changed_files) == expected, what
+    # A force push over a tip this repository never fetched: the guessed diff fails, unused; with no
+    # remote-tracking ref of origin here, every file of the pushed commit counts.
+    (target,) = push_targets(parse_pre_push(f"refs/heads/main {head} refs/heads/main {never_fetched}\n".encode()),
+                             "origin", repo).targets
+    assert target.base_sha is None
+    assert set(target.changed_files) == {b.path for b in oracle.commit(head).tree.traverse() if b.type == "blob"}
