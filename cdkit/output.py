@@ -132,6 +132,9 @@ def reader_gone(stream: IO[str]) -> None:
         pass
 
 
+GATHER = 0.02  # seconds a line may wait on the console for the ones right behind it
+
+
 class LiveWriter:
     """Writes to a stream from its own thread, so the run never waits on whoever reads it.
 
@@ -167,9 +170,10 @@ class LiveWriter:
             if droppable and self._queued + len(data) > self.backlog:
                 self._dropped += data.count(b"\n")
                 return
+            if not self._queue:
+                self._lock.notify()  # only the first: the writer is gathering the rest (see `_loop`)
             self._queue.append(data)
             self._queued += len(data)
-            self._lock.notify()
 
     def close(self) -> None:
         """Write what is queued, erase the live line, and stop."""
@@ -183,8 +187,15 @@ class LiveWriter:
         next_status = self.clock() + interval
         while True:
             with self._lock:
+                idle = False
                 while not self._queue and not self._closing and self.clock() < next_status:
+                    idle = True
                     self._lock.wait(max(0.0, next_status - self.clock()))
+                if idle and self._queue and not self._closing:
+                    # Woken from idle: what comes in the next moment goes out in the same write, so a
+                    # burst (a hundred quick stages' lines) wakes this thread once, not once a line.
+                    # `close` still ends the wait at once; a flood (never idle) is never held back.
+                    self._lock.wait(GATHER)
                 text, self._queue, self._queued = b"".join(self._queue), [], 0
                 dropped, self._dropped = self._dropped, 0
                 closing = self._closing

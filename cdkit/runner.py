@@ -2,13 +2,16 @@
 
 Each stage is `/bin/sh -c RUN` in its own process group (its own session), so a
 timeout or a cancel can kill everything it started, grandchildren included.
-Worker threads only read pipes and write log files; every event (output, exit)
-comes back to the calling thread through one queue, so reporters (console,
-ledger, GitHub) are always called from one thread, in order.
+One thread, the caller's, does all of it: it waits in one `poll` on every stage's
+output pipe and, on Linux, every stage's pidfd (its exit), copies output to the
+logs and calls the reporters (console, ledger, GitHub), always in order. No thread
+hands events to another: with threads, the handoffs cost more per stage than
+starting the process does (see bench/bench_dag.py). Where there is no pidfd
+(macOS), a kept thread per stage waits for its exit and wakes the poll.
 
 Output never distorts a result: a stage's end is timed where its process is
-reaped, not where the event is handled; output travels in chunks of whole lines
-(never one event per line), and reporters must not block (the console writes
+reaped; output travels in chunks of whole lines (never one event per line, a
+whole pipe's worth per read), and reporters must not block (the console writes
 from a thread of its own), so a flood of output delays neither a timeout nor
 the start of a stage that waits on another.
 """
@@ -102,13 +105,13 @@ def overall_status(results: Sequence[StageResult]) -> str:
 
 
 class _Running:
-    """A started stage (mutable: a timeout or a cancel marks it)."""
+    """A started stage (mutable: its output, its exit, a timeout or a cancel mark it)."""
 
     __slots__ = ("stage", "proc", "started_at", "deadline", "log_path", "timed_out", "cancelled", "kill_at",
-                 "in_flight")
+                 "log", "out", "pidfd", "partial", "exit", "read_until", "flowing_until")
 
     def __init__(self, stage: Stage, proc: subprocess.Popen[bytes], started_at: float, deadline: float,
-                 log_path: str) -> None:
+                 log_path: str, log: IO[bytes]) -> None:
         self.stage = stage
         self.proc = proc
         self.started_at = started_at
@@ -117,7 +120,14 @@ class _Running:
         self.timed_out = False
         self.cancelled = False
         self.kill_at: float | None = None
-        self.in_flight = threading.Semaphore(CHUNKS_IN_FLIGHT)
+        self.log = log
+        assert proc.stdout is not None
+        self.out: int | None = proc.stdout.fileno()  # None once at its end (or given up on)
+        self.pidfd: int | None = None  # None: no pidfd here, or the exit is seen
+        self.partial = b""  # the start of a line not yet passed on
+        self.exit: tuple[int, float] | None = None  # (exit code, when it was reaped)
+        self.read_until = 0.0  # once exited: output is read until this long passes without any...
+        self.flowing_until = 0.0  # ...and never after this (a process that escaped the group)
 
 
 class _State:
@@ -134,38 +144,30 @@ class _State:
 
 QUIET_AFTER_EXIT = 1.0  # seconds of output still read once a stage's shell has exited
 STILL_FLOWING_AFTER_EXIT = 10.0  # further seconds a pipe that never goes quiet is read
+QUIET_GAP = 0.1  # once the shell has exited, this long without output ends its reading
 PIPE_SIZE = 1 << 20  # asked of the kernel for a stage's output pipe (Linux's default ceiling for anyone)
 READ_SIZE = PIPE_SIZE  # a whole pipe at a time: a chatty stage costs one wake-up per MiB, not per 64 KiB
 LONG_LINE = 1 << 20  # a "line" this long without a newline is passed on anyway (memory stays bounded)
-CHUNKS_IN_FLIGHT = 4  # per stage, handed over but not yet reported: at most 4 x 1 MiB waiting
 
 
 def pump_chunks(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[bytes], None],
-                exited: threading.Event, *, pidfd: int | None = None,
-                on_exit: Callable[[], None] | None = None) -> None:
-    """Copy a process group's output to its log and, in chunks of whole lines, to `emit`.
+                exited: threading.Event) -> None:
+    """Copy a process group's output to its log and, in chunks of whole lines, to `emit`, from a
+    thread of the caller's (a deploy command's output; the runner polls its stages itself).
 
     Reads until end of file, or until `exited` is set and the pipe has gone quiet: a
     process that left the group (`setsid`, a daemon) may hold the pipe open forever, and
-    must not keep the run waiting. With `pidfd` (the process's, Linux), this thread also
-    watches for the exit: once it is readable `on_exit` runs here, and must set `exited`.
+    must not keep the run waiting.
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     _widen_pipe(fd)
     partial = b""
     stop_at: float | None = None
-    watched = [fd] if pidfd is None else [fd, pidfd]
     while True:
         if stop_at is None and exited.is_set():
             stop_at = time.monotonic() + QUIET_AFTER_EXIT
-        ready, _, _ = select.select(watched, [], [], 0.1)
-        if pidfd is not None and pidfd in ready:
-            watched.remove(pidfd)
-            pidfd = None
-            if on_exit is not None:
-                on_exit()
-            continue
+        ready, _, _ = select.select([fd], [], [], QUIET_GAP)
         if not ready:
             if stop_at is not None:
                 break
@@ -241,8 +243,9 @@ def pump_output(proc: subprocess.Popen[bytes], log: IO[bytes], emit: Callable[[b
 
 
 class _Workers:
-    """Daemon threads kept for the next stage's pipe and process: starting a thread (a handshake
-    with the new thread) costs the calling thread more than a stage of `true` takes to run."""
+    """Daemon threads kept for the next stage's exit, where there is no pidfd to poll: starting a
+    thread (a handshake with the new thread) costs the calling thread more than a stage of
+    `true` takes to run."""
 
     def __init__(self) -> None:
         self._tasks: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]] = queue.SimpleQueue()
@@ -274,41 +277,44 @@ class _Workers:
 _WORKERS = _Workers()
 
 
-def _watch(proc: subprocess.Popen[bytes], log_path: str, name: str,
-           events: queue.SimpleQueue[tuple[str, str, object]], in_flight: threading.Semaphore,
-           clock: Callable[[], float]) -> None:
-    def hand_over(chunk: bytes) -> None:
-        in_flight.acquire()  # released once reported: memory stays flat however much a stage prints
-        events.put(("output", name, chunk))
+class _Wakeup:
+    """A pipe in the runner's poll: a byte written to it wakes the poll, from a signal handler
+    (`Runner.cancel`) or from an exit waiter's thread."""
 
-    exited = threading.Event()
-    ended: list[tuple[int, float]] = []
+    def __init__(self) -> None:
+        self.fd, self._write = os.pipe()  # not inheritable: no stage holds either end
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write, False)
+        self._lock = threading.Lock()  # a thread's wake-up never meets a closed (or reused) descriptor
+        self.closed = False
 
-    def on_exit() -> None:
-        code = proc.wait()
-        ended.append((code, clock()))  # the stage's end: whatever output is still in flight is not its time
-        # The shell is gone; anything it left behind in its group would hold the pipe open
-        # (and outlive the run), so end it before the rest is read.
-        signal_group(proc.pid, signal.SIGKILL)
-        exited.set()
+    def wake(self) -> None:
+        """From a signal handler, which runs on the runner's own thread: no lock (close may hold it)."""
+        if not self.closed:
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is already waiting
+                os.write(self._write, b"x")
 
-    with open(log_path, "wb") as log:
-        pidfd = _pidfd(proc.pid)
-        if pidfd is not None:  # one thread reads the pipe and sees the exit
-            try:
-                pump_chunks(proc, log, hand_over, exited, pidfd=pidfd, on_exit=on_exit)
-            finally:
-                os.close(pidfd)
-            if not ended:
-                on_exit()  # the pipe closed first (`exec >&-`): the exit is still to come
-        else:  # a second thread waits for the exit while this one reads
-            read = threading.Event()
-            _WORKERS.submit(_pump_then_set, read, proc, log, hand_over, exited)
-            on_exit()
-            read.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-    events.put(("exit", name, ended[0]))
+    def wake_from_thread(self) -> None:
+        with self._lock:
+            self.wake()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 4096)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            os.close(self.fd)
+            os.close(self._write)
+
+
+def _wait_then_wake(proc: subprocess.Popen[bytes], name: str, exits: queue.SimpleQueue[tuple[str, int, float]],
+                    wakeup: _Wakeup, clock: Callable[[], float]) -> None:
+    """Where there is no pidfd: wait for the stage's exit in a thread, and wake the runner's poll."""
+    code = proc.wait()
+    exits.put((name, code, clock()))  # the stage's end: when it was reaped, not when the runner hears
+    wakeup.wake_from_thread()
 
 
 @functools.cache
@@ -323,13 +329,6 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):  # no pidfd_open (macOS, old kernels), or refused by a sandbox
         return None
-
-
-def _pump_then_set(done: threading.Event, *args: object) -> None:
-    try:
-        pump_chunks(*args)  # type: ignore[arg-type]  # _watch's own arguments, passed on
-    finally:
-        done.set()
 
 
 def signal_group(pgid: int, sig: int) -> None:
@@ -361,24 +360,30 @@ def _working_directory_problem(stage: Stage, workdir: Path) -> str | None:
     return None
 
 
-def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str],
-           events: queue.SimpleQueue[tuple[str, str, object]], clock: Callable[[], float]) -> _Running:
+def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], clock: Callable[[], float]) -> _Running:
     # Strings, not Paths: joined once per stage on the runner's one thread, they cost less.
     log_path = os.path.join(ctx.log_dir, f"{stage.name}.log")
     cwd = os.path.join(ctx.workdir, stage.working_directory) if stage.working_directory else ctx.workdir
-    started = clock()
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", stage.run],
-        cwd=cwd,
-        env=_stage_env(stage, ctx, extra_env),
-        stdin=_devnull(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    running = _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path)
-    _WORKERS.submit(_watch, proc, log_path, stage.name, events, running.in_flight, clock)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the stage's output ends (`_Runner._close_output`)
+    try:
+        started = clock()
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", stage.run],
+            cwd=cwd,
+            env=_stage_env(stage, ctx, extra_env),
+            stdin=_devnull(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        log.close()
+        raise
     # Deadlines on the monotonic clock: a wall-clock step (NTP, resume) must not time stages out.
+    running = _Running(stage, proc, started, time.monotonic() + stage.timeout, log_path, log)
+    assert running.out is not None
+    _widen_pipe(running.out)
+    running.pidfd = _pidfd(proc.pid)
     return running
 
 
@@ -396,24 +401,31 @@ class Runner:
         self.reporters = reporters
         self.extra_env = dict(extra_env or {})
         self.clock = clock
-        # SimpleQueue: `cancel` puts from a signal handler, and only SimpleQueue.put is reentrant.
-        self.events: queue.SimpleQueue[tuple[str, str, object]] = queue.SimpleQueue()
         self.to_run = {s.name for s in plan.to_run}
         self.state = _State(pending=list(plan.to_run))
+        self._poll = select.poll()
+        self._watched: dict[int, _Running] = {}  # fd (output pipe or pidfd) -> its stage
+        self._wakeup = _Wakeup()  # `cancel` and the exit waiters (no pidfd) wake the poll
+        self._poll.register(self._wakeup.fd, select.POLLIN)
+        # Exits seen by the waiter threads (no pidfd); SimpleQueue.put is safe from any thread.
+        self._exits: queue.SimpleQueue[tuple[str, int, float]] = queue.SimpleQueue()
 
     # --- public -------------------------------------------------------------------------------
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Ask the run to stop (safe from a signal handler): every stage is killed and recorded `cancelled`."""
         self.state.cancel_reason = reason
-        self.events.put(("wake", "", None))
+        self._wakeup.wake()
 
     def run(self) -> list[StageResult]:
         try:
             return self._run()
         finally:
-            for reporter in self.reporters:
-                reporter.run_finished()
+            try:
+                for reporter in self.reporters:
+                    reporter.run_finished()
+            finally:
+                self._wakeup.close()
 
     def _run(self) -> list[StageResult]:
         self.ctx.log_dir.mkdir(parents=True, exist_ok=True)
@@ -469,7 +481,7 @@ class Runner:
                 problem = _working_directory_problem(stage, self.ctx.workdir)
                 try:
                     if problem is None:
-                        running = _start(stage, self.ctx, self.extra_env, self.events, self.clock)
+                        running = _start(stage, self.ctx, self.extra_env, self.clock)
                 except OSError as exc:
                     problem = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
                 if problem is not None:
@@ -478,30 +490,113 @@ class Runner:
                                                     started_at=now, finished_at=now, command=stage.run))
                     continue
                 self.state.running[stage.name] = running
+                self._watch(running)
                 for reporter in self.reporters:
                     reporter.stage_started(stage, running.started_at)
+
+    # --- the one poll: output, exits, wake-ups ------------------------------------------------
+
+    def _watch(self, running: _Running) -> None:
+        for fd in (running.out, running.pidfd):
+            if fd is not None:
+                self._watched[fd] = running
+                self._poll.register(fd, select.POLLIN)
+        if running.pidfd is None:
+            _WORKERS.submit(_wait_then_wake, running.proc, running.stage.name, self._exits, self._wakeup, self.clock)
+
+    def _unwatch(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._watched[fd]
 
     def _wait_for_event(self) -> None:
         asked = [again for again in (r.waiting() for r in self.reporters) if again is not None]
         timeout = min(self._next_deadline() - time.monotonic(), 1.0, *asked)
-        try:
-            kind, name, payload = self.events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            self._enforce_deadlines()
-            return
-        if kind == "output" and name in self.state.running:
-            running = self.state.running[name]
-            for reporter in self.reporters:
-                reporter.stage_output(running.stage, payload)  # type: ignore[arg-type]
-            running.in_flight.release()
-        elif kind == "exit":
-            exited: tuple[int, float] = payload  # type: ignore[assignment]  # an "exit" event carries these
-            code, exited_at = exited
-            self._on_exit(name, code, exited_at)
+        for fd, _ in self._poll.poll(max(0.0, timeout) * 1000):
+            running = self._watched.get(fd)
+            if fd == self._wakeup.fd:
+                self._woken()
+            elif running is not None and fd == running.pidfd:
+                self._unwatch(fd)
+                os.close(fd)
+                running.pidfd = None
+                self._exited(running, running.proc.wait(), self.clock())
+            elif running is not None:
+                self._read(running)
+        self._end_quiet_outputs()
         self._enforce_deadlines()
+
+    def _woken(self) -> None:
+        self._wakeup.drain()
+        while not self._exits.empty():
+            name, code, exited_at = self._exits.get()
+            self._exited(self.state.running[name], code, exited_at)
+
+    def _exited(self, running: _Running, code: int, exited_at: float) -> None:
+        running.exit = (code, exited_at)  # its end: whatever output is still to read is not its time
+        # The shell is gone; anything it left behind in its group would hold the pipe open
+        # (and outlive the run), so end it before the rest is read.
+        signal_group(running.proc.pid, signal.SIGKILL)
+        now = time.monotonic()
+        running.read_until = now + QUIET_GAP
+        running.flowing_until = now + QUIET_AFTER_EXIT + STILL_FLOWING_AFTER_EXIT
+        if running.out is None:
+            self._ended(running)  # the pipe had closed first (`exec >&-`)
+
+    def _read(self, running: _Running) -> None:
+        assert running.out is not None
+        chunk = os.read(running.out, READ_SIZE)  # poll said readable: this does not block
+        if not chunk:
+            self._close_output(running)
+            if running.exit is not None:
+                self._ended(running)
+            return
+
+        def emit(lines: bytes) -> None:
+            for reporter in self.reporters:
+                reporter.stage_output(running.stage, lines)
+
+        if not running.log.closed:
+            _write_log(running.log, chunk, emit)  # flushed: the log is complete at every moment (`tail -f`, a crash)
+        running.partial = _emit_whole_lines(running.partial + chunk if running.partial else chunk, emit)
+        if running.exit is not None:
+            # What the stage wrote before it exited is still being read (cdkit may be behind on a
+            # flood): only output that keeps flowing long after, from an escaped process, is cut.
+            running.read_until = time.monotonic() + QUIET_GAP
+
+    def _close_output(self, running: _Running) -> None:
+        """The stage's output is over (end of file, or given up on): its last line and its log end."""
+        if running.out is not None:
+            self._unwatch(running.out)
+            running.out = None
+            assert running.proc.stdout is not None
+            running.proc.stdout.close()
+        if running.partial:
+            for reporter in self.reporters:
+                reporter.stage_output(running.stage, running.partial)
+            running.partial = b""
+        with contextlib.suppress(OSError):  # a full disk: said in the output when a write failed
+            running.log.close()
+
+    def _end_quiet_outputs(self) -> None:
+        """Exited stages whose pipe is still open (held by a process that escaped the group): once it
+        is quiet, or has flowed too long, stop reading it and end the stage."""
+        now = time.monotonic()
+        for running in list(self.state.running.values()):
+            if running.exit is not None and running.out is not None and \
+                    (now >= running.read_until or now >= running.flowing_until):
+                self._close_output(running)
+                self._ended(running)
+
+    def _ended(self, running: _Running) -> None:
+        assert running.exit is not None
+        self._close_output(running)
+        code, exited_at = running.exit
+        self._on_exit(running.stage.name, code, exited_at)
 
     def _next_deadline(self) -> float:
         times = [r.kill_at if r.kill_at is not None else r.deadline for r in self.state.running.values()]
+        times += [min(r.read_until, r.flowing_until) for r in self.state.running.values()
+                  if r.exit is not None and r.out is not None]
         return min(times) if times else time.monotonic() + 1.0
 
     def _enforce_deadlines(self) -> None:
