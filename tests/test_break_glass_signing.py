@@ -100,12 +100,14 @@ def test_a_normal_approvals_signature_never_counts_as_a_break_glass_one(
 
 
 def test_a_break_glass_signature_never_counts_as_a_normal_approval(repo: Path) -> None:
-    text = pipeline().replace("mode: deployment", "mode: delivery\n    approval: {via: local, required: 1}")
+    # No window: the real CLI runs on the real clock, and the gate alone must decide whatever day it is.
+    without_windows = pipeline().split("    windows:\n")[0]
+    text = without_windows.replace("mode: deployment", "mode: delivery\n    approval: {via: local, required: 1}")
     sha = held_release(repo, text)
     glass = bobs_message(repo, sha, signing.BREAK_GLASS)
     signature = signing.sign(glass, bob_key(), signing.BREAK_GLASS)
     record(repo, sha, via="local", message=glass, signature=signature)
-    normal = cdkit("deploy", "--env", "production", "--sha", sha, cwd=repo)  # Wednesday, no window: the gate alone
+    normal = cdkit("deploy", "--env", "production", "--sha", sha, cwd=repo)
     assert normal.returncode == 1 and "not a cdkit approval" in normal.stdout + normal.stderr
     record(repo, sha, via="local", message=bobs_message(repo, sha, signing.APPROVAL), signature=signature)
     again = cdkit("deploy", "--env", "production", "--sha", sha, cwd=repo)
