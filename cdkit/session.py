@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from cdkit import git, setaside
+from cdkit import git, setaside, treewatch
 from cdkit.config import Pipeline, decode_config, find_config, load_text
 from cdkit.errors import UsageError
 from cdkit.events import Trigger
@@ -25,6 +25,8 @@ from cdkit.runner import CANCELLED, DEFAULT_KILL_GRACE, Reporter, RunContext, Ru
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NamedTuple
+
+    from cdkit.treewatch import EarlyWalk
 else:
     from cdkit.ntuple import NamedTuple
 
@@ -59,6 +61,7 @@ class Where(NamedTuple):
     mode: str  # WORK_TREE, IN_PLACE or WORKTREE
     dirty: bool  # the run cannot count for a release
     why: str = ""  # why a temporary worktree (a tree that cannot be judged in place)
+    early: EarlyWalk | None = None  # the clean work tree walked before its `git status` (treewatch.walk_early)
 
     @property
     def in_work_tree(self) -> bool:
@@ -97,7 +100,7 @@ def choose_in_place(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> tu
     return where.mode == WORK_TREE, where.dirty
 
 
-def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where:
+def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool, early_walk: bool = False) -> Where:
     """Where the stages judge `trigger.head_sha`.
 
     - The work tree as it is, when HEAD is that commit and nothing is uncommitted (the
@@ -113,7 +116,10 @@ def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where
     # Both git reads at once: nearly every answer below needs the listing as well as the status.
     listing = setaside.start_listing(ws.root)
     try:
-        head, clean = git.work_tree_state(ws.root)
+        # With `early_walk` (stages will run), the tree is walked first: a tree found clean then needs
+        # no `git status` when the first stage ends (see treewatch.walk_early).
+        early = treewatch.walk_early(ws.root, ws.repo.git_dir) if early_walk else None
+        head, clean, ignored = git.work_tree_status(ws.root, ignored=early_walk)
     except BaseException:
         listing.abandon()
         raise
@@ -121,7 +127,9 @@ def choose_where(ws: Workspace, trigger: Trigger, *, allow_dirty: bool) -> Where
     if at_head and clean:
         # Clean by `git status` is not clean when git was told not to look at some files.
         why = setaside.hidden_files(ws.root, ws.repo.git_dir, listing)
-        return Where(WORKTREE, True, why) if why else Where(WORK_TREE, False)
+        if why:
+            return Where(WORKTREE, True, why)
+        return Where(WORK_TREE, False, early=treewatch.confirm(early, ws.repo.git_dir, ignored) if early_walk else None)
     if at_head and allow_dirty:
         listing.abandon()
         return Where(WORK_TREE, True)
@@ -154,7 +162,7 @@ def run_trigger(
     if setaside.pending(ws.repo.git_dir) is not None:
         raise setaside.SetAsideError(setaside.busy_message(setaside.paths_for(ws.root, ws.repo.git_dir)))
     skip = parse_skip(environ.get("CDKIT_SKIP"))
-    where = choose_where(ws, trigger, allow_dirty=allow_dirty)
+    where = choose_where(ws, trigger, allow_dirty=allow_dirty, early_walk=True)
     dirty = where.dirty
     if where.mode != WORK_TREE and not pipeline_fixed:
         pipeline, committed_dirty = _committed_pipeline(ws, trigger.head_sha, pipeline)
@@ -196,15 +204,14 @@ class _StageTree(NamedTuple):
     paths: setaside.Paths  # where the stages run
     in_place: setaside.InPlace | None  # the user's work set aside, to come back after the stages
     clean_at: str | None = None  # the tree is known to be exactly this commit, nothing else in it
+    early: EarlyWalk | None = None  # and was walked just before `git status` said so
 
 
 def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequence[Reporter], *,
                 run_id: int, log_dir: Path, environ: Mapping[str, str], jobs: int | None, kill_grace: float | None,
                 extra_env: Mapping[str, str]) -> list[StageResult]:
-    from cdkit.treewatch import TreeWatch
-
     known = tree.in_place.manifest.target_tree if tree.in_place and tree.in_place.manifest else None
-    watch = TreeWatch(tree.paths, tree=known, clean_at=tree.clean_at)
+    watch = treewatch.TreeWatch(tree.paths, tree=known, clean_at=tree.clean_at, early=tree.early)
     ctx = RunContext(run_id=run_id, workdir=tree.paths.root, log_dir=log_dir,
                      environ=git.stage_environment(dict(environ)), jobs=jobs or os.cpu_count() or 2,
                      kill_grace=kill_grace if kill_grace is not None else _kill_grace(environ))
@@ -223,7 +230,8 @@ def _run_stages(plan: Plan, tree: _StageTree, ledger: Ledger, reporters: Sequenc
 def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: list[str]) -> Iterator[_StageTree]:
     """The tree the stages run in, for as long as they run (see `choose_where`)."""
     if where.mode == WORK_TREE:
-        yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None, None if where.dirty else sha)
+        yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None, None if where.dirty else sha,
+                         None if where.dirty else where.early)
     elif where.mode == WORKTREE:
         with git.temporary_worktree(sha, cwd=ws.root) as path:
             yield _StageTree(setaside.paths_for(path), None, sha)

@@ -6,7 +6,8 @@ with how it was before (tracked and untracked files, ignored ones left out, like
 `git status`); a stage that modified, added or deleted files fails with the list, as
 pre-commit's "files were modified by this hook" does, unless it says `allow_changes: true`.
 
-While nothing changes, the check needs no git process: see `StatBaseline`.
+While nothing changes, the check needs no git process: see `StatBaseline`. In a tree that
+was clean at the last run, not even after the first stage: see `walk_early`.
 """
 from __future__ import annotations
 
@@ -21,10 +22,21 @@ from cdkit.logs import disk_error
 from cdkit.runner import FAILED, PASSED, StageResult
 from cdkit.setaside import Paths, diff_trees, snapshot_tree
 
+# Not `typing`: every push imports this module, and typing (with NamedTuple's per-field
+# ForwardRef compiles) costs it milliseconds; see cdkit/ntuple.py. mypy treats any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from cdkit.ntuple import NamedTuple
+
 LISTED = 20  # files named in the reason; the stage's log has them all
 # Past this many entries git's own status (in C, with the index's stat cache) is the faster check.
 WALK_LIMIT = 5000
 Identity = tuple[int, int, int, int, int]  # (inode, mode, size, mtime_ns, ctime_ns) of one lstat
+# In <git dir>/cdkit: what git ignored in this work tree at its last clean `git status`, and whether
+# the tree could be walked then (`walk_early`).
+IGNORED_CACHE = "watch-ignored"
 
 
 class StatBaseline:
@@ -129,6 +141,81 @@ def _identity(st: os.stat_result, probe_time: int) -> Identity | None:
     return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+class EarlyWalk(NamedTuple):
+    """The work tree walked before the `git status` that found it clean, and what the walk skipped."""
+
+    walk: dict[bytes, Identity]
+    ignored: frozenset[bytes]
+
+
+def walk_early(root: Path, git_dir: Path) -> EarlyWalk | None:
+    """The tree walked now, *before* the `git status` that will say whether it is clean, skipping
+    what git ignored here at the last clean status (kept in IGNORED_CACHE).
+
+    When that status finds the tree clean and ignores exactly what the walk skipped (`confirm`),
+    the walk is a baseline as `StatBaseline` requires (taken before a clean status, no entry in
+    its probe's tick), so even the first stage's end needs no `git status`. None when nothing is
+    cached yet, or the tree cannot be walked (too big, submodules, racy entries).
+    """
+    cache = git_dir / "cdkit" / IGNORED_CACHE
+    cached = _read_ignored(cache)
+    if cached is None or not cached[1]:
+        return None  # first run here, or the last walk found the tree too big to walk
+    baseline = StatBaseline(root, git_dir / "cdkit" / f"watch-probe.{os.getpid()}")
+    baseline.found_clean(None, cached[0])
+    try:
+        walk = baseline.unchanged()[1]
+    finally:
+        baseline.close()  # the tree watch writes its own probe for the next walk
+    if walk is None and not baseline.usable:
+        _write_ignored(cache, cached[0], walkable=False)
+    return None if walk is None else EarlyWalk(walk, cached[0])
+
+
+def confirm(early: EarlyWalk | None, git_dir: Path, ignored: frozenset[bytes]) -> EarlyWalk | None:
+    """`early`, once a `git status` after it found the tree clean, if that status ignored exactly what the
+    walk skipped; the cache follows what git ignores now, for the next run."""
+    if early is not None and early.ignored == ignored:
+        return early
+    remember_ignored(git_dir, ignored)
+    return None
+
+
+def remember_ignored(git_dir: Path, ignored: frozenset[bytes]) -> None:
+    """What a clean `git status` ignored, for the next run's `walk_early` (written only when it changed)."""
+    cache = git_dir / "cdkit" / IGNORED_CACHE
+    cached = _read_ignored(cache)
+    if cached is None or cached[0] != ignored:
+        _write_ignored(cache, ignored, walkable=True)  # a new set: worth walking again
+
+
+def _read_ignored(cache: Path) -> tuple[frozenset[bytes], bool] | None:
+    import marshal
+
+    try:
+        ignored, walkable = marshal.loads(cache.read_bytes())
+    except Exception:  # noqa: BLE001 - missing, unreadable or corrupt: no cache, the tree is judged as before
+        return None
+    if not (isinstance(ignored, frozenset) and all(isinstance(p, bytes) for p in ignored)
+            and isinstance(walkable, bool)):
+        return None
+    return ignored, walkable
+
+
+def _write_ignored(cache: Path, ignored: frozenset[bytes], *, walkable: bool) -> None:
+    import marshal
+
+    if os.path.islink(cache.parent):
+        return  # cdkit never follows a link out of .git/cdkit
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(marshal.dumps((ignored, walkable)))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only or full git dir: every run is judged as if it were the first
+
+
 class TreeWatch:
     """Remembers the tree between stages and blames each change on the stage that just ended.
 
@@ -136,15 +223,19 @@ class TreeWatch:
     fresh temporary worktree). Then, as long as `git status` stays empty at that commit,
     nothing changed: at most one git process per stage instead of a snapshot's two, none
     before the first stage, and none at all while the `StatBaseline` walk sees no change.
-    The first change found falls back to snapshots.
+    The first change found falls back to snapshots. With `early` (see `walk_early`), the
+    baseline is there before the first stage.
     """
 
-    def __init__(self, paths: Paths, tree: str | None = None, *, clean_at: str | None = None) -> None:
+    def __init__(self, paths: Paths, tree: str | None = None, *, clean_at: str | None = None,
+                 early: EarlyWalk | None = None) -> None:
         self.paths = paths
         paths.dir.parent.mkdir(parents=True, exist_ok=True)
         self.scratch = paths.dir.parent / f"watch-index.{os.getpid()}"
         self.clean_at = None if tree else clean_at
         self.baseline = StatBaseline(paths.root, paths.dir.parent / f"watch-probe.{os.getpid()}")
+        if early is not None and self.clean_at is not None:
+            self.baseline.found_clean(early.walk, early.ignored)
         self._tree = tree
         if self._tree is None and self.clean_at is None:
             self._tree = self._snapshot()  # an unknown tree is looked at
@@ -176,6 +267,8 @@ class TreeWatch:
             return True
         head, clean, ignored = git.work_tree_status(self.paths.root, ignored=self.baseline.usable)
         if head == self.clean_at and clean:
+            if self.baseline.usable and ignored != self.baseline.ignored:
+                remember_ignored(self.paths.git_dir, ignored)  # what a stage made (build/), as the next run sees it
             self.baseline.found_clean(walk, ignored)
             return True
         if self._tree is None:

@@ -153,3 +153,65 @@ def test_quiet_stages_cost_no_git_status_each_and_a_hidden_edit_still_fails(tmp_
     assert results["q7"].status == "passed" and results["hider"].status == "failed"
     assert results["after"].status == "skipped"
     assert _status_calls(env) <= 4  # the walk saw the change: git status judged it, once
+
+
+def test_a_tree_clean_at_the_last_run_needs_no_git_status_after_its_first_stage(tmp_path: Path) -> None:
+    """The tree is walked before the run's own `git status`; when that status finds it clean and ignores
+    what the last clean status did, the walk is the baseline (no status after the stage). Each refusal
+    below is paired with the same walk letting a quiet stage through."""
+    env = _git_logger(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    quiet = config("""
+        version: 1
+        stages:
+          - {name: build, run: "mkdir -p build && date > build/out"}
+        """)
+    commit(repo, {".cdkit.yml": quiet, ".gitignore": "build/\n", "app.py": "answer = 42\n", "README": "hi\n"})
+
+    def run(pipeline: str | None = None) -> tuple[int, str, int]:
+        if pipeline is not None:
+            commit(repo, {".cdkit.yml": pipeline})
+        calls = Path(env["GIT_CALLS"])
+        calls.unlink(missing_ok=True)
+        ran = cdkit("run", cwd=repo, env=env)
+        return ran.returncode, ran.stdout + ran.stderr, _status_calls(env)
+
+    assert run()[::2] == (0, 2)  # the first run here: nothing cached, a status before and after the stage
+    assert (repo / ".git" / "cdkit" / "watch-ignored").exists()
+    time.sleep(TICK)  # out of the last run's tick: its entries are not racy for the next walk
+    assert run()[::2] == (0, 1)  # the control: the same quiet stage, and only the run's own status
+
+    hide = "printf 'answer = 41' > app.py && touch -r README app.py"  # same size, an old mtime
+    code, said, _ = run(quiet.replace("mkdir -p build && date > build/out", hide))
+    assert code == 1 and "files were modified by this stage: app.py" in said, said
+    commit(repo, {"app.py": "answer = 42\n", ".cdkit.yml": quiet})
+    time.sleep(TICK)
+    assert run()[::2] == (0, 1)
+
+    # A stage makes a directory git newly ignores (dist/): the walk after it sees a new entry, one
+    # `git status` says it is ignored, and the next run walks past it.
+    commit(repo, {".gitignore": "build/\ndist/\n", ".cdkit.yml": quiet.replace("build", "dist")})
+    time.sleep(TICK)
+    assert run()[::2] == (0, 2)
+    time.sleep(TICK)
+    assert run()[::2] == (0, 1)  # the cache now holds the new set
+    code, said, _ = run(quiet.replace("mkdir -p build && date > build/out", "echo new > new.txt"))
+    assert code == 1 and "files were modified by this stage: new.txt" in said, said
+
+
+def test_a_corrupt_ignored_cache_is_only_a_miss(tmp_path: Path) -> None:
+    env = _git_logger(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, {".cdkit.yml": "version: 1\nstages:\n  - {name: quiet, run: 'true'}\n", "README": "hi\n"})
+    cache = repo / ".git" / "cdkit" / "watch-ignored"
+    for garbage in (b"\x00not marshal", b"\xe9" * 3, b"\xdb\x00\x00\x00\x00"):  # junk, a bad code, an empty set
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(garbage)
+        Path(env["GIT_CALLS"]).unlink(missing_ok=True)
+        time.sleep(TICK)
+        ran = cdkit("run", cwd=repo, env=env)
+        assert ran.returncode == 0 and "internal error" not in ran.stderr, ran.stderr
+        assert _status_calls(env) == 2  # judged as if it were the first run here
+    time.sleep(TICK)
+    Path(env["GIT_CALLS"]).unlink()
+    assert cdkit("run", cwd=repo, env=env).returncode == 0 and _status_calls(env) == 1  # rewritten, and used
