@@ -332,8 +332,6 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-answer (a fault test dropping the connection, a client that timed
         out) is what those tests do, not a failure of the fake: no traceback for it in the test output."""
-        import sys
-
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
