@@ -317,6 +317,44 @@ def _wait_then_wake(proc: subprocess.Popen[bytes], name: str, exits: queue.Simpl
     wakeup.wake_from_thread()
 
 
+def _log_path(ctx: RunContext, stage: Stage) -> str:
+    return os.path.join(ctx.log_dir, f"{stage.name}.log")
+
+
+class _LogMaker:
+    """Creates a run's log files ahead of its stages, from a kept thread.
+
+    Creating a file can cost more than starting a stage (0.4 ms on this project's build machine's
+    ext4, against 0.01 ms to open one that exists), and the runner's one thread starts every stage.
+    Only what is not there yet is created (`O_EXCL`): a stage that started first keeps its log.
+    When the run is over, the empty logs of stages that never started are removed again.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self._lock = threading.Lock()  # held for each creation: once `stop` returns, no more come
+        self._stopped = False
+
+    def create(self) -> None:
+        for path in self.paths:
+            with self._lock:
+                if self._stopped:
+                    return
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                except OSError:
+                    pass  # there already, or it cannot be made: the stage's own open says why
+
+    def stop(self, started: set[str]) -> None:
+        with self._lock:
+            self._stopped = True
+        for path in self.paths:
+            if path not in started:
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_size == 0:
+                        os.unlink(path)
+
+
 @functools.cache
 def _devnull() -> int:
     """/dev/null, opened once for every stage's stdin (Popen's DEVNULL opens and closes it per process)."""
@@ -362,7 +400,7 @@ def _working_directory_problem(stage: Stage, workdir: Path) -> str | None:
 
 def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], clock: Callable[[], float]) -> _Running:
     # Strings, not Paths: joined once per stage on the runner's one thread, they cost less.
-    log_path = os.path.join(ctx.log_dir, f"{stage.name}.log")
+    log_path = _log_path(ctx, stage)
     cwd = os.path.join(ctx.workdir, stage.working_directory) if stage.working_directory else ctx.workdir
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the stage's output ends (`_Runner._close_output`)
     try:
@@ -409,6 +447,7 @@ class Runner:
         self._poll.register(self._wakeup.fd, select.POLLIN)
         # Exits seen by the waiter threads (no pidfd); SimpleQueue.put is safe from any thread.
         self._exits: queue.SimpleQueue[tuple[str, int, float]] = queue.SimpleQueue()
+        self._logs: _LogMaker | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -421,6 +460,9 @@ class Runner:
         try:
             return self._run()
         finally:
+            if self._logs is not None:
+                self._logs.stop({r.log_path for r in self.state.results.values() if r.log_path}
+                                | {r.log_path for r in self.state.running.values()})
             try:
                 for reporter in self.reporters:
                     reporter.run_finished()
@@ -429,6 +471,9 @@ class Runner:
 
     def _run(self) -> list[StageResult]:
         self.ctx.log_dir.mkdir(parents=True, exist_ok=True)
+        if len(self.plan.to_run) > 1:  # the first starts now: its own open creates its log
+            self._logs = _LogMaker([_log_path(self.ctx, s) for s in self.plan.to_run[1:]])
+            _WORKERS.submit(self._logs.create)
         for planned in self.plan.stages:
             if not planned.runs:
                 self._finish(planned.stage, StageResult(planned.stage.name, SKIPPED, planned.reason,

@@ -467,3 +467,26 @@ def test_live_output_never_shows_a_token(repo: Path) -> None:
                                 "run: 'echo \"Authorization: token $GITHUB_TOKEN\"'}\n"})  # granted, still hidden
     result = cdkit("run", cwd=repo, env={"GITHUB_TOKEN": token})
     assert token not in result.stdout and "Authorization: ***" in result.stdout
+
+
+def test_the_logs_made_ahead_of_the_stages_are_only_those_of_stages_that_ran(repo: Path) -> None:
+    # The runner creates its log files ahead of the stages, from a thread; a stage that never
+    # starts (its need failed, the run was over) must not leave an empty log behind.
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: first, run: "echo one"}
+          - {name: fails, run: "echo two; exit 1", needs: []}
+          - {name: quiet, run: "true", needs: []}
+          - {name: blocked, run: "echo never", needs: [fails]}
+          - {name: also-blocked, run: "echo never", needs: [blocked]}
+    """)})
+    code, doc = run_json(repo, "--jobs", "1")
+    assert code == 1
+    stages = stages_by_name(doc)
+    ran = {name for name, s in stages.items() if s["log"]}
+    assert ran == {"first", "fails", "quiet"}
+    log_dir = Path(str(stages["first"]["log"])).parent
+    assert sorted(p.name for p in log_dir.glob("*.log")) == ["fails.log", "first.log", "quiet.log"]
+    assert (log_dir / "first.log").read_text() == "one\n" and (log_dir / "fails.log").read_text() == "two\n"
+    assert (log_dir / "quiet.log").read_bytes() == b""  # a stage that ran and printed nothing keeps its log
