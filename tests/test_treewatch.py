@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cdkit.ledger import Ledger
 from cdkit.treewatch import WALK_LIMIT, StatBaseline
-from tests.helpers import cdkit, commit, config, make_repo
+from tests.helpers import cdkit, commit, make_repo
 
 TICK = 0.03  # longer than any filesystem's timestamp granularity here (a jiffy, at most 10 ms)
 
@@ -127,24 +127,28 @@ def _status_calls(env: dict[str, str]) -> int:
     return sum(" status " in f" {line} " for line in Path(env["GIT_CALLS"]).read_text().splitlines())
 
 
-def test_quiet_stages_cost_no_git_status_each_and_a_hidden_edit_still_fails(tmp_path: Path) -> None:
+HIDE_EDIT = "printf 'answer = 41' > app.py && touch -r README app.py"  # app.py: same size, an old mtime
+
+
+def _repo_building(tmp_path: Path, first: str, then: str = "") -> tuple[Path, dict[str, str], str]:
+    """A repository whose first stage writes into build/ (ignored), then `then`'s stages; with a logging git."""
     env = _git_logger(tmp_path)
-    quiet = "".join(f"  - {{name: q{i}, run: 'sleep 0.05', needs: [q{i - 1}]}}\n" for i in range(1, 8))
-    hide = "printf 'answer = 41' > app.py && touch -r README app.py"  # same size, same mtime as before
     repo = make_repo(tmp_path / "repo")
-    pipeline = config("""
-        version: 1
-        stages:
-          - {name: q0, run: "mkdir -p build && echo cache > build/out"}
-        """) + quiet
+    pipeline = f"version: 1\nstages:\n  - {{name: q0, run: \"{first}\"}}\n" + then
     commit(repo, {".cdkit.yml": pipeline, ".gitignore": "build/\n", "app.py": "answer = 42", "README": "hi\n"})
+    return repo, env, pipeline
+
+
+def test_quiet_stages_cost_no_git_status_each_and_a_hidden_edit_still_fails(tmp_path: Path) -> None:
+    quiet = "".join(f"  - {{name: q{i}, run: 'sleep 0.05', needs: [q{i - 1}]}}\n" for i in range(1, 8))
+    repo, env, pipeline = _repo_building(tmp_path, "mkdir -p build && echo cache > build/out", quiet)
     ran = cdkit("run", "--jobs", "1", cwd=repo, env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr  # the control: eight quiet stages pass
     statuses = _status_calls(env)
     assert statuses <= 3, Path(env["GIT_CALLS"]).read_text()  # not one per stage
 
     Path(env["GIT_CALLS"]).unlink()
-    commit(repo, {".cdkit.yml": pipeline + f"  - {{name: hider, run: \"{hide}\", needs: [q7]}}\n"
+    commit(repo, {".cdkit.yml": pipeline + f"  - {{name: hider, run: \"{HIDE_EDIT}\", needs: [q7]}}\n"
                   + "  - {name: after, run: 'true', needs: [hider]}\n"})
     ran = cdkit("run", "--jobs", "1", cwd=repo, env=env)
     assert ran.returncode == 1 and "files were modified by this stage: app.py" in ran.stdout, ran.stdout
@@ -159,14 +163,7 @@ def test_a_tree_clean_at_the_last_run_needs_no_git_status_after_its_first_stage(
     """The tree is walked before the run's own `git status`; when that status finds it clean and ignores
     what the last clean status did, the walk is the baseline (no status after the stage). Each refusal
     below is paired with the same walk letting a quiet stage through."""
-    env = _git_logger(tmp_path)
-    repo = make_repo(tmp_path / "repo")
-    quiet = config("""
-        version: 1
-        stages:
-          - {name: build, run: "mkdir -p build && date > build/out"}
-        """)
-    commit(repo, {".cdkit.yml": quiet, ".gitignore": "build/\n", "app.py": "answer = 42\n", "README": "hi\n"})
+    repo, env, quiet = _repo_building(tmp_path, "mkdir -p build && date > build/out")
 
     def run(pipeline: str | None = None) -> tuple[int, str, int]:
         if pipeline is not None:
@@ -181,10 +178,9 @@ def test_a_tree_clean_at_the_last_run_needs_no_git_status_after_its_first_stage(
     time.sleep(TICK)  # out of the last run's tick: its entries are not racy for the next walk
     assert run()[::2] == (0, 1)  # the control: the same quiet stage, and only the run's own status
 
-    hide = "printf 'answer = 41' > app.py && touch -r README app.py"  # same size, an old mtime
-    code, said, _ = run(quiet.replace("mkdir -p build && date > build/out", hide))
+    code, said, _ = run(quiet.replace("mkdir -p build && date > build/out", HIDE_EDIT))
     assert code == 1 and "files were modified by this stage: app.py" in said, said
-    commit(repo, {"app.py": "answer = 42\n", ".cdkit.yml": quiet})
+    commit(repo, {"app.py": "answer = 42", ".cdkit.yml": quiet})
     time.sleep(TICK)
     assert run()[::2] == (0, 1)
 
