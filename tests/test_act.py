@@ -156,6 +156,29 @@ def action_pins(workflow: Path) -> set[str]:
 
 
 SESSION_CACHE: list[Path] = []  # the session's actions/cache entries, set by `session_act_cache`
+ACTION_SOURCE: list[Path] = []  # this checkout's action as GitHub would serve it, set by `session_action_source`
+
+
+def _session_action_source() -> Path:
+    return ACTION_SOURCE[0] if ACTION_SOURCE else ROOT  # the benchmarks call run_act outside a pytest session
+
+
+def copy_action_source(dest: Path) -> Path:
+    """This checkout's action as a release of it holds it: the files git tracks or would track (never an ignored
+    one), without the tests, examples and benchmarks."""
+    listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "examples/", "bench/")):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_action_source(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """act copies a `--local-repository` action into every job that uses it: the checkout itself would bring
+    whatever lies in it (`.ci/run` makes its virtualenv there: 264 MB, which took the suite from 3 to 7 minutes)."""
+    ACTION_SOURCE[:] = [copy_action_source(tmp_path_factory.mktemp("action-source"))]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -171,7 +194,7 @@ def session_act_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any], workflow: Path, *,
-            actor: str = "octocat", job: str | None = None, action_source: Path = ROOT,
+            actor: str = "octocat", job: str | None = None, action_source: Path | None = None,
             started: Callable[[int], None] | None = None, cache: Path | None = None,
             act_args: Sequence[str] = ()) -> ActRun:
     """GitHub's part, then act's: the event starts a workflow run (its check suite), act runs its jobs as that run.
@@ -196,7 +219,8 @@ def run_act(repo: Path, server: FakeGitHub, event: str, payload: dict[str, Any],
         "--local-repository", f"{CHECKOUT.split(' ')[0]}={STAND_INS / 'checkout'}",
         "--local-repository", f"{SETUP_PYTHON}={STAND_INS / 'setup-python'}",
         "--local-repository", f"{CACHE}={STAND_INS / 'cache'}",
-        *(arg for pin in action_pins(workflow) for arg in ("--local-repository", f"{pin}={action_source}")),
+        *(arg for pin in action_pins(workflow)
+          for arg in ("--local-repository", f"{pin}={action_source or _session_action_source()}")),
         "--env", f"GITHUB_API_URL={server.url}", "--env", f"GITHUB_REPOSITORY={REPOSITORY}",
         "--env", f"GITHUB_RUN_ID={run['id']}",
         # GitHub sets who started the run (a re-run's actor); act does not.
@@ -589,11 +613,7 @@ def test_a_second_job_restores_the_virtualenv_from_the_cache_and_installs_nothin
     assert warm.outputs("pipeline")["result"] == "passed"
 
     # The attack: a newer action (another source, the same lock) restoring that virtualenv runs its own cdkit.
-    newer = tmp_path / "newer-action"
-    for name in filter(None, git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")):
-        if (ROOT / name).is_file() and not name.startswith(("tests/", "examples/", "bench/")):
-            (newer / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, newer / name)
+    newer = copy_action_source(tmp_path / "newer-action")
     (newer / "cdkit" / "newer.py").write_text("MARK = 'the newer action'\n")
     changed = run_act(repo, fake_github, "push", push_payload(base, head), workflow, cache=cache,
                       action_source=newer)
