@@ -324,9 +324,9 @@ def _log_path(ctx: RunContext, stage: Stage) -> str:
 class _LogMaker:
     """Creates a run's log files ahead of its stages, from a kept thread.
 
-    Creating a file can cost as much as starting a stage (0.04 ms on this project's build machine's
-    ext4 when its disk is idle, 0.4 ms when it is busy writing back; 0.01 ms to open one that exists),
-    and the runner's one thread starts every stage.
+    Creating a file can cost as much as starting a stage (0.04 to 0.4 ms on this project's build
+    machine's ext4, as its disk's state goes; 0.01 ms to open one that exists), and the runner's one
+    thread starts every stage.
     Only what is not there yet is created (`O_EXCL`): a stage that started first keeps its log.
     When the run is over, the empty logs of stages that never started are removed again.
     """
