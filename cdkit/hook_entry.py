@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from cdkit import marshalfile
 from cdkit.errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CdkitError
 
 # Not `typing.TYPE_CHECKING`: importing typing alone costs a push several milliseconds (mypy
@@ -166,14 +167,15 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
         raise UsageError("REMOTE and URL are required with ref lines on stdin (git passes both to the hook): "
                          "cdkit hook run pre-push REMOTE URL")
 
-    quiet = None if from_pre_commit else _quiet_push(cwd, environ)
+    dirs = _git_dirs(cwd, environ)
+    quiet = None if from_pre_commit or dirs is None else _quiet_push(top=dirs[0], common_dir=dirs[2])
     if quiet is not None:
         _say(f"cdkit: {quiet}")
         return EXIT_OK
 
     from cdkit import git, prepush
 
-    ws = _workspace(cwd, environ)
+    ws = _workspace(dirs, cwd)
     _forget_git_environment(environ)
     if environ is not os.environ:
         _forget_git_environment(os.environ)  # our own git calls read the process environment
@@ -214,11 +216,10 @@ def _judge_push(remote: str | None, url: str | None, stdin: bytes, environ: Muta
     return _run_targets(ws, pipeline, plan.targets, remote=remote, url=url, environ=environ)
 
 
-def _workspace(cwd: str | None, environ: Mapping[str, str]) -> Workspace:
-    """`find_workspace`, without its `git rev-parse` where git runs the hook (see `_git_dirs`)."""
+def _workspace(dirs: tuple[str, str, str] | None, cwd: str | None) -> Workspace:
+    """`find_workspace`, without its `git rev-parse` where git runs the hook (`dirs`, from `_git_dirs`)."""
     from cdkit.session import Workspace, find_workspace
 
-    dirs = _git_dirs(cwd, environ)
     if dirs is None:
         return find_workspace(None, cwd)
     from pathlib import Path
@@ -305,15 +306,7 @@ def load_pipeline_cached(path: Path, cache: Path) -> Pipeline:
     if data is not None:
         return _pipeline_from_data(data)
     pipeline = config.load_text(config.decode_config(raw, str(path)), str(path))
-    import marshal
-
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps((key, _pipeline_to_data(pipeline))))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only git dir: parse every time
+    marshalfile.write(cache, (key, _pipeline_to_data(pipeline)))  # a read-only git dir: parse every time
     return pipeline
 
 
@@ -328,14 +321,10 @@ def _cache_key(path: str, raw: bytes, config_file: str, schema_file: str) -> Cac
 
 def _read_cache(cache: str, key: CacheKey) -> dict[str, Any] | None:
     """The cached pipeline's data when it was built from `key`, else None (a miss)."""
-    import marshal
-
-    try:
-        with open(cache, "rb") as file:
-            cached_key, data = marshal.loads(file.read())
-    except Exception:  # noqa: BLE001 - a missing, stale or corrupt cache is only a miss
+    stored = marshalfile.read(cache)
+    if not (isinstance(stored, tuple) and len(stored) == 2 and stored[0] == key and isinstance(stored[1], dict)):
         return None
-    return data if cached_key == key and isinstance(data, dict) else None
+    return stored[1]
 
 
 def _git_dirs(cwd: str | None, environ: Mapping[str, str]) -> tuple[str, str, str] | None:
@@ -364,7 +353,7 @@ def _git_dirs(cwd: str | None, environ: Mapping[str, str]) -> tuple[str, str, st
     return os.path.abspath(top), os.path.normpath(git_dir), common_dir
 
 
-def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
+def _quiet_push(*, top: str, common_dir: str) -> str | None:
     """What to say when the work tree's pipeline runs nothing on pre-push, known without git; else None.
 
     The pipeline file and its cache are found from `_git_dirs` with a few `stat`s: no git
@@ -374,10 +363,6 @@ def _quiet_push(cwd: str | None, environ: Mapping[str, str]) -> str | None:
     """
     from cdkit import CONFIG_NAMES, DEFAULT_CONFIG
 
-    dirs = _git_dirs(cwd, environ)
-    if dirs is None:
-        return None
-    top, _, common_dir = dirs
     present = [name for name in CONFIG_NAMES if os.path.isfile(os.path.join(top, name))]
     if not present:
         return f"no {DEFAULT_CONFIG} in {top}; nothing to check (create one with `cdkit init`, " \

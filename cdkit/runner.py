@@ -403,7 +403,7 @@ def _start(stage: Stage, ctx: RunContext, extra_env: Mapping[str, str], clock: C
     # Strings, not Paths: joined once per stage on the runner's one thread, they cost less.
     log_path = _log_path(ctx, stage)
     cwd = os.path.join(ctx.workdir, stage.working_directory) if stage.working_directory else ctx.workdir
-    log = open(log_path, "wb")  # noqa: SIM115 - closed when the stage's output ends (`_Runner._close_output`)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the stage's output ends (`Runner._close_output`)
     try:
         started = clock()
         proc = subprocess.Popen(
@@ -592,9 +592,10 @@ class Runner:
         assert running.out is not None
         chunk = os.read(running.out, READ_SIZE)  # poll said readable: this does not block
         if not chunk:
-            self._close_output(running)
             if running.exit is not None:
                 self._ended(running)
+            else:
+                self._close_output(running)  # the exit is still to come (`exec >&-`)
             return
 
         def emit(lines: bytes) -> None:
@@ -630,7 +631,6 @@ class Runner:
         for running in list(self.state.running.values()):
             if running.exit is not None and running.out is not None and \
                     (now >= running.read_until or now >= running.flowing_until):
-                self._close_output(running)
                 self._ended(running)
 
     def _ended(self, running: _Running) -> None:

@@ -231,7 +231,7 @@ def _stage_tree(ws: Workspace, sha: str, where: Where, log_dir: Path, notes: lis
     """The tree the stages run in, for as long as they run (see `choose_where`)."""
     if where.mode == WORK_TREE:
         yield _StageTree(setaside.paths_for(ws.root, ws.repo.git_dir), None, None if where.dirty else sha,
-                         None if where.dirty else where.early)
+                         where.early)  # set only for a clean tree
     elif where.mode == WORKTREE:
         with git.temporary_worktree(sha, cwd=ws.root) as path:
             yield _StageTree(setaside.paths_for(path), None, sha)

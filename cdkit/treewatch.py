@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from cdkit.config import Stage
-from cdkit import git
+from cdkit import git, marshalfile
 from cdkit.errors import CdkitError, GitError
 from cdkit.logs import disk_error
 from cdkit.runner import FAILED, PASSED, StageResult
@@ -190,12 +190,11 @@ def remember_ignored(git_dir: Path, ignored: frozenset[bytes]) -> None:
 
 
 def _read_ignored(cache: Path) -> tuple[frozenset[bytes], bool] | None:
-    import marshal
-
-    try:
-        ignored, walkable = marshal.loads(cache.read_bytes())
-    except Exception:  # noqa: BLE001 - missing, unreadable or corrupt: no cache, the tree is judged as before
+    """(what git ignored, whether the tree could be walked), or None: no cache, the tree is judged as before."""
+    stored = marshalfile.read(cache)
+    if not (isinstance(stored, tuple) and len(stored) == 2):
         return None
+    ignored, walkable = stored
     if not (isinstance(ignored, frozenset) and all(isinstance(p, bytes) for p in ignored)
             and isinstance(walkable, bool)):
         return None
@@ -203,17 +202,7 @@ def _read_ignored(cache: Path) -> tuple[frozenset[bytes], bool] | None:
 
 
 def _write_ignored(cache: Path, ignored: frozenset[bytes], *, walkable: bool) -> None:
-    import marshal
-
-    if os.path.islink(cache.parent):
-        return  # cdkit never follows a link out of .git/cdkit
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps((ignored, walkable)))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only or full git dir: every run is judged as if it were the first
+    marshalfile.write(cache, (ignored, walkable))  # a read-only git dir: every run is judged as the first
 
 
 class TreeWatch:
