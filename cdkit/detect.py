@@ -56,18 +56,23 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _runs(*argv: str) -> bool:
+def _runs(*argv: str, cwd: Path | None = None) -> bool:
     """Whether a command works here now (a rustup proxy without a toolchain is on PATH, yet fails)."""
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        done = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 
 
-def _python_can_import(python: str, module: str) -> bool:
-    """Whether the `python` on PATH (the one a stage gets) has `module`: a stage that fails to import is no start."""
-    return _runs(python, "-c", f"import {module}")
+def _python_can_run(python: str, module: str, root: Path) -> bool:
+    """Whether `python -m module` can run as a stage would, with the `python` on PATH in the project's root.
+
+    Asked of `module.__main__`, not of `import module`: a directory of that name in the root (the
+    `build/` setuptools leaves behind) imports as an empty namespace package, and `-m` then fails.
+    """
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module + '.__main__'!r}) is None)"
+    return _runs(python, "-c", probe, cwd=root)
 
 
 def detect_python(root: Path, which: Which) -> Detected | None:
@@ -90,11 +95,11 @@ def detect_python(root: Path, which: Which) -> Detected | None:
         notes.append(f"{tool} is configured but not on PATH: no lint stage (install it, then add one)")
     has_tests = any((root / d).is_dir() for d in ("tests", "test")) or any(root.glob("test_*.py"))
     if has_tests:
-        if _python_can_import(python, "pytest"):
+        if _python_can_run(python, "pytest", root):
             stages.append(Proposal("test", f"{python} -m pytest -q", FAST, PYTHON_PATHS, needs=()))
         else:
             notes.append(f"there are tests but `{python} -m pytest` cannot run here: no test stage (pip install pytest)")
-    if (root / "pyproject.toml").is_file() and _python_can_import(python, "build"):
+    if (root / "pyproject.toml").is_file() and _python_can_run(python, "build", root):
         stages.append(Proposal("build", f"{python} -m build", CI_ONLY, needs=tuple(s.name for s in stages) or None,
                                allow_changes=True, comment="writes dist/ and *.egg-info"))
     return Detected("python", tuple(stages), tuple(notes))

@@ -71,6 +71,23 @@ def subprocess_push(repo: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+def test_a_leftover_build_directory_is_not_the_build_package(tmp_path: Path) -> None:
+    # setuptools leaves build/ in the root; `import build` there finds it (an empty namespace
+    # package) though `python -m build` cannot run: no build stage is proposed for it.
+    leftover = {"pyproject.toml": PYPROJECT, "build/lib/calc/__init__.py": "", "tests/test_calc.py": PY_TEST}
+    repo = project(tmp_path / "leftover", leftover)
+    assert subprocess.run(["python3", "-c", "import build"], cwd=repo).returncode == 0  # what fooled the old probe
+    if subprocess.run(["python3", "-m", "build", "--version"], cwd=repo, capture_output=True).returncode == 0:
+        pytest.skip("the real `build` is installed here: the leftover directory cannot be told from it")
+    assert "build" not in [s.name for s in detect(repo, which=lambda tool: None if tool == "python" else
+                                                   shutil.which(tool))[0]]
+    # Positive control: a `build` that `python -m build` runs is proposed.
+    runnable = {**leftover, "build/__init__.py": "", "build/__main__.py": "print('built')\n"}
+    repo = project(tmp_path / "runnable", runnable)
+    assert "build" in [s.name for s in detect(repo, which=lambda tool: None if tool == "python" else
+                                              shutil.which(tool))[0]]
+
+
 def test_configured_linter_that_is_missing_is_a_note_not_a_failing_stage(tmp_path: Path) -> None:
     repo = project(tmp_path, {"pyproject.toml": PYPROJECT + "\n[tool.ruff]\nline-length = 100\n",
                               "tests/test_calc.py": PY_TEST})
