@@ -286,21 +286,42 @@ def _git(server: FakeGitHub, *args: str) -> str | None:
 
 
 def _commit_json(server: FakeGitHub, sha: str) -> dict[str, Any] | None:
+    return _commits_json(server, [sha])[0]
+
+
+COMMIT_FIELDS = 8  # see COMMIT_FORMAT
+COMMIT_FORMAT = "--format=%H%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B%x00"
+
+
+def _commits_json(server: FakeGitHub, shas: list[str]) -> list[dict[str, Any] | None]:
+    """GitHub's JSON for these commits (None for one this repository lacks), read by one `git show` for
+    those not read before: a compare page of 250 commits is one git process, not 250."""
     cache = _extra(server, "commit_json")
-    if sha not in cache:
-        cache[sha] = _read_commit(server, sha)
-    return cache[sha]  # type: ignore[no-any-return]
+    unread = [sha for sha in dict.fromkeys(shas) if sha not in cache]
+    if unread:
+        shown = _git(server, "show", "-s", COMMIT_FORMAT, *unread, "--")
+        if shown is None:  # one of them is unknown: ask for each alone, to tell which
+            for sha in unread:
+                cache[sha] = _read_commits(server, _git(server, "show", "-s", COMMIT_FORMAT, sha, "--"))[0]
+        else:
+            cache.update(zip(unread, _read_commits(server, shown)))
+    return [cache[sha] for sha in shas]
 
 
-def _read_commit(server: FakeGitHub, sha: str) -> dict[str, Any] | None:
-    shown = _git(server, "show", "-s", "--format=%H%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B", sha, "--")
+def _read_commits(server: FakeGitHub, shown: str | None) -> list[dict[str, Any] | None]:
     if shown is None:
-        return None
-    full, an, ae, ad, cn, ce, cd, message = shown.split("\0", 7)
+        return [None]
+    # Each commit ends in NUL; `git show` puts a newline between two (a message holds no NUL).
+    fields = shown.split("\0")
     linked = _extra(server, "linked_emails")  # read when a commit is first asked for
-    return {"sha": full, "commit": {"author": {"name": an, "email": ae, "date": ad},
-                                    "committer": {"name": cn, "email": ce, "date": cd}, "message": message},
-            "author": linked.get(ae.casefold()), "committer": linked.get(ce.casefold())}
+    commits: list[dict[str, Any] | None] = []
+    for start in range(0, len(fields) - 1, COMMIT_FIELDS):
+        full, an, ae, ad, cn, ce, cd, message = fields[start:start + COMMIT_FIELDS]
+        commits.append({"sha": full.lstrip("\n"),
+                        "commit": {"author": {"name": an, "email": ae, "date": ad},
+                                   "committer": {"name": cn, "email": ce, "date": cd}, "message": message},
+                        "author": linked.get(ae.casefold()), "committer": linked.get(ce.casefold())})
+    return commits
 
 
 @route("GET", "/repos/{owner}/{repo}/compare/{basehead}")
@@ -311,7 +332,7 @@ def compare(server: FakeGitHub, req: Request) -> Reply:
         return Reply(404, NOT_FOUND)
     shas = listed.split()
     reply = paginate(req, shas, key="commits")  # one page of SHAs, then only those commits are read
-    reply.body["commits"] = [_commit_json(server, sha) for sha in reply.body["commits"]]
+    reply.body["commits"] = _commits_json(server, reply.body["commits"])
     return reply
 
 
