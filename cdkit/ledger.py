@@ -263,10 +263,31 @@ def _from_json(text: str) -> Any:
     return json.loads(text)
 
 
+def _stage_record(row: sqlite3.Row) -> StageRecord:
+    """A stage_results row, read with its run's status, pid and host (`run_status`, `run_pid`, `run_host`)."""
+    record = StageRecord(**{k: row[k] for k in StageRecord._fields})
+    if abandoned(record.status, row["run_status"], row["run_pid"], row["run_host"]):
+        return record._replace(status="cancelled", reason=ABANDONED_REASON)
+    return record
+
+
 def _claimant_gone(claimant: str | None) -> bool:
     """Whether the process that claimed an outbox item (`pid@host`) is known to have ended."""
     pid, _, host = (claimant or "").partition("@")
     return pid.isdigit() and local_process_gone(int(pid), host)
+
+
+ABANDONED_REASON = "interrupted: cdkit's process ended before the stage did (killed, or its machine stopped)"
+
+
+def abandoned(stage_status: str, run_status: str, pid: int | None, host: str | None) -> bool:
+    """Whether a stage recorded `running` never will finish: its run's cdkit process is gone (kill -9, a crash).
+
+    Shown as `cancelled` (ABANDONED_REASON), as its run is shown `interrupted`; the row itself is
+    left as written (the audit chain seals rows as they were recorded).
+    """
+    return stage_status == "running" and run_status == "running" and bool(pid) and \
+        local_process_gone(int(pid or 0), host)
 
 
 class LedgerError(CdkitError):
@@ -698,9 +719,11 @@ class Ledger:
 
     def stage_results(self, run_id: int) -> list[StageRecord]:
         rows = self._read(
-            "SELECT * FROM stage_results WHERE run_id = ? ORDER BY COALESCE(started_at, 1e18), rowid", (run_id,)
+            "SELECT s.*, r.status AS run_status, r.pid AS run_pid, r.host AS run_host FROM stage_results s"
+            " JOIN runs r ON r.id = s.run_id WHERE s.run_id = ? ORDER BY COALESCE(s.started_at, 1e18), s.rowid",
+            (run_id,),
         )
-        return [StageRecord(**{k: r[k] for k in StageRecord._fields}) for r in rows]
+        return [_stage_record(r) for r in rows]
 
     def latest_stage_results(self, sha: str, *, include_dirty: bool = False,
                              ignore_reasons: tuple[str, ...] = ()) -> dict[str, StageRecord]:
@@ -711,11 +734,12 @@ class Ledger:
         """
         latest: dict[str, StageRecord] = {}
         rows = self._read(  # one query: the runs of `sha` (index runs_sha), then each run's results (primary key)
-            "SELECT s.* FROM runs r JOIN stage_results s ON s.run_id = r.id WHERE r.sha = ? AND (? OR r.dirty = 0)"
+            "SELECT s.*, r.status AS run_status, r.pid AS run_pid, r.host AS run_host FROM runs r"
+            " JOIN stage_results s ON s.run_id = r.id WHERE r.sha = ? AND (? OR r.dirty = 0)"
             " ORDER BY r.id, COALESCE(s.started_at, 1e18), s.rowid", (sha, int(include_dirty)),
         )
         for row in rows:
-            result = StageRecord(**{k: row[k] for k in StageRecord._fields})
+            result = _stage_record(row)
             if not (ignore_reasons and result.reason.startswith(ignore_reasons)):
                 latest[result.stage] = result
         return latest

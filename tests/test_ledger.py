@@ -6,6 +6,7 @@ never followed. Each attack is paired with a control that must pass.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -272,3 +273,50 @@ def test_a_schema_3_ledger_migrates_with_its_outbox_counted(tmp_path: Path) -> N
     with Ledger(path) as ledger:
         assert ledger.outbox_counts() == {"delivered": 2, "pending": 1}
         assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- a run whose cdkit was killed ---------------------------------------------------------------------------
+
+
+def start_run_and_wait_for_its_stage(repo: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`cdkit run` of a stage that sleeps, started for real; returns once the stage runs (and its pid)."""
+    commit(repo, {".cdkit.yml": config("""
+        version: 1
+        stages:
+          - {name: slow, run: 'echo $$ > ../stage.pid; exec sleep 60'}
+    """)})
+    proc = subprocess.Popen([sys.executable, "-m", "cdkit", "run"], cwd=repo, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pid_file = repo.parent / "stage.pid"
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text().strip():
+            return proc, int(pid_file.read_text())
+        assert proc.poll() is None, "cdkit run ended before its stage started"
+        subprocess.run(["sleep", "0.05"], check=True)
+    raise AssertionError("the stage never started")
+
+
+def logged_stage(repo: Path) -> dict[str, object]:
+    (run,) = runs(repo)
+    (stage,) = run["stages"]  # type: ignore[misc]
+    return {"run": run["status"], **stage}  # type: ignore[dict-item]
+
+
+def test_a_stage_whose_cdkit_was_killed_is_shown_cancelled_not_running_forever(repo: Path) -> None:
+    proc, stage_pid = start_run_and_wait_for_its_stage(repo)
+    try:
+        # Control: while cdkit lives, its stage is running, and so is its run.
+        alive = logged_stage(repo)
+        assert (alive["run"], alive["status"]) == ("running", "running"), alive
+        proc.kill()  # kill -9: cdkit records nothing more
+        proc.wait()
+        gone = logged_stage(repo)
+        assert (gone["run"], gone["status"]) == ("interrupted", "cancelled"), gone
+        assert "cdkit's process ended before the stage did" in str(gone["reason"])
+        status = cdkit("status", "--json", cwd=repo)
+        assert json.loads(status.stdout)["stages"][0]["status"] == "cancelled", status.stdout
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stage_pid, 9)
+    with sqlite3.connect(ledger_path(repo)) as db:  # the row stays as recorded (the audit chain sealed it so)
+        assert db.execute("SELECT status FROM stage_results").fetchall() == [("running",)]

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from cdkit import git
 from cdkit.approval import Identity
 from cdkit.history.records import Deployment
-from cdkit.ledger import FORCED_REASON_PREFIX
+from cdkit.ledger import ABANDONED_REASON, FORCED_REASON_PREFIX, abandoned
 from cdkit.history.source import History
 from cdkit.history.timeutil import iso
 
@@ -71,10 +71,13 @@ def stage_results(db: sqlite3.Connection, shas: Iterable[str]) -> dict[str, list
         marks = ",".join("?" * len(chunk))
         rows = db.execute(
             "SELECT r.sha, r.id, r.event, r.host, s.stage, s.status, s.reason, s.started_at, s.finished_at,"
-            " s.exit_code, s.log_path FROM runs r"
+            " s.exit_code, s.log_path, r.status, r.pid FROM runs r"
             f" JOIN stage_results s ON s.run_id = r.id WHERE r.dirty = 0 AND r.sha IN ({marks})"  # noqa: S608
             " ORDER BY r.id, COALESCE(s.started_at, 1e18), s.rowid", chunk).fetchall()
-        for sha, run_id, event, host, stage, status, reason, started, finished, exit_code, log in rows:
+        for sha, run_id, event, host, stage, status, reason, started, finished, exit_code, log, run_status, pid \
+                in rows:
+            if abandoned(status, run_status, pid, host):
+                status, reason = "cancelled", ABANDONED_REASON
             found.setdefault(sha, {})[stage] = StageSeen(stage, status, reason, run_id, where_it_ran(event), host,
                                                           started, finished, exit_code, log)
     return {sha: list(stages.values()) for sha, stages in found.items()}
