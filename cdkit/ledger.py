@@ -263,14 +263,6 @@ def _from_json(text: str) -> Any:
     return json.loads(text)
 
 
-def _stage_record(row: sqlite3.Row) -> StageRecord:
-    """A stage_results row, read with its run's status, pid and host (`run_status`, `run_pid`, `run_host`)."""
-    record = StageRecord(**{k: row[k] for k in StageRecord._fields})
-    if abandoned(record.status, row["run_status"], row["run_pid"], row["run_host"]):
-        return record._replace(status="cancelled", reason=ABANDONED_REASON)
-    return record
-
-
 def _claimant_gone(claimant: str | None) -> bool:
     """Whether the process that claimed an outbox item (`pid@host`) is known to have ended."""
     pid, _, host = (claimant or "").partition("@")
@@ -280,14 +272,26 @@ def _claimant_gone(claimant: str | None) -> bool:
 ABANDONED_REASON = "interrupted: cdkit's process ended before the stage did (killed, or its machine stopped)"
 
 
+def run_interrupted(run_status: str, pid: int | None, host: str | None) -> bool:
+    """Whether a run recorded `running` never will finish: its cdkit process is gone (kill -9, a crash)."""
+    return run_status == "running" and bool(pid) and local_process_gone(int(pid or 0), host)
+
+
 def abandoned(stage_status: str, run_status: str, pid: int | None, host: str | None) -> bool:
-    """Whether a stage recorded `running` never will finish: its run's cdkit process is gone (kill -9, a crash).
+    """Whether a stage recorded `running` never will finish: its run is interrupted (`run_interrupted`).
 
     Shown as `cancelled` (ABANDONED_REASON), as its run is shown `interrupted`; the row itself is
     left as written (the audit chain seals rows as they were recorded).
     """
-    return stage_status == "running" and run_status == "running" and bool(pid) and \
-        local_process_gone(int(pid or 0), host)
+    return stage_status == "running" and run_interrupted(run_status, pid, host)
+
+
+def _stage_record(row: sqlite3.Row) -> StageRecord:
+    """A stage_results row, read with its run's status, pid and host (`run_status`, `run_pid`, `run_host`)."""
+    record = StageRecord(**{k: row[k] for k in StageRecord._fields})
+    if abandoned(record.status, row["run_status"], row["run_pid"], row["run_host"]):
+        return record._replace(status="cancelled", reason=ABANDONED_REASON)
+    return record
 
 
 class LedgerError(CdkitError):
@@ -697,7 +701,7 @@ class Ledger:
 
     def _run(self, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
-        if status == "running" and row["pid"] and local_process_gone(row["pid"], row["host"]):
+        if run_interrupted(status, row["pid"], row["host"]):
             status = "interrupted"  # its process died without finishing it
         return RunRecord(
             id=row["id"], trigger=row["trigger"], event=row["event"], sha=row["sha"], base_sha=row["base_sha"],

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,7 +293,7 @@ def start_run_and_wait_for_its_stage(repo: Path) -> tuple[subprocess.Popen[bytes
         if pid_file.exists() and pid_file.read_text().strip():
             return proc, int(pid_file.read_text())
         assert proc.poll() is None, "cdkit run ended before its stage started"
-        subprocess.run(["sleep", "0.05"], check=True)
+        time.sleep(0.05)
     raise AssertionError("the stage never started")
 
 
